@@ -1,0 +1,3 @@
+"""streamrec: a streaming, real-time, session-based recommender."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``streamrec bench``: they print figures and can write them as JSON."""

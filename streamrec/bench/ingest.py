@@ -1,0 +1,206 @@
+"""``streamrec bench ingest``: Kafka -> one worker -> Redis, end to end, against the real services.
+
+Protocol:
+- **Throughput.** N events are published to a fresh topic *before* the worker starts, so the
+  producer cannot be the bottleneck. One worker process is then started, and a poller reads the
+  worker's applied-events counter in Redis every 10 ms. ``events_per_s`` is the slope between the
+  first and the last change of that counter: sustained consumption, without start-up.
+- **Freshness.** With the worker caught up, events are offered at a fixed rate, each to a new
+  session, with ``timestamp`` = publish time. A separate process subscribes to Redis keyspace
+  notifications for those sessions' keys; the notification fires when the write lands, so arrival
+  minus timestamp is publish-to-visible latency (ms resolution on the publish side).
+- **Loss.** ``lost`` = events published - events applied (the worker de-duplicates by event id).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from kafka import KafkaAdminClient
+
+from streamrec.events.schema import encode_event
+from streamrec.publish.producer import EventProducer, Pacer
+from streamrec.settings import Settings
+from streamrec.stream.launcher import WorkerProcess
+from streamrec.stream.session_store import pop_keys
+from streamrec.stream.topics import ensure_topics
+
+__all__ = ["IngestBenchConfig", "run_ingest_bench", "synthetic_events"]
+
+
+@dataclass(frozen=True)
+class IngestBenchConfig:
+    events: int = 200_000
+    fresh_rate: float = 5000.0
+    fresh_seconds: float = 20.0
+    source: str = "ml-1m"
+    keep: bool = False
+
+
+def synthetic_events(n: int, seed: int = 0, n_items: int = 20_000, session_len: int = 12,
+                     concurrent: int = 2000) -> Iterator[dict[str, Any]]:
+    """Interleaved sessions over a Zipf-like catalogue, in time order. Pure given the seed."""
+    rng = random.Random(seed)
+    start_ms = int(time.time() * 1000) - 3_600_000
+    active: list[tuple[str, int]] = []
+    next_session = 0
+    for i in range(n):
+        if len(active) < concurrent:
+            active.append((f"syn-{seed}-{next_session}", rng.randint(2, 2 * session_len)))
+            next_session += 1
+        j = rng.randrange(len(active))
+        sid, left = active[j]
+        item = int(n_items * rng.random() ** 3)
+        yield {"event_id": f"syn-{seed}-e{i}", "session_id": sid, "item_id": f"item-{item}",
+               "event_type": "view", "timestamp": start_ms + i}
+        if left <= 1:
+            active[j] = active[-1]
+            active.pop()
+        else:
+            active[j] = (sid, left - 1)
+
+
+def _source(config: IngestBenchConfig, settings: Settings) -> Iterator[tuple[bytes, bytes]]:
+    """(key, payload) pairs for the throughput phase."""
+    if config.source == "synthetic":
+        events: Iterator[dict[str, Any]] = synthetic_events(config.events)
+    else:
+        from streamrec.data.movielens import load
+        from streamrec.data.replay import replay_events
+
+        events = replay_events(load("ml-1m", settings.data_dir).interactions, limit=config.events)
+    return ((e["session_id"].encode(), encode_event(e)) for e in events)
+
+
+def _listen(redis_url: str, pattern: str, ready: Any, stop: Any, out: Any) -> None:
+    """Child process: record when each session key is first written (keyspace notification)."""
+    client = redis.Redis.from_url(redis_url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe(pattern)
+    ready.set()
+    arrivals: dict[bytes, float] = {}
+    while not stop.is_set():
+        msg = pubsub.get_message(timeout=0.05)
+        while msg is not None:
+            arrivals.setdefault(msg["channel"], time.time() * 1000.0)
+            msg = pubsub.get_message(timeout=0)
+    out.put({k.decode(): v for k, v in arrivals.items()})
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] if len(values) > 1 else values[0]
+
+
+def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:8]
+    settings = base.replace(clicks_topic=f"streamrec.bench.{run}.clicks", dead_letter_topic=f"streamrec.bench.{run}.dlq",
+                            app_id=f"streamrec-bench-{run}", redis_prefix=f"bench:{run}:")
+    ensure_topics(settings)
+    client = redis.Redis.from_url(settings.redis_address)
+    counter = pop_keys(settings.redis_prefix)[3]
+
+    def applied() -> int:
+        return int(client.get(counter) or 0)
+
+    # throughput: preload, then consume
+    published = 0
+    with EventProducer(settings) as producer:
+        for key, payload in _source(config, settings):
+            producer.send(payload, key)
+            published += 1
+    worker = WorkerProcess(settings, base.home / "logs" / f"bench-worker-{run}.log", loglevel="warning")
+    samples: list[tuple[float, int]] = []
+    try:
+        worker.start(wait_ready_s=0)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            n = applied()
+            samples.append((time.perf_counter(), n))
+            if n >= published:
+                break
+            if worker.proc is not None and worker.proc.poll() is not None:
+                raise RuntimeError(f"bench worker died:\n{worker.log_text()[-3000:]}")
+            time.sleep(0.01)
+        moving = [(t, n) for t, n in samples if n > 0]
+        first, last = moving[0], next(s for s in moving if s[1] == moving[-1][1])
+        events_per_s = (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else float("nan")
+
+        # freshness at a fixed offered rate, one new session per event
+        fresh_n = int(config.fresh_rate * config.fresh_seconds)
+        pattern = f"__keyspace@0__:{settings.redis_prefix}sess:{{fresh-{run}-*}}:items"
+        old_notify = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+        client.config_set("notify-keyspace-events", "Kz")
+        ctx = mp.get_context("spawn")
+        ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
+        listener = ctx.Process(target=_listen, args=(settings.redis_address, pattern, ready, stop, out), daemon=True)
+        listener.start()
+        ready.wait(30)
+        sent_at: dict[str, int] = {}
+        pacer = Pacer(config.fresh_rate)
+        with EventProducer(settings, linger_ms=0) as producer:
+            for i in range(fresh_n):
+                sid = f"fresh-{run}-{i}"
+                pacer.wait()
+                ts = int(time.time() * 1000)
+                producer.send(encode_event({"event_id": f"fresh-{run}-{i}", "session_id": sid, "item_id": f"item-{i % 5000}",
+                                            "event_type": "click", "timestamp": ts}), sid.encode())
+                sent_at[sid] = ts
+            offered_s = time.perf_counter() - (pacer.start or time.perf_counter())
+        total = published + fresh_n
+        deadline = time.monotonic() + 60
+        while applied() < total and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        stop.set()
+        arrivals = out.get(timeout=30)
+        listener.join(10)
+        client.config_set("notify-keyspace-events", old_notify)
+        prefix = f"__keyspace@0__:{settings.redis_prefix}sess:{{"
+        latencies = sorted(arrivals[f"{prefix}{sid}}}:items"] - ts for sid, ts in sent_at.items()
+                           if f"{prefix}{sid}}}:items" in arrivals)
+        result = {
+            "events": total,
+            "lost": total - applied(),
+            "events_per_s": round(events_per_s, 1),
+            "throughput_events": published,
+            "throughput_source": config.source,
+            "freshness_rate_offered": config.fresh_rate,
+            "freshness_rate_achieved": round(fresh_n / offered_s, 1) if offered_s else None,
+            "freshness_events": fresh_n,
+            "freshness_observed": len(latencies),
+            "freshness_p50_ms": round(_percentile(latencies, 50), 2) if latencies else None,
+            "freshness_p90_ms": round(_percentile(latencies, 90), 2) if latencies else None,
+            "freshness_p99_ms": round(_percentile(latencies, 99), 2) if latencies else None,
+            "freshness_max_ms": round(latencies[-1], 2) if latencies else None,
+            "batch_max": settings.batch_max,
+            "batch_within_s": settings.batch_within_s,
+        }
+    finally:
+        worker.stop()
+        if not config.keep:
+            _cleanup(settings, client)
+        client.close()
+    return result
+
+
+def _cleanup(settings: Settings, client: redis.Redis) -> None:
+    keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=5000))
+    for i in range(0, len(keys), 1000):
+        client.unlink(*keys[i:i + 1000])
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-bench")
+    try:
+        admin.delete_topics([settings.clicks_topic, settings.dead_letter_topic])
+        groups = [settings.app_id]
+        admin.delete_consumer_groups(groups)
+    except Exception:  # noqa: BLE001 - cleanup is best effort; the figures are already taken
+        pass
+    finally:
+        admin.close()

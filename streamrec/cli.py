@@ -1,0 +1,191 @@
+"""The ``streamrec`` command line. Prints for people; the work is done by the library."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from streamrec.errors import StreamrecError
+from streamrec.settings import Settings
+
+__all__ = ["main"]
+
+DATASETS = ("ml-1m", "ml-100k")
+
+
+def _infra(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.infra import infra_down, infra_status, infra_up
+
+    action = {"up": infra_up, "down": infra_down, "status": infra_status}[args.action]
+    statuses = action(settings)
+    if args.json:
+        print(json.dumps([asdict(s) for s in statuses], indent=2))
+    else:
+        verb = {"up": "started", "down": "stopped", "status": ""}[args.action]
+        for s in statuses:
+            state = "healthy" if s.healthy else "down"
+            note = f" ({verb})" if s.changed else (" (already running)" if args.action == "up" else "")
+            owner = f"pid {s.pid}" if s.pid else "not started by streamrec"
+            print(f"{s.name:6} {s.address:28} {state:8} {owner}{note}  log: {s.log}")
+    return 0 if args.action == "down" or all(s.healthy for s in statuses) else 1
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.stream.worker import run_worker
+
+    run_worker(settings, loglevel=args.loglevel)
+    return 0
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.publish.producer import EventProducer
+    from streamrec.publish.run import publish
+    from streamrec.publish.sources import dataset_events, jsonl_lines
+    from streamrec.stream.processor import limits_from
+    from streamrec.stream.topics import ensure_topics
+
+    ensure_topics(settings)
+    if args.dataset:
+        source = dataset_events(args.dataset, settings.data_dir, args.limit, args.session_gap)
+    else:
+        source = jsonl_lines(args.file, args.limit)
+    with EventProducer(settings) as producer:
+        report = publish(source, producer, rate=args.rate, validate=not args.no_validate,
+                         limits=limits_from(settings), total=args.limit, progress=not args.quiet)
+    stats = report.stats
+    rate = stats.sent / report.seconds if report.seconds else 0.0
+    print(f"published {stats.sent} event(s) to {settings.clicks_topic} in {report.seconds:.1f}s "
+          f"({rate:,.0f} ev/s); acked {stats.acked}, failed {stats.failed}, invalid {len(report.invalid)}")
+    for line_no, why in report.invalid[:20]:
+        print(f"  line {line_no}: {why}", file=sys.stderr)
+    for err in stats.errors:
+        print(f"  delivery error: {err}", file=sys.stderr)
+    return 1 if stats.failed or report.invalid else 0
+
+
+def _sessions(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.stream.inspect import list_sessions, show_sessions
+
+    text = asyncio.run(show_sessions(settings, args.session_ids, args.json) if args.action == "show"
+                       else list_sessions(settings, args.limit, args.json))
+    print(text)
+    return 0
+
+
+def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.stream.inspect import tail_dead_letters
+
+    for letter in tail_dead_letters(settings, args.n):
+        print(json.dumps(letter) if args.json else
+              f"{letter['reason']:18} {letter['detail'][:70]:70} @{letter['source']['partition']}:{letter['source']['offset']}")
+    return 0
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.ingest import IngestBenchConfig, run_ingest_bench
+
+    config = IngestBenchConfig(events=args.events, fresh_rate=args.rate, fresh_seconds=args.fresh_seconds,
+                               source=args.source, keep=args.keep)
+    result = run_ingest_bench(settings, config)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _settings(args: argparse.Namespace, settings: Settings) -> int:
+    for key, value in sorted(settings.to_env().items()):
+        print(f"{key}={value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamrec", description="Streaming, real-time, session-based recommendations. "
+        "Settings come from STREAMREC_* environment variables (see `streamrec settings`).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("infra", help="start, stop or check the local Kafka broker and Redis",
+                       description="Manage a real Kafka 4.x broker (KRaft) and redis-server on loopback. "
+                       "`up` is idempotent and waits until both answer; `down` stops only what `up` started.")
+    p.add_argument("action", choices=("up", "down", "status"))
+    p.add_argument("--json", action="store_true", help="print machine-readable status")
+    p.set_defaults(func=_infra)
+
+    p = sub.add_parser("worker", help="run the Faust session processor (clicks -> Redis)",
+                       description="Consume the clicks topic and keep each session's recent items, item popularity "
+                       "and co-occurrence counts in Redis. Bad events go to the dead-letter topic. Stop with Ctrl-C.")
+    p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=_worker)
+
+    p = sub.add_parser("publish", help="publish click events to Kafka",
+                       description="Send events from a JSONL file, stdin (--file -), or a MovieLens replay. "
+                       "Uses acks=all, the idempotent producer and compression; the key is session_id.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", metavar="PATH", help="JSONL file of events, or - for stdin")
+    src.add_argument("--dataset", choices=DATASETS, help="replay a MovieLens dataset as clicks in time order")
+    p.add_argument("--rate", type=float, default=0.0, help="events per second (default: as fast as possible)")
+    p.add_argument("--limit", type=int, default=None, help="publish at most this many events")
+    p.add_argument("--session-gap", type=int, default=3600, metavar="S",
+                   help="replay: a gap longer than S seconds starts a new session (default 3600)")
+    p.add_argument("--no-validate", action="store_true",
+                   help="send lines as they are, even invalid ones (the worker dead-letters them)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_publish)
+
+    p = sub.add_parser("sessions", help="read live sessions from Redis",
+                       description="Show sessions as the worker keeps them in Redis: items, event types, times.")
+    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = ssub.add_parser("show", help="show the given sessions")
+    sp.add_argument("session_ids", nargs="+", metavar="SESSION_ID")
+    sp.add_argument("--json", action="store_true")
+    sp = ssub.add_parser("list", help="list some live sessions with their latest items")
+    sp.add_argument("--limit", type=int, default=10)
+    sp.add_argument("--json", action="store_true")
+    p.set_defaults(func=_sessions)
+
+    p = sub.add_parser("dlq", help="show the latest dead letters",
+                       description="Read the last N messages of the dead-letter topic, with the reason for each.")
+    p.add_argument("-n", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--json", action="store_true", help="print each dead letter as JSON")
+    p.set_defaults(func=_dlq)
+
+    p = sub.add_parser("bench", help="benchmarks that print figures and can write them as JSON")
+    bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    bp = bsub.add_parser("ingest", help="end-to-end ingest: Kafka -> one worker -> Redis",
+                         description="Throughput: pre-publish N events, start one worker, time how fast they reach "
+                         "Redis. Freshness: publish at a fixed rate and time each event from publish until visible "
+                         "in Redis (keyspace notifications). Runs on its own topic and key prefix, then cleans up.")
+    bp.add_argument("--events", type=int, default=200_000, help="events for the throughput phase (default 200000)")
+    bp.add_argument("--rate", type=float, default=5000.0, help="offered rate of the freshness phase (default 5000/s)")
+    bp.add_argument("--fresh-seconds", type=float, default=20.0, help="length of the freshness phase (default 20)")
+    bp.add_argument("--source", choices=("ml-1m", "synthetic"), default="ml-1m",
+                    help="events for the throughput phase: a MovieLens-1M replay or synthetic sessions")
+    bp.add_argument("--keep", action="store_true", help="keep the bench topics and Redis keys")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
+    p.set_defaults(func=_bench)
+
+    p = sub.add_parser("settings", help="print the effective settings as STREAMREC_* variables")
+    p.set_defaults(func=_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        return int(args.func(args, settings))
+    except StreamrecError as exc:
+        print(f"streamrec: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,85 @@
+"""Read-only views of live state for people: sessions in Redis, dead letters in Kafka."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from kafka import KafkaConsumer, TopicPartition
+
+from streamrec.settings import Settings
+from streamrec.stream.session_store import SessionEvent, read_session
+
+__all__ = ["format_session", "list_sessions", "show_sessions", "tail_dead_letters"]
+
+
+def format_session(session_id: str, events: list[SessionEvent], ttl_s: int | None = None, last: int = 8) -> str:
+    if not events:
+        return f"{session_id}: (unknown or expired)"
+    when = datetime.fromtimestamp(events[-1].timestamp / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    head = f"{session_id}: {len(events)} event(s), last at {when} UTC" + (f", expires in {ttl_s}s" if ttl_s else "")
+    shown = events[-last:]
+    lines = [f"  {'…' if len(events) > last else ' '}"] if len(events) > last else []
+    lines += [f"   {e.event_type:12} {e.item_id}" for e in shown]
+    return "\n".join([head, *lines])
+
+
+def _as_json(session_id: str, events: list[SessionEvent]) -> dict[str, Any]:
+    return {"session_id": session_id,
+            "events": [{"item_id": e.item_id, "event_type": e.event_type, "timestamp": e.timestamp} for e in events]}
+
+
+async def show_sessions(settings: Settings, session_ids: list[str], as_json: bool = False) -> str:
+    async with aioredis.Redis.from_url(settings.redis_address) as client:
+        out = []
+        for sid in session_ids:
+            events = await read_session(client, settings.redis_prefix, sid)
+            out.append(_as_json(sid, events) if as_json else format_session(sid, events))
+    return json.dumps(out, indent=2) if as_json else "\n".join(out)  # type: ignore[arg-type]
+
+
+async def list_sessions(settings: Settings, limit: int, as_json: bool = False) -> str:
+    prefix = settings.redis_prefix
+    head, tail = f"{prefix}sess:{{", "}:items"
+    async with aioredis.Redis.from_url(settings.redis_address, decode_responses=True) as client:
+        ids: list[str] = []
+        async for key in client.scan_iter(match=f"{prefix}sess:*:items", count=1000):
+            if key.startswith(head) and key.endswith(tail):
+                ids.append(key[len(head):-len(tail)])
+            if len(ids) >= limit:
+                break
+        if not ids:
+            return "[]" if as_json else "no live sessions in Redis"
+    return await show_sessions(settings, sorted(ids), as_json)
+
+
+def tail_dead_letters(settings: Settings, n: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
+    """The last ``n`` dead letters over all partitions, oldest first by failure time."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=int(timeout_s * 1000), client_id="streamrec-dlq-tail")
+    try:
+        parts = consumer.partitions_for_topic(settings.dead_letter_topic) or set()
+        tps = [TopicPartition(settings.dead_letter_topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        begins = consumer.beginning_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, max(begins[tp], ends[tp] - n))
+        remaining = {tp for tp in tps if consumer.position(tp) < ends[tp]}
+        letters = []
+        for message in consumer:
+            letters.append(orjson.loads(message.value))
+            tp = TopicPartition(message.topic, message.partition)
+            if message.offset + 1 >= ends[tp]:
+                remaining.discard(tp)
+            if not remaining:
+                break
+    finally:
+        consumer.close()
+    letters.sort(key=lambda d: d.get("failed_at_ms", 0))
+    return letters[-n:]

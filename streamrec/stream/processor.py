@@ -1,0 +1,211 @@
+"""What the worker does with one batch of Kafka records; Faust-free, so tests call it directly.
+
+A batch goes: parse and validate -> dead letters for the bad ones -> one pipelined APPEND
+script per session -> one round trip for the global counters (popularity, co-occurrence).
+Offsets are committed by the caller only after ``apply`` returns, so a crash anywhere here
+means redelivery, and redelivery is harmless because APPEND skips event ids already seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streamrec.errors import InvalidEvent
+from streamrec.events.schema import ClickEvent, EventLimits, parse_event
+from streamrec.settings import Settings
+from streamrec.stream.session_store import (
+    SessionScripts, flatten_cooc, half_life_to_tau_ms, pack, parse_append_result, pop_keys, session_keys,
+)
+
+__all__ = ["BatchResult", "DeadLetter", "Record", "SessionWriter", "limits_from", "validate"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """The parts of a Kafka record the processor needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: Record
+    reason: str
+    detail: str
+
+    def encode(self, now_ms: int) -> bytes:
+        """Everything needed to inspect or replay the event: nothing of it is lost."""
+        raw = self.record.value or b""
+        try:
+            text: str | None = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        return orjson.dumps({
+            "reason": self.reason,
+            "detail": self.detail,
+            "source": {"topic": self.record.topic, "partition": self.record.partition, "offset": self.record.offset},
+            "key": self.record.key.decode("utf-8", "replace") if self.record.key is not None else None,
+            "payload": text,
+            "payload_b64": base64.b64encode(raw).decode(),
+            "failed_at_ms": now_ms,
+        })
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    duplicates: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def limits_from(settings: Settings) -> EventLimits:
+    return EventLimits(settings.max_event_bytes, settings.max_id_len, settings.min_timestamp_ms,
+                       settings.max_future_skew_s * 1000)
+
+
+def validate(records: Sequence[Record], limits: EventLimits, now_ms: int) -> tuple[list[tuple[Record, ClickEvent]], list[DeadLetter]]:
+    """Split a batch into valid events and dead letters. Pure."""
+    good: list[tuple[Record, ClickEvent]] = []
+    dead: list[DeadLetter] = []
+    for record in records:
+        if record.value is None:
+            dead.append(DeadLetter(record, "empty_payload", "record has no value"))
+            continue
+        try:
+            event = parse_event(record.value, limits, now_ms)
+        except InvalidEvent as exc:
+            dead.append(DeadLetter(record, exc.reason, exc.detail))
+            continue
+        if record.key is not None and record.key != event.session_id.encode():
+            dead.append(DeadLetter(record, "key_mismatch",
+                                   "the Kafka key must be the session_id, so that a session stays on one partition"))
+            continue
+        good.append((record, event))
+    return good, dead
+
+
+def group_by_session(events: Sequence[tuple[Record, ClickEvent]]) -> dict[str, list[tuple[Record, ClickEvent]]]:
+    grouped: dict[str, list[tuple[Record, ClickEvent]]] = defaultdict(list)
+    for record, event in events:
+        grouped[event.session_id].append((record, event))
+    return grouped
+
+
+def cooc_increments(pairs: Sequence[tuple[str, Sequence[str]]]) -> dict[str, dict[str, int]]:
+    """Symmetric co-occurrence counts from (new item, items before it in its session). Pure."""
+    inc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for item, before in pairs:
+        for other in before:
+            if other != item:
+                inc[item][other] += 1
+                inc[other][item] += 1
+    return inc
+
+
+class SessionWriter:
+    """Applies batches to Redis. Owns its connection pool; use ``async with``."""
+
+    def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
+        self.settings = settings
+        self.limits = limits_from(settings)
+        self.client = client or aioredis.Redis.from_url(settings.redis_address, socket_timeout=10.0,
+                                                        socket_connect_timeout=5.0, health_check_interval=30)
+        self.scripts = SessionScripts.register(self.client)
+        self._tau_ms = half_life_to_tau_ms(settings.popularity_half_life_s)
+        self._counting: asyncio.Future[None] | None = None
+
+    async def __aenter__(self) -> SessionWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.flush()
+        await self.client.aclose()
+
+    async def flush(self) -> None:
+        """Wait until the counters of the last batch are written."""
+        if self._counting is not None:
+            await self._counting
+            self._counting = None
+
+    async def apply(self, records: Sequence[Record], now_ms: int | None = None) -> BatchResult:
+        """Validate and write one batch; when it returns, the batch's sessions are durable in Redis.
+
+        Session writes are retried while Redis is unreachable: the batch must land before its
+        offsets are committed. The global counters (popularity, co-occurrence) are then written
+        in the background, overlapping the next batch; ``flush``/``close`` wait for them.
+        """
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        good, dead = validate(records, self.limits, now)
+        result = BatchResult(dead=dead)
+        if not good:
+            return result
+        applied, pairs = await _retrying(lambda: self._append(good, result))
+        if applied:
+            await self.flush()
+            self._counting = asyncio.ensure_future(_retrying(lambda: self._count(applied, pairs)))
+        return result
+
+    async def _append(self, good: Sequence[tuple[Record, ClickEvent]],
+                      result: BatchResult) -> tuple[list[ClickEvent], list[tuple[str, list[str]]]]:
+        s, prefix = self.settings, self.settings.redis_prefix
+        groups = group_by_session(good)
+        keys: list[str] = []
+        args: list[str | int] = [s.session_max_len, s.session_ttl_s, s.cooc_window]
+        for session_id, rows in groups.items():
+            keys.extend(session_keys(prefix, session_id))
+            args.append(pack((ev.event_id, ev.timestamp, f"{rec.offset:019d}", ev.item_id, ev.event_type)
+                             for rec, ev in rows))
+        reply = await self.scripts.append(keys=keys, args=args)
+
+        applied: list[ClickEvent] = []
+        pairs: list[tuple[str, list[str]]] = []
+        for (_, ev), before in zip((row for rows in groups.values() for row in rows), parse_append_result(reply)):
+            if before is not None:
+                applied.append(ev)
+                pairs.append((ev.item_id, before))
+        result.applied = len(applied)
+        result.duplicates = len(good) - len(applied)
+        return applied, pairs
+
+    async def _count(self, applied: Sequence[ClickEvent], pairs: Sequence[tuple[str, list[str]]]) -> None:
+        prefix = self.settings.redis_prefix
+        pop_args = [self._tau_ms, pack((ev.item_id, ev.timestamp) for ev in applied)]
+        cooc_keys, cooc_args = flatten_cooc(cooc_increments(pairs), prefix)
+        await asyncio.gather(
+            self.scripts.popularity(keys=pop_keys(prefix), args=pop_args),
+            self.scripts.cooc(keys=cooc_keys, args=cooc_args) if cooc_keys else asyncio.sleep(0),
+        )
+
+
+async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
+    """Retry ``attempt`` with capped exponential backoff while Redis is unreachable."""
+    delay = 0.1
+    while True:
+        try:
+            return await attempt()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

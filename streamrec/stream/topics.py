@@ -1,0 +1,53 @@
+"""The Kafka topics: created up front with the configured partition count, and their Faust handles."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streamrec.errors import InfraError
+from streamrec.settings import Settings
+
+__all__ = ["Topics", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the clicks and dead-letter topics if missing (idempotent).
+
+    Both are created explicitly, not left to broker auto-creation, so the clicks topic gets
+    ``topic_partitions`` partitions: that count is the ceiling on parallel workers.
+    """
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-admin",
+                                 request_timeout_ms=15000)
+    except KafkaError as exc:
+        raise InfraError(f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}). Is it up? Try: streamrec infra up") from exc
+    try:
+        existing = set(admin.list_topics())
+        wanted = [NewTopic(name, settings.topic_partitions, 1)
+                  for name in (settings.clicks_topic, settings.dead_letter_topic) if name not in existing]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+                log.info("created topics %s", [t.name for t in wanted])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+class Topics:
+    """Faust handles on the topics. Values stay raw bytes: parsing is ours, so bad input
+    reaches the dead-letter topic instead of Faust's own decode-error path."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.clicks = app.topic(settings.clicks_topic, key_type=bytes, value_type=bytes,
+                                key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions)
+        self.dead_letters = app.topic(settings.dead_letter_topic, key_type=bytes, value_type=bytes,
+                                      key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions)

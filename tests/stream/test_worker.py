@@ -1,0 +1,130 @@
+"""End to end: events published to the real Kafka reach Redis through real Faust workers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from streamrec.data.replay import expected_sessions
+from streamrec.settings import Settings
+from streamrec.stream.inspect import tail_dead_letters
+from streamrec.stream.launcher import WorkerProcess
+from tests.stream.helpers import applied, make_events, publish, read_sessions, wait_applied
+
+pytestmark = pytest.mark.integration
+
+
+def worker(settings: Settings, tmp_path: Path, name: str = "worker") -> WorkerProcess:
+    return WorkerProcess(settings, tmp_path / f"{name}.log")
+
+
+def test_publish_to_redis_in_time_order_with_out_of_order_events(isolated: Settings, tmp_path: Path) -> None:
+    settings = isolated.replace(session_max_len=20)
+    events = make_events(3000, sessions=150, seed=1, out_of_order_every=7)
+    with worker(settings, tmp_path):
+        publish(settings, events)
+        assert wait_applied(settings, len(events)) == len(events)
+    expected = expected_sessions(events, settings.session_max_len)
+    assert read_sessions(settings, expected) == expected
+    assert any(len(v) == 20 for v in expected.values()), "trimming to session_max_len was not exercised"
+
+
+def test_redelivered_and_republished_events_are_applied_once(isolated: Settings, tmp_path: Path) -> None:
+    events = make_events(400, sessions=20, seed=2)
+    with worker(isolated, tmp_path):
+        publish(isolated, events)
+        publish(isolated, events[:150])  # same event ids again: a producer retry or a replayed file
+        assert wait_applied(isolated, len(events)) == len(events)
+    expected = expected_sessions(events, isolated.session_max_len)
+    assert read_sessions(isolated, expected) == expected
+
+
+BAD_EVENTS: dict[str, bytes] = {
+    "not_json": b"{this is not json",
+    "not_object": b"[1, 2, 3]",
+    "missing_field": orjson.dumps({"event_id": "b1", "session_id": "bad", "item_id": "i", "event_type": "view"}),
+    "wrong_type": orjson.dumps({"event_id": "b2", "session_id": "bad", "item_id": 42, "event_type": "view",
+                                "timestamp": 1700000000000}),
+    "unknown_event_type": orjson.dumps({"event_id": "b3", "session_id": "bad", "item_id": "i", "event_type": "like",
+                                        "timestamp": 1700000000000}),
+    "absurd_timestamp": orjson.dumps({"event_id": "b4", "session_id": "bad", "item_id": "i", "event_type": "view",
+                                      "timestamp": 1700000000}),
+    "oversized": orjson.dumps({"event_id": "b5", "session_id": "bad", "item_id": "i" * 100, "event_type": "view",
+                               "timestamp": 1700000000000, "user_id": "u" * 5000}),
+    "empty_id": orjson.dumps({"event_id": "b6", "session_id": "", "item_id": "i", "event_type": "view",
+                              "timestamp": 1700000000000}),
+    "id_too_long": orjson.dumps({"event_id": "b7", "session_id": "s" * 500, "item_id": "i", "event_type": "view",
+                                 "timestamp": 1700000000000}),
+    "unknown_field": orjson.dumps({"event_id": "b8", "session_id": "bad", "item_id": "i", "event_type": "view",
+                                   "timestamp": 1700000000000, "price": 3}),
+}
+
+
+def test_bad_events_go_to_the_dead_letter_topic_and_the_worker_keeps_going(isolated: Settings, tmp_path: Path) -> None:
+    good_before = make_events(50, sessions=5, seed=3)
+    good_after = make_events(50, sessions=5, seed=4)
+    bad = [(b"bad", payload) for payload in BAD_EVENTS.values()]
+    with worker(isolated, tmp_path) as proc:
+        publish(isolated, good_before)
+        publish(isolated, bad)
+        publish(isolated, [(b"k", b"\xff\xfe not utf-8")])
+        publish(isolated, good_after)
+        assert wait_applied(isolated, 100) == 100
+        assert proc.proc is not None and proc.proc.poll() is None, "the worker died on bad input"
+    letters = tail_dead_letters(isolated, 100)
+    reasons = sorted(letter["reason"] for letter in letters)
+    assert reasons == sorted([*BAD_EVENTS, "not_json"])
+    by_reason = {letter["reason"]: letter for letter in letters if letter["payload"] is not None}
+    # nothing is lost: the original payload travels with its reason and source offset
+    assert by_reason["unknown_event_type"]["payload"].encode() == BAD_EVENTS["unknown_event_type"]
+    assert all(letter["source"]["topic"] == isolated.clicks_topic and letter["detail"] for letter in letters)
+    expected = expected_sessions(good_before + good_after, isolated.session_max_len)
+    assert read_sessions(isolated, expected) == expected
+
+
+def test_idle_sessions_expire(isolated: Settings, tmp_path: Path) -> None:
+    settings = isolated.replace(session_ttl_s=2)
+    events = make_events(20, sessions=2, seed=5)
+    with worker(settings, tmp_path):
+        publish(settings, events)
+        assert wait_applied(settings, 20) == 20
+        assert all(read_sessions(settings, {e["session_id"] for e in events}).values())
+        time.sleep(3.0)
+    assert read_sessions(settings, {e["session_id"] for e in events}) == {e["session_id"]: [] for e in events}
+
+
+def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(isolated: Settings, tmp_path: Path) -> None:
+    settings = isolated.replace(commit_interval_s=2.0)  # plenty of applied-but-uncommitted events at the kill
+    events = make_events(12_000, sessions=300, seed=6, out_of_order_every=11)
+    publish(settings, events)
+    first = worker(settings, tmp_path, "first").start()
+    deadline = time.monotonic() + 60
+    while applied(settings) < 3000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first.kill()
+    at_kill = applied(settings)
+    assert 0 < at_kill < len(events), "the kill did not land mid-stream"
+    with worker(settings, tmp_path, "second") as second:
+        assert wait_applied(settings, len(events), timeout_s=120) == len(events)
+        log = second.log_text()
+    expected = expected_sessions(events, settings.session_max_len)
+    assert read_sessions(settings, expected) == expected
+    assert "redelivered event(s) already in Redis" in log, "the restart saw no redelivery: nothing was tested"
+    assert "Traceback" not in log
+
+
+def test_two_workers_share_the_partitions(isolated: Settings, tmp_path: Path) -> None:
+    events = make_events(4000, sessions=200, seed=7)
+    with worker(isolated, tmp_path, "a") as a, worker(isolated, tmp_path, "b") as b:
+        publish(isolated, events)
+        assert wait_applied(isolated, len(events)) == len(events)
+        logs = a.log_text(), b.log_text()
+    # each worker logs its assignment table; both must own some of the clicks partitions
+    for log in logs:
+        assigned = [line for line in log.splitlines() if line.startswith("| " + isolated.clicks_topic)]
+        assert assigned, log[-2000:]
+    expected = expected_sessions(events, isolated.session_max_len)
+    assert read_sessions(isolated, expected) == expected
