@@ -46,10 +46,11 @@ class IngestBenchConfig:
 
 
 def synthetic_events(n: int, seed: int = 0, n_items: int = 20_000, session_len: int = 12,
-                     concurrent: int = 2000) -> Iterator[dict[str, Any]]:
-    """Interleaved sessions over a Zipf-like catalogue, in time order. Pure given the seed."""
+                     concurrent: int = 2000, start_ms: int | None = None) -> Iterator[dict[str, Any]]:
+    """Interleaved sessions over a Zipf-like catalogue, in time order (1 ms apart, starting an
+    hour ago unless ``start_ms`` is given). Pure given the seed and ``start_ms``."""
     rng = random.Random(seed)
-    start_ms = int(time.time() * 1000) - 3_600_000
+    start_ms = int(time.time() * 1000) - 3_600_000 if start_ms is None else start_ms
     active: list[tuple[str, int]] = []
     next_session = 0
     for i in range(n):

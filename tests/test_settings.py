@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamrec.errors import ConfigError
+from streamrec.settings import Settings
+
+
+def test_fields_come_from_streamrec_variables() -> None:
+    s = Settings.from_env({"STREAMREC_KAFKA_PORT": "29092", "STREAMREC_CLICKS_TOPIC": "c",
+                           "STREAMREC_BATCH_WITHIN_S": "0.01", "STREAMREC_HOME": "/tmp/x", "OTHER": "1"})
+    assert (s.kafka_port, s.clicks_topic, s.batch_within_s, s.home) == (29092, "c", 0.01, Path("/tmp/x"))
+    assert s.kafka_bootstrap == "127.0.0.1:29092"
+
+
+def test_redis_url_overrides_host_and_port() -> None:
+    assert Settings.from_env({"STREAMREC_REDIS_PORT": "7000"}).redis_address == "redis://127.0.0.1:7000/0"
+    assert Settings.from_env({"STREAMREC_REDIS_URL": "redis://r:1/2"}).redis_address == "redis://r:1/2"
+
+
+def test_to_env_reproduces_the_settings() -> None:
+    s = Settings.from_env({}, session_ttl_s=5, redis_prefix="p:")
+    assert Settings.from_env(s.to_env()) == s
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("STREAMREC_KAFKA_PORT", "ninety", "not a valid int"),
+    ("STREAMREC_SESSION_MAX_LEN", "0", "must be positive"),
+    ("STREAMREC_COMPRESSION", "brotli", "must be one of"),
+])
+def test_bad_values_are_refused_with_the_variable_named(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
+        Settings.from_env({name: value})
+    assert name in str(info.value) or "COMPRESSION" in str(info.value)
