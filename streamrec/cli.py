@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -75,6 +76,25 @@ def _sessions(args: argparse.Namespace, settings: Settings) -> int:
     text = asyncio.run(show_sessions(settings, args.session_ids, args.json) if args.action == "show"
                        else list_sessions(settings, args.limit, args.json))
     print(text)
+    return 0
+
+
+def _stats(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.stream.inspect import consumer_lag, stats
+
+    if args.wait_lag:
+        deadline = time.monotonic() + args.wait_lag
+        while sum(consumer_lag(settings).values()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    result = {**asyncio.run(stats(settings, args.top)), "consumer_lag": sum(consumer_lag(settings).values())}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"events applied     {result['events_applied']:,}")
+    print(f"live sessions      {result['live_sessions']:,}")
+    print(f"consumer lag       {result['consumer_lag']:,}")
+    print("popular now        " + "; ".join(result["popular_now"]))
+    print("popular all time   " + "; ".join(f"{item} ({n})" for item, n in result["popular_all_time"]))
     return 0
 
 
@@ -150,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=10)
     sp.add_argument("--json", action="store_true")
     p.set_defaults(func=_sessions)
+
+    p = sub.add_parser("stats", help="counters the worker keeps, and its consumer lag",
+                       description="Events applied, live sessions, the most popular items (time-decayed and all "
+                       "time) and the worker group's consumer lag on the clicks topic.")
+    p.add_argument("--top", type=int, default=5, help="how many popular items (default 5)")
+    p.add_argument("--wait-lag", type=float, default=0.0, metavar="S",
+                   help="first wait up to S seconds for the consumer lag to reach zero")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_stats)
 
     p = sub.add_parser("dlq", help="show the latest dead letters",
                        description="Read the last N messages of the dead-letter topic, with the reason for each.")

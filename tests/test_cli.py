@@ -4,7 +4,7 @@ import pytest
 
 from streamrec.cli import build_parser, main
 
-COMMANDS = [["infra"], ["worker"], ["publish"], ["sessions"], ["sessions", "show"], ["sessions", "list"], ["dlq"],
+COMMANDS = [["infra"], ["worker"], ["publish"], ["sessions"], ["sessions", "show"], ["sessions", "list"], ["dlq"], ["stats"],
             ["bench"], ["bench", "ingest"], ["settings"]]
 
 

@@ -83,3 +83,42 @@ def tail_dead_letters(settings: Settings, n: int, timeout_s: float = 5.0) -> lis
         consumer.close()
     letters.sort(key=lambda d: d.get("failed_at_ms", 0))
     return letters[-n:]
+
+
+def consumer_lag(settings: Settings) -> dict[int, int]:
+    """Per partition of the clicks topic: messages not yet committed by the worker group."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-lag")
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-lag",
+                             enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(settings.clicks_topic) or set()
+        tps = [TopicPartition(settings.clicks_topic, p) for p in sorted(parts)]
+        ends = consumer.end_offsets(tps)
+        committed = admin.list_group_offsets({settings.app_id: tps}).get(settings.app_id, {})
+        return {tp.partition: ends[tp] - max(_offset(committed.get(tp)), 0) for tp in tps}
+    finally:
+        consumer.close()
+        admin.close()
+
+
+def _offset(meta: Any) -> int:
+    return -1 if meta is None else int(getattr(meta, "offset", meta))
+
+
+async def stats(settings: Settings, top: int = 10) -> dict[str, Any]:
+    """Counters the worker keeps: events applied, live sessions, most popular items now."""
+    from streamrec.stream.session_store import pop_keys
+
+    decayed, _, count, events = pop_keys(settings.redis_prefix)
+    async with aioredis.Redis.from_url(settings.redis_address, decode_responses=True) as client:
+        sessions = 0
+        async for _ in client.scan_iter(match=f"{settings.redis_prefix}sess:*:items", count=5000):
+            sessions += 1
+        return {
+            "events_applied": int(await client.get(events) or 0),
+            "live_sessions": sessions,
+            "popular_now": [item for item, _ in await client.zrevrange(decayed, 0, top - 1, withscores=True)],
+            "popular_all_time": [(item, int(n)) for item, n in await client.zrevrange(count, 0, top - 1, withscores=True)],
+        }
