@@ -1,9 +1,9 @@
 """What the worker does with one batch of Kafka records; Faust-free, so tests call it directly.
 
-A batch goes: parse and validate -> dead letters for the bad ones -> one pipelined APPEND
-script per session -> one round trip for the global counters (popularity, co-occurrence).
+A batch goes: parse and validate -> dead letters for the bad ones -> one atomic script call
+that appends to every session of the batch and updates popularity and co-occurrence.
 Offsets are committed by the caller only after ``apply`` returns, so a crash anywhere here
-means redelivery, and redelivery is harmless because APPEND skips event ids already seen.
+means redelivery, and redelivery is harmless because the script skips event ids already seen.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from streamrec.errors import InvalidEvent
 from streamrec.events.schema import ClickEvent, EventLimits, parse_event
 from streamrec.settings import Settings
-from streamrec.stream.session_store import (
-    SessionScripts, flatten_cooc, half_life_to_tau_ms, pack, parse_append_result, pop_keys, session_keys,
-)
+from streamrec.stream.session_store import APPLY_LUA, half_life_to_tau_ms, pack, pop_keys, session_keys
 
 __all__ = ["BatchResult", "DeadLetter", "Record", "SessionWriter", "limits_from", "validate"]
 
@@ -110,17 +108,6 @@ def group_by_session(events: Sequence[tuple[Record, ClickEvent]]) -> dict[str, l
     return grouped
 
 
-def cooc_increments(pairs: Sequence[tuple[str, Sequence[str]]]) -> dict[str, dict[str, int]]:
-    """Symmetric co-occurrence counts from (new item, items before it in its session). Pure."""
-    inc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for item, before in pairs:
-        for other in before:
-            if other != item:
-                inc[item][other] += 1
-                inc[other][item] += 1
-    return inc
-
-
 class SessionWriter:
     """Applies batches to Redis. Owns its connection pool; use ``async with``."""
 
@@ -129,9 +116,9 @@ class SessionWriter:
         self.limits = limits_from(settings)
         self.client = client or aioredis.Redis.from_url(settings.redis_address, socket_timeout=10.0,
                                                         socket_connect_timeout=5.0, health_check_interval=30)
-        self.scripts = SessionScripts.register(self.client)
-        self._tau_ms = half_life_to_tau_ms(settings.popularity_half_life_s)
-        self._counting: asyncio.Future[None] | None = None
+        self._apply = self.client.register_script(APPLY_LUA)
+        self._fixed_args = [settings.session_max_len, settings.session_ttl_s, settings.cooc_window,
+                            half_life_to_tau_ms(settings.popularity_half_life_s), settings.redis_prefix]
 
     async def __aenter__(self) -> SessionWriter:
         return self
@@ -140,63 +127,30 @@ class SessionWriter:
         await self.close()
 
     async def close(self) -> None:
-        await self.flush()
         await self.client.aclose()
 
-    async def flush(self) -> None:
-        """Wait until the counters of the last batch are written."""
-        if self._counting is not None:
-            await self._counting
-            self._counting = None
-
     async def apply(self, records: Sequence[Record], now_ms: int | None = None) -> BatchResult:
-        """Validate and write one batch; when it returns, the batch's sessions are durable in Redis.
+        """Validate and write one batch; when it returns, the batch is durable in Redis.
 
-        Session writes are retried while Redis is unreachable: the batch must land before its
-        offsets are committed. The global counters (popularity, co-occurrence) are then written
-        in the background, overlapping the next batch; ``flush``/``close`` wait for them.
+        Retries while Redis is unreachable: the batch must land before its offsets are committed.
         """
         now = int(time.time() * 1000) if now_ms is None else now_ms
         good, dead = validate(records, self.limits, now)
         result = BatchResult(dead=dead)
-        if not good:
-            return result
-        applied, pairs = await _retrying(lambda: self._append(good, result))
-        if applied:
-            await self.flush()
-            self._counting = asyncio.ensure_future(_retrying(lambda: self._count(applied, pairs)))
+        if good:
+            result.applied, result.duplicates = await _retrying(lambda: self._write(good))
         return result
 
-    async def _append(self, good: Sequence[tuple[Record, ClickEvent]],
-                      result: BatchResult) -> tuple[list[ClickEvent], list[tuple[str, list[str]]]]:
-        s, prefix = self.settings, self.settings.redis_prefix
-        groups = group_by_session(good)
-        keys: list[str] = []
-        args: list[str | int] = [s.session_max_len, s.session_ttl_s, s.cooc_window]
-        for session_id, rows in groups.items():
+    async def _write(self, good: Sequence[tuple[Record, ClickEvent]]) -> tuple[int, int]:
+        prefix = self.settings.redis_prefix
+        keys: list[str] = list(pop_keys(prefix))
+        args: list[str | int | float] = list(self._fixed_args)
+        for session_id, rows in group_by_session(good).items():
             keys.extend(session_keys(prefix, session_id))
             args.append(pack((ev.event_id, ev.timestamp, f"{rec.offset:019d}", ev.item_id, ev.event_type)
                              for rec, ev in rows))
-        reply = await self.scripts.append(keys=keys, args=args)
-
-        applied: list[ClickEvent] = []
-        pairs: list[tuple[str, list[str]]] = []
-        for (_, ev), before in zip((row for rows in groups.values() for row in rows), parse_append_result(reply)):
-            if before is not None:
-                applied.append(ev)
-                pairs.append((ev.item_id, before))
-        result.applied = len(applied)
-        result.duplicates = len(good) - len(applied)
-        return applied, pairs
-
-    async def _count(self, applied: Sequence[ClickEvent], pairs: Sequence[tuple[str, list[str]]]) -> None:
-        prefix = self.settings.redis_prefix
-        pop_args = [self._tau_ms, pack((ev.item_id, ev.timestamp) for ev in applied)]
-        cooc_keys, cooc_args = flatten_cooc(cooc_increments(pairs), prefix)
-        await asyncio.gather(
-            self.scripts.popularity(keys=pop_keys(prefix), args=pop_args),
-            self.scripts.cooc(keys=cooc_keys, args=cooc_args) if cooc_keys else asyncio.sleep(0),
-        )
+        applied, duplicates = await self._apply(keys=keys, args=args)
+        return int(applied), int(duplicates)
 
 
 async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:

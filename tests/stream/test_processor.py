@@ -1,4 +1,4 @@
-"""The processor's pure parts: validation into dead letters, grouping, co-occurrence."""
+"""The processor's pure parts: validation into dead letters, grouping, packing."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import base64
 import orjson
 
 from streamrec.events.schema import EventLimits
-from streamrec.stream.processor import DeadLetter, Record, cooc_increments, group_by_session, validate
-from streamrec.stream.session_store import FIELD, REC, pack, parse_append_result
+from streamrec.stream.processor import DeadLetter, Record, group_by_session, validate
+from streamrec.stream.session_store import FIELD, REC, decode_member, pack
 
 NOW = 1_750_000_000_000
 
@@ -44,12 +44,6 @@ def test_group_by_session_keeps_arrival_order_within_each_session() -> None:
     assert {k: [r.offset for r, _ in v] for k, v in groups.items()} == {"s0": [0, 2, 4], "s1": [1, 3]}
 
 
-def test_cooc_increments_are_symmetric_and_skip_self_pairs() -> None:
-    inc = cooc_increments([("b", ["a"]), ("c", ["a", "b"]), ("a", ["a", "c"])])
-    assert {k: dict(v) for k, v in inc.items()} == {
-        "a": {"b": 1, "c": 2}, "b": {"a": 1, "c": 1}, "c": {"a": 2, "b": 1}}
-
-
-def test_pack_and_parse_append_result() -> None:
+def test_pack_joins_records_and_fields_with_separators_ids_cannot_contain() -> None:
     assert pack([("e1", 5, "x"), ("e2", 6, "y")]) == f"e1{FIELD}5{FIELD}x{REC}e2{FIELD}6{FIELD}y"
-    assert parse_append_result([b"-", b"", f"a{FIELD}b".encode()]) == [None, [], ["a", "b"]]
+    assert decode_member(f"{7:019d}{FIELD}Fargo (1996){FIELD}click".encode()) == ("Fargo (1996)", "click")
