@@ -2,15 +2,39 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
+from faust.sensors import Monitor
 
 from streamrec.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["QuietMonitor", "create_app"]
+
+
+class QuietMonitor(Monitor):
+    """Faust's monitor without its per-message bookkeeping.
+
+    The default monitor records four timestamps per event for Faust's web views, which we do
+    not run; on this 2-core machine that bookkeeping cost a fifth of the worker's throughput.
+    Commit, assignment and producer statistics are still kept.
+    """
+
+    def on_message_in(self, *args: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, *args: Any) -> None:
+        return None
+
+    def on_stream_event_out(self, *args: Any) -> None:
+        return None
+
+    def on_message_out(self, *args: Any) -> None:
+        return None
 
 
 def create_app(settings: Settings) -> faust.App:
-    return faust.App(
+    app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -27,3 +51,5 @@ def create_app(settings: Settings) -> faust.App:
         producer_compression_type=None if settings.compression == "none" else settings.compression,
         producer_linger_ms=0,
     )
+    app.monitor = QuietMonitor()
+    return app
