@@ -63,8 +63,7 @@ class KafkaBroker:
 
     @property
     def process(self) -> OwnedProcess:
-        home = self.settings.home
-        return OwnedProcess("kafka", home / "run" / "kafka.pid", home / "logs" / "kafka.log")
+        return OwnedProcess.under(self.settings.home, "kafka")
 
     @property
     def libs(self) -> Path:

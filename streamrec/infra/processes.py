@@ -35,6 +35,11 @@ class OwnedProcess:
     pidfile: Path
     logfile: Path
 
+    @classmethod
+    def under(cls, home: Path, name: str) -> OwnedProcess:
+        """The layout ``infra`` uses: ``home/run/<name>.pid`` and ``home/logs/<name>.log``."""
+        return cls(name, home / "run" / f"{name}.pid", home / "logs" / f"{name}.log")
+
     def pid(self) -> int | None:
         """The pid if our process is still alive, else None (a stale pid file is removed)."""
         try:

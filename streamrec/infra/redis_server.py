@@ -20,8 +20,7 @@ class RedisServer:
 
     @property
     def process(self) -> OwnedProcess:
-        home = self.settings.home
-        return OwnedProcess("redis", home / "run" / "redis.pid", home / "logs" / "redis.log")
+        return OwnedProcess.under(self.settings.home, "redis")
 
     @property
     def address(self) -> str:
