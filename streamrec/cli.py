@@ -125,6 +125,51 @@ def _settings(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    import textwrap
+
+    from tqdm import tqdm
+
+    from streamrec.data.movielens import load
+    from streamrec.errors import ConfigError
+    from streamrec.eval import report
+    from streamrec.eval.evaluate import fit_and_evaluate
+    from streamrec.eval.protocols import DEFAULT_TEST_DAYS, LeaveOneOut, SessionSplit, split
+    from streamrec.eval.registry import create
+
+    names = list(dict.fromkeys(n.strip() for n in args.models.split(",") if n.strip()))
+    if not names or (args.limit_cases is not None and args.limit_cases < 1):
+        raise ConfigError("--models needs at least one name and --limit-cases a positive number")
+    models = [create(name) for name in names]  # fail on a bad name before loading anything
+    protocol: LeaveOneOut | SessionSplit
+    if args.protocol == "loo":
+        if args.gap is not None or args.test_days is not None:
+            raise ConfigError("--gap and --test-days apply to --protocol session only")
+        protocol = LeaveOneOut()
+    else:
+        days = DEFAULT_TEST_DAYS[args.dataset] if args.test_days is None else args.test_days
+        protocol = SessionSplit(gap_s=3600 if args.gap is None else args.gap, test_days=days, validation_days=days)
+    parts = split(load(args.dataset, settings.data_dir), protocol)
+    summary = {**parts.summary, "limit_cases": args.limit_cases}
+    sizes = [f"{k} {v:,}" for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)]
+    print(textwrap.fill("split: " + ", ".join(sizes), 120, subsequent_indent="  "))
+    results = {}
+    for name, model in tqdm(list(zip(names, models, strict=True)), desc="models", unit=" model", leave=False,
+                            disable=True if args.quiet else None):
+        results[name] = fit_and_evaluate(model, parts, part=args.split, limit_cases=args.limit_cases,
+                                         progress=not args.quiet)
+    n_cases = int(next(iter(results.values()))["cases"])
+    heading = report.title(args.dataset, summary, args.split, n_cases)
+    print(report.format_table(heading, results, protocol.name))
+    default_json = settings.home / "eval" / f"{args.dataset}-{args.protocol}-{args.split}.json"
+    json_path = Path(args.json) if args.json else default_json
+    plot_path = Path(args.plot) if args.plot else json_path.with_suffix(".png")
+    report.write_json(json_path, report.to_json(args.dataset, args.split, protocol.name, summary, results))
+    report.plot(plot_path, heading, results, protocol.name)
+    print(f"wrote {json_path} and {plot_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec", description="Streaming, real-time, session-based recommendations. "
@@ -200,6 +245,28 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--keep", action="store_true", help="keep the bench topics and Redis keys")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
     p.set_defaults(func=_bench)
+
+    p = sub.add_parser("evaluate", help="fit baseline models and evaluate them offline on MovieLens",
+                       description="Split a MovieLens log with protocol A (loo: leave-one-out per user, history "
+                       "excluded) or B (session: sessions at inactivity gaps, last days as test, every next item "
+                       "predicted), fit each model on the training part, rank the full catalogue for every case, "
+                       "and print a table; also writes JSON and a PNG bar chart.")
+    p.add_argument("--dataset", choices=DATASETS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
+    p.add_argument("--models", required=True, metavar="NAMES",
+                   help="comma-separated: random, pop, itemknn, sknn, vsknn, mf, content")
+    p.add_argument("--split", choices=("validation", "test"), default="test", help="which cases (default test)")
+    p.add_argument("--gap", type=int, default=None, metavar="S",
+                   help="session: a pause longer than S seconds starts a new session (default 3600)")
+    p.add_argument("--test-days", type=float, default=None, metavar="D",
+                   help="session: the last D days are the test period, the D before them validation "
+                   "(default 90 for ml-1m, 30 for ml-100k)")
+    p.add_argument("--json", metavar="PATH", help="where to write the results (default $STREAMREC_HOME/eval/...)")
+    p.add_argument("--plot", metavar="PATH", help="where to write the bar chart (default: the JSON path, .png)")
+    p.add_argument("--limit-cases", type=int, default=None, metavar="N",
+                   help="evaluate a seeded random sample of N cases (quick runs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("settings", help="print the effective settings as STREAMREC_* variables")
     p.set_defaults(func=_settings)

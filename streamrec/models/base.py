@@ -1,0 +1,66 @@
+"""What every candidate generator offers: ``fit`` on training sequences, ``score`` the catalogue.
+
+The contract is deliberately small so that evaluation, the ranking pipeline and the server
+treat a popularity counter, a kNN index and a neural network the same way:
+
+- items are contiguous integers ``1..n_items`` (``0`` is padding and never recommended);
+- ``score`` takes a batch of histories (the session prefix, or the user's history) and returns
+  a dense ``(B, n_items + 1)`` float32 matrix over the **whole catalogue**; column 0 is ``-inf``;
+- ``recommend`` is the top-k of ``score`` with the history excluded when asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Recommender", "TrainData", "top_k"]
+
+
+@dataclass(frozen=True, eq=False)
+class TrainData:
+    """Training input shared by every model.
+
+    ``sequences[i]`` are the item indices of one training sequence (a user's history under the
+    leave-one-out protocol, a session under the session protocol) in time order, and
+    ``timestamps[i]`` their times in seconds. ``items`` holds metadata indexed by ``item_idx``
+    (columns ``item_idx``, ``title``, ``year``, ``genres`` as a '|'-joined string).
+    """
+
+    sequences: Sequence[np.ndarray]
+    timestamps: Sequence[np.ndarray]
+    n_items: int
+    items: pd.DataFrame
+
+
+@runtime_checkable
+class Recommender(Protocol):
+    name: str
+
+    def fit(self, data: TrainData) -> Recommender: ...
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """``(len(histories), n_items + 1)`` float32 scores; higher is better; column 0 is -inf."""
+        ...
+
+
+def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-``k`` item indices and scores, best first, with ``exclude[i]`` masked out.
+
+    Ties are broken by the lower item index, so results are deterministic.
+    """
+    scores = scores.astype(np.float32, copy=True)
+    scores[:, 0] = -np.inf
+    if exclude is not None:
+        for row, items in enumerate(exclude):
+            scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
+    k = min(k, scores.shape[1] - 1)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -part_scores), axis=1)
+    idx = np.take_along_axis(part, order, axis=1)
+    return idx, np.take_along_axis(scores, idx, axis=1)

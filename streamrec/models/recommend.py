@@ -1,0 +1,133 @@
+"""What every baseline shares: ``recommend`` on top of ``score``, history encoding, popularity back-fill.
+
+Kept in one place so the baselines cannot drift apart on the details that evaluation and the
+server rely on: which indices of a history count, how recency weights are laid out, what an
+empty (cold-start) history scores, and that column 0 is always ``-inf``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from streamrec.models.base import TrainData, top_k
+
+__all__ = [
+    "RecommendMixin",
+    "backfill",
+    "clean_histories",
+    "demote_history",
+    "exponential_weights",
+    "history_matrix",
+    "item_counts",
+]
+
+#: Maps a history length ``L`` to ``L`` weights, oldest first.
+PositionWeights = Callable[[int], np.ndarray]
+
+
+class RecommendMixin(ABC):
+    """Adds ``recommend`` to a model that has ``score``; the one place the top-k of a single history is taken."""
+
+    @abstractmethod
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """``(len(histories), n_items + 1)`` float32 scores; see ``base.Recommender``."""
+
+    def recommend(self, history: np.ndarray, k: int, exclude_history: bool = True) -> list[tuple[int, float]]:
+        """The ``k`` best ``(item_idx, score)`` pairs for one history, best first.
+
+        Items scored ``-inf`` (padding, excluded history) are never returned, so fewer than ``k``
+        pairs come back only when the catalogue runs out.
+        """
+        history = np.asarray(history, dtype=np.int64).reshape(-1)
+        scores = self.score([history])
+        if k < 1:
+            return []
+        seen = history[(history >= 0) & (history < scores.shape[1])]  # unknown items cannot be excluded
+        idx, vals = top_k(scores, k, [seen] if exclude_history else None)
+        return [(int(i), float(s)) for i, s in zip(idx[0], vals[0], strict=True) if np.isfinite(s)]
+
+
+def clean_histories(histories: Sequence[np.ndarray], n_items: int) -> list[np.ndarray]:
+    """Histories as int64 arrays holding only catalogue items, order kept.
+
+    Padding (0) and indices the model never saw (a live session may click an item added after
+    training) carry no signal, so they are dropped rather than raising in the middle of serving.
+    """
+    out = []
+    for h in histories:
+        h = np.asarray(h, dtype=np.int64).reshape(-1)
+        out.append(h[(h >= 1) & (h <= n_items)])
+    return out
+
+
+def exponential_weights(decay: float) -> PositionWeights:
+    """Weights ``decay ** age`` where age is 0 for the latest item: the usual "recent counts more"."""
+
+    def weigh(length: int) -> np.ndarray:
+        return decay ** np.arange(length - 1, -1, -1, dtype=np.float64)
+
+    return weigh
+
+
+def history_matrix(histories: Sequence[np.ndarray], n_items: int, weigh: PositionWeights) -> sp.csr_matrix:
+    """``(B, n_items + 1)`` sparse rows of position weights; a repeated item keeps its largest weight.
+
+    Taking the maximum rather than the sum keeps a re-clicked item from outweighing the rest,
+    and with weights that grow towards the end it means "weight of the latest occurrence".
+    """
+    rows, cols, vals = [], [], []
+    for r, h in enumerate(histories):
+        if len(h) == 0:
+            continue
+        w = weigh(len(h))
+        order = np.lexsort((-w, h))  # per item, largest weight first
+        first = np.r_[True, h[order][1:] != h[order][:-1]]
+        keep = order[first]
+        rows.append(np.full(len(keep), r, dtype=np.int64))
+        cols.append(h[keep])
+        vals.append(w[keep])
+    shape = (len(histories), n_items + 1)
+    if not rows:
+        return sp.csr_matrix(shape, dtype=np.float64)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+
+
+def demote_history(scores: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:
+    """Move each row's history items below all its other items, in place; they stay finite, so rankable.
+
+    A MovieLens user rates a movie once, so an item of the history is never the next one; when
+    evaluation does not mask the history (the session protocol), a model that ranks those items
+    high wastes its top slots. Models apply this unless their config says users return to items.
+    """
+    lengths = [len(h) for h in histories]
+    if not sum(lengths):
+        return scores
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    cols = np.concatenate(histories)
+    low = np.where(np.isfinite(scores), scores, np.inf).min(axis=1)
+    scores[rows, cols] = (low - 1.0)[rows]
+    return scores
+
+
+def item_counts(data: TrainData) -> np.ndarray:
+    """``(n_items + 1,)`` interaction counts over the training sequences; index 0 stays 0."""
+    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in data.sequences] or [np.zeros(0, np.int64)])
+    flat = flat[(flat >= 1) & (flat <= data.n_items)]
+    return np.bincount(flat, minlength=data.n_items + 1).astype(np.float64)
+
+
+def backfill(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Final float32 scores: items with evidence (score > 0) keep it; the rest rank by popularity below them.
+
+    Neighbourhood scores are zero for most of the catalogue (and for the whole of it when the
+    history is empty); ranking those zeros by training popularity, in ``[-1, 0)``, is the cold
+    start fallback and a better tie-break than item index. Column 0 is set to ``-inf``.
+    """
+    pop = counts / (counts.max() + 1.0) - 1.0  # in [-1, 0)
+    out = np.where(scores > 0, scores, pop[None, :]).astype(np.float32)
+    out[:, 0] = -np.inf
+    return out
