@@ -40,7 +40,7 @@ def _infra(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.stream.worker import run_worker
 
-    run_worker(settings, loglevel=args.loglevel)
+    run_worker(settings, loglevel=args.loglevel, dry_run=args.dry_run)
     return 0
 
 
@@ -111,11 +111,88 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.bench.ingest import IngestBenchConfig, run_ingest_bench
 
     config = IngestBenchConfig(events=args.events, fresh_rate=args.rate, fresh_seconds=args.fresh_seconds,
-                               source=args.source, keep=args.keep)
+                               source=args.source, keep=args.keep, faust_ceiling=not args.no_ceiling)
     result = run_ingest_bench(settings, config)
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.models import ModelBenchConfig, bench_models, format_rows
+    from streamrec.errors import ConfigError
+    from streamrec.export import DEFAULT_REGISTRY
+
+    registry = Path(args.registry) if args.registry else DEFAULT_REGISTRY
+    config = ModelBenchConfig(batch_sizes=tuple(args.batch), seq_len=args.seq_len, runs=args.runs,
+                              warmup=args.warmup, intra_op_threads=args.threads)
+    rows = bench_models(registry, config) if registry.is_dir() else []
+    if not rows:
+        raise ConfigError(f"no model with a CURRENT version under {registry}; run `streamrec train` first")
+    print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up")
+    print(format_rows(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.data.movielens import load
+    from streamrec.errors import ConfigError
+    from streamrec.eval.evaluate import evaluate
+    from streamrec.eval.protocols import DEFAULT_TEST_DAYS, LeaveOneOut, SessionSplit, split
+    from streamrec.export import DEFAULT_REGISTRY, load_onnx, publish
+    from streamrec.models.sasrec import SASRec, SASRecConfig
+    from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
+    from streamrec.train.curves import plot_curves
+
+    builders = {"sasrec": (SASRec, SASRecConfig)}
+    names = list(dict.fromkeys(n.strip() for n in args.models.split(",") if n.strip()))
+    unknown = [n for n in names if n not in builders]
+    if not names or unknown:
+        raise ConfigError(f"--models takes names from: {', '.join(builders)}; got {args.models!r}")
+    protocol: LeaveOneOut | SessionSplit
+    if args.protocol == "loo":
+        protocol = LeaveOneOut()
+    else:
+        days = DEFAULT_TEST_DAYS[args.dataset]
+        protocol = SessionSplit(test_days=days, validation_days=days)
+    data = load(args.dataset, settings.data_dir)
+    parts = split(data, protocol)
+    described = f"{args.dataset.upper()}, {parts.summary['description']}"
+    registry = Path(args.registry) if args.registry else DEFAULT_REGISTRY
+    for name in names:
+        model_cls, config_cls = builders[name]
+        config = config_cls(n_items=parts.train.n_items, max_len=args.max_len)
+        seed_everything(args.seed)  # the initial weights; the loop seeds again for dropout and shuffling
+        model = model_cls(config)
+        examples = sequence_examples(parts.train.sequences, config.max_len)
+        train_config = TrainConfig(epochs=args.epochs, budget_min=args.budget_min, seed=args.seed,
+                                   progress=not args.quiet)
+        print(f"training {name} on {described}: {len(examples):,} sequences, budget "
+              f"{args.budget_min or 'none'} min, up to {args.epochs} epochs")
+        started = time.monotonic()
+        result = train(model, examples, parts.validation, train_config)
+        train_s = time.monotonic() - started
+        scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=name)
+        test = evaluate(scorer, parts.test, cutoffs=(10, 20), progress=not args.quiet)
+        print(f"{name}: best epoch {result.best_epoch} of {len(result.history)} (stopped: {result.stopped}), "
+              f"{train_s:.0f}s; validation NDCG@10 {result.best_metrics.get('NDCG@10', float('nan')):.4f}")
+        print(f"{name} test on {described} ({len(parts.test):,} cases): NDCG@10 {test['NDCG@10']:.4f}  "
+              f"HR@10 {test['HR@10']:.4f}  NDCG@20 {test['NDCG@20']:.4f}  HR@20 {test['HR@20']:.4f}")
+        training = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped": result.stopped,
+                    "seconds": round(train_s, 1), "seed": args.seed, "budget_min": args.budget_min,
+                    "history": [{"epoch": r.epoch, "loss": r.loss, "val": r.val, "seconds": round(r.seconds, 1)}
+                                for r in result.history]}
+        version_dir = publish(model, config, name=name, vocab=data.vocab, dataset=args.dataset,
+                              protocol=dict(parts.summary), registry=registry,
+                              metrics={"validation": result.best_metrics, "test": test},
+                              extra={"training": training, "train_config": asdict(train_config)})
+        plot_curves(result.history, version_dir / "curves.png", f"{name} on {described}")
+        onnx_test = evaluate(load_onnx(version_dir), parts.test, cutoffs=(10,), progress=False)
+        print(f"exported {version_dir} (CURRENT); ONNX test NDCG@10 {onnx_test['NDCG@10']:.4f}; "
+              f"curves in {version_dir / 'curves.png'}")
     return 0
 
 
@@ -188,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Consume the clicks topic and keep each session's recent items, item popularity "
                        "and co-occurrence counts in Redis. Bad events go to the dead-letter topic. Stop with Ctrl-C.")
     p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--dry-run", action="store_true",
+                   help="consume and count events without writing sessions (measures Faust's own ceiling)")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("publish", help="publish click events to Kafka",
@@ -243,8 +322,21 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--source", choices=("ml-1m", "synthetic"), default="ml-1m",
                     help="events for the throughput phase: a MovieLens-1M replay or synthetic sessions")
     bp.add_argument("--keep", action="store_true", help="keep the bench topics and Redis keys")
+    bp.add_argument("--no-ceiling", action="store_true",
+                    help="skip the extra phase that measures a dry-run worker (Faust alone) on the same events")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
     p.set_defaults(func=_bench)
+    bp = bsub.add_parser("models", help="onnxruntime latency of each CURRENT model in the registry",
+                         description="Load every model whose CURRENT points at an exported version, and time "
+                         "onnxruntime inference (CPU) on random sequences: p50/p99 per batch size after warm-up.")
+    bp.add_argument("--registry", metavar="DIR", help="model registry (default <repo>/models)")
+    bp.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
+    bp.add_argument("--seq-len", type=int, default=50, help="sequence length (default 50)")
+    bp.add_argument("--runs", type=int, default=200, help="timed runs per batch size (default 200)")
+    bp.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    bp.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
+    bp.set_defaults(func=_bench_models)
 
     p = sub.add_parser("evaluate", help="fit baseline models and evaluate them offline on MovieLens",
                        description="Split a MovieLens log with protocol A (loo: leave-one-out per user, history "
@@ -267,6 +359,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate a seeded random sample of N cases (quick runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("train", help="train a torch sequence model, evaluate it and export it as ONNX",
+                       description="Split a MovieLens log with a protocol, train with early stopping on validation "
+                       "NDCG@10 within a time budget, report the best epoch's test metrics, and publish model.onnx, "
+                       "manifest.json, vocab.json and curves.png as a new CURRENT version in the registry.")
+    p.add_argument("--models", default="sasrec", metavar="NAMES", help="comma-separated: sasrec (default sasrec)")
+    p.add_argument("--dataset", choices=DATASETS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
+    p.add_argument("--budget-min", type=float, default=None, metavar="M", help="wall-clock minutes per model")
+    p.add_argument("--epochs", type=int, default=200, metavar="N", help="at most N epochs (default 200)")
+    p.add_argument("--max-len", type=int, default=50, metavar="L", help="sequence length (default 50)")
+    p.add_argument("--registry", metavar="DIR", help="model registry (default <repo>/models)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
 
     p = sub.add_parser("settings", help="print the effective settings as STREAMREC_* variables")
     p.set_defaults(func=_settings)

@@ -9,6 +9,9 @@ Protocol:
   session, with ``timestamp`` = publish time. A separate process subscribes to Redis keyspace
   notifications for those sessions' keys; the notification fires when the write lands, so arrival
   minus timestamp is publish-to-visible latency (ms resolution on the publish side).
+- **Ceiling.** The same events are first consumed by a dry-run worker (Faust, take_events and
+  acks, but no session writes): ``faust_ceiling_events_per_s`` is what the framework alone
+  sustains here, the bound on ``events_per_s``.
 - **Loss.** ``lost`` = events published - events applied (the worker de-duplicates by event id).
 """
 
@@ -47,6 +50,7 @@ class IngestBenchConfig:
     fresh_seconds: float = 20.0
     source: str = "ml-1m"
     keep: bool = False
+    faust_ceiling: bool = True  # also time a dry-run worker (Faust alone) on the same events
 
 
 def synthetic_events(n: int, seed: int = 0, n_items: int = 20_000, session_len: int = 12,
@@ -104,6 +108,26 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] if len(values) > 1 else values[0]
 
 
+def _consume_rate(worker: WorkerProcess, client: redis.Redis, counter: str, total: int) -> float:
+    """Poll the worker's applied-events counter every 10 ms until it reaches ``total``; the
+    sustained rate is the slope from its first change to its last."""
+    samples: list[tuple[float, int]] = []
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        n = int(client.get(counter) or 0)
+        samples.append((time.perf_counter(), n))
+        if n >= total:
+            break
+        if worker.proc is not None and worker.proc.poll() is not None:
+            raise RuntimeError(f"bench worker died:\n{worker.log_text()[-3000:]}")
+        time.sleep(0.01)
+    moving = [(t, n) for t, n in samples if n > 0]
+    if not moving:
+        raise RuntimeError(f"the bench worker applied nothing in 15 minutes:\n{worker.log_text()[-3000:]}")
+    first, last = moving[0], next(s for s in moving if s[1] == moving[-1][1])
+    return (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else float("nan")
+
+
 def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     settings = base.replace(clicks_topic=f"streamrec.bench.{run}.clicks", dead_letter_topic=f"streamrec.bench.{run}.dlq",
@@ -122,21 +146,18 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
             producer.send(payload, key)
             published += 1
     worker = WorkerProcess(settings, base.home / "logs" / f"bench-worker-{run}.log", loglevel="warning")
-    samples: list[tuple[float, int]] = []
+    dry = settings.replace(app_id=f"{settings.app_id}-dry", redis_prefix=f"{settings.redis_prefix}dry:")
     try:
+        ceiling = None
+        if config.faust_ceiling:
+            dry_worker = WorkerProcess(dry, base.home / "logs" / f"bench-dry-{run}.log", "warning", dry_run=True)
+            try:
+                ceiling = _consume_rate(dry_worker.start(wait_ready_s=0), client, pop_keys(dry.redis_prefix)[3],
+                                        published)
+            finally:
+                dry_worker.stop()
         worker.start(wait_ready_s=0)
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            n = applied()
-            samples.append((time.perf_counter(), n))
-            if n >= published:
-                break
-            if worker.proc is not None and worker.proc.poll() is not None:
-                raise RuntimeError(f"bench worker died:\n{worker.log_text()[-3000:]}")
-            time.sleep(0.01)
-        moving = [(t, n) for t, n in samples if n > 0]
-        first, last = moving[0], next(s for s in moving if s[1] == moving[-1][1])
-        events_per_s = (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else float("nan")
+        events_per_s = _consume_rate(worker, client, counter, published)
 
         # freshness at a fixed offered rate, one new session per event
         fresh_n = int(config.fresh_rate * config.fresh_seconds)
@@ -175,6 +196,7 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
             "events": total,
             "lost": total - applied(),
             "events_per_s": round(events_per_s, 1),
+            "faust_ceiling_events_per_s": round(ceiling, 1) if ceiling else None,
             "throughput_events": published,
             "throughput_source": config.source,
             "freshness_rate_offered": config.fresh_rate,
@@ -197,13 +219,13 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
 
 
 def _cleanup(settings: Settings, client: redis.Redis) -> None:
-    keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=5000))
+    keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=5000))  # the dry run's keys too
     for i in range(0, len(keys), 1000):
         client.unlink(*keys[i:i + 1000])
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-bench")
     try:
         admin.delete_topics([settings.clicks_topic, settings.dead_letter_topic])
-        admin.delete_groups([settings.app_id])
+        admin.delete_groups([settings.app_id, f"{settings.app_id}-dry"])
     except KafkaError as exc:  # the figures are taken; leftovers are only clutter
         log.warning("bench cleanup incomplete: %s", exc)
     finally:

@@ -11,7 +11,7 @@ import faust
 from faust.types import EventT
 
 from streamrec.settings import Settings
-from streamrec.stream.processor import Record, SessionWriter
+from streamrec.stream.processor import CountingWriter, Record, SessionWriter
 from streamrec.stream.topics import Topics
 
 __all__ = ["register_session_agent"]
@@ -24,10 +24,10 @@ def _record(event: EventT) -> Record:
     return Record(m.topic, m.partition, m.offset, m.key, m.value)
 
 
-def register_session_agent(app: faust.App, topics: Topics, settings: Settings) -> None:
+def register_session_agent(app: faust.App, topics: Topics, settings: Settings, dry_run: bool = False) -> None:
     @app.agent(topics.clicks, name="sessions")
     async def sessions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async with SessionWriter(settings) as writer:
+        async with CountingWriter(settings) if dry_run else SessionWriter(settings) as writer:
             async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
                 await _process(writer, topics, events)
                 yield None
@@ -35,7 +35,7 @@ def register_session_agent(app: faust.App, topics: Topics, settings: Settings) -
     _ = sessions
 
 
-async def _process(writer: SessionWriter, topics: Topics, events: Sequence[EventT]) -> None:
+async def _process(writer: SessionWriter | CountingWriter, topics: Topics, events: Sequence[EventT]) -> None:
     result = await writer.apply([_record(e) for e in events])
     if result.duplicates:
         log.info("skipped %d redelivered event(s) already in Redis", result.duplicates)

@@ -18,8 +18,8 @@ READY_MARK = "Ready"  # what Faust's worker logs once its agents run
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, logfile: Path, loglevel: str = "info") -> None:
-        self.settings, self.logfile, self.loglevel = settings, logfile, loglevel
+    def __init__(self, settings: Settings, logfile: Path, loglevel: str = "info", dry_run: bool = False) -> None:
+        self.settings, self.logfile, self.loglevel, self.dry_run = settings, logfile, loglevel, dry_run
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, wait_ready_s: float = 90.0) -> WorkerProcess:
@@ -27,8 +27,8 @@ class WorkerProcess:
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
         self._offset = self.logfile.stat().st_size if self.logfile.exists() else 0
         with open(self.logfile, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streamrec", "worker", "--loglevel", self.loglevel],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            argv = [sys.executable, "-m", "streamrec", "worker", "--loglevel", self.loglevel]
+            self.proc = subprocess.Popen(argv + ["--dry-run"] * self.dry_run, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         if wait_ready_s:
             self.wait_ready(wait_ready_s)
         return self

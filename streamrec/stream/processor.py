@@ -27,7 +27,7 @@ from streamrec.events.schema import ClickEvent, EventLimits, parse_event
 from streamrec.settings import Settings
 from streamrec.stream.session_store import APPLY_LUA, half_life_to_tau_ms, pack, pop_keys, session_keys
 
-__all__ = ["BatchResult", "DeadLetter", "Record", "SessionWriter", "limits_from", "validate"]
+__all__ = ["BatchResult", "CountingWriter", "DeadLetter", "Record", "SessionWriter", "limits_from", "validate"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -151,6 +151,28 @@ class SessionWriter:
                              for rec, ev in rows))
         applied, duplicates = await self._apply(keys=keys, args=args)
         return int(applied), int(duplicates)
+
+
+class CountingWriter:
+    """A dry-run stand-in for ``SessionWriter``: counts batches' records and writes nothing else.
+
+    ``streamrec worker --dry-run`` uses it to measure what Faust alone sustains on a machine,
+    the ceiling for the real worker; the count lands in the same counter benchmarks read.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.client = aioredis.Redis.from_url(settings.redis_address)
+        self.counter = pop_keys(settings.redis_prefix)[3]
+
+    async def __aenter__(self) -> CountingWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    async def apply(self, records: Sequence[Record]) -> BatchResult:
+        await self.client.incrby(self.counter, len(records))
+        return BatchResult(applied=len(records))
 
 
 async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
