@@ -5,7 +5,7 @@ import pytest
 from streamrec.cli import build_parser, main
 
 COMMANDS = [["infra"], ["worker"], ["publish"], ["sessions"], ["sessions", "show"], ["sessions", "list"], ["dlq"], ["stats"],
-            ["bench"], ["bench", "ingest"], ["settings"], ["evaluate"]]
+            ["bench"], ["bench", "ingest"], ["bench", "models"], ["settings"], ["evaluate"], ["train"]]
 
 
 @pytest.mark.parametrize("command", [[], *COMMANDS], ids=lambda c: " ".join(c) or "streamrec")

@@ -33,7 +33,7 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
     rng = np.random.default_rng(config.seed)
     for model_dir in sorted(p for p in Path(registry).iterdir() if (p / "CURRENT").is_file()):
         rec = load_onnx(model_dir, intra_op_threads=config.intra_op_threads)
-        manifest, session = rec.manifest, rec.session  # type: ignore[attr-defined]
+        manifest, session = rec.manifest, rec.session
         n_items, max_len = manifest["config"]["n_items"], manifest["config"]["max_len"]
         seq_len = min(config.seq_len, max_len)
         for batch in config.batch_sizes:

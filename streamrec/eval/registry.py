@@ -34,6 +34,7 @@ MODULES: Final[Mapping[str, str]] = MappingProxyType(
         "vsknn": "sknn",
         "mf": "mf",
         "content": "content",
+        "sasrec": "sasrec",
     }
 )
 

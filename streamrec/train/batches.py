@@ -1,0 +1,50 @@
+"""Training examples from ``TrainData`` sequences, and the shuffled batches the loop consumes.
+
+Next-item examples: each sequence, cut to its last ``max_len + 1`` items, gives the input
+``s[:-1]`` and the targets ``s[1:]`` (shifted by one), both LEFT-padded with 0 to ``max_len``.
+Target 0 means "no target here", which the models' losses ignore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Examples", "batches", "left_pad", "sequence_examples"]
+
+
+@dataclass(frozen=True, eq=False)
+class Examples:
+    inputs: np.ndarray  # int64 (N, max_len)
+    targets: np.ndarray  # int64 (N, max_len)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+def left_pad(sequences: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """``(len(sequences), length)`` int64: the last ``length`` items of each, left-padded with 0."""
+    out = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        tail = np.asarray(seq, dtype=np.int64)[-length:] if length else np.zeros(0, np.int64)
+        if len(tail):
+            out[row, length - len(tail):] = tail
+    return out
+
+
+def sequence_examples(sequences: Sequence[np.ndarray], max_len: int) -> Examples:
+    """One example per sequence of at least two items (shorter ones have no next item to learn)."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    usable = [np.asarray(s, dtype=np.int64)[-(max_len + 1):] for s in sequences if len(s) >= 2]
+    return Examples(left_pad([s[:-1] for s in usable], max_len), left_pad([s[1:] for s in usable], max_len))
+
+
+def batches(examples: Examples, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Shuffled ``(inputs, targets)`` mini-batches covering every example once."""
+    order = rng.permutation(len(examples))
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo:lo + batch_size]
+        yield examples.inputs[idx], examples.targets[idx]

@@ -1,0 +1,147 @@
+"""One training loop for every torch model whose ``forward(inputs, targets)`` returns ``(logits, loss)``.
+
+Per epoch: shuffled mini-batches, Adam steps, then validation NDCG@10 through the one evaluation
+function (``streamrec.eval.evaluate``) on the model's ``score``. The best state_dict is kept in
+memory and loaded back at the end; training stops after ``patience`` epochs without improvement,
+after ``epochs``, or when the time budget runs out (checked after every step; the epoch then
+in progress is cut short and still validated).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from streamrec.eval.evaluate import evaluate
+from streamrec.eval.protocols import Cases
+from streamrec.train.adapter import TorchSequenceRecommender
+from streamrec.train.batches import Examples, batches
+
+__all__ = ["EpochRecord", "TrainConfig", "TrainResult", "pick_device", "seed_everything", "train"]
+
+logger = logging.getLogger(__name__)
+
+METRIC = "NDCG@10"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 2e-3
+    patience: int = 10  # epochs without a better validation NDCG@10
+    budget_min: float | None = None  # wall-clock minutes for training and validation together
+    seed: int = 0
+    device: str | None = None  # None: CUDA when available, else CPU
+    eval_batch_size: int = 512
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not self.lr > 0:
+            raise ValueError(f"epochs, batch_size, patience and lr must be positive, got {self}")
+        if self.budget_min is not None and not self.budget_min > 0:
+            raise ValueError(f"budget_min must be positive or None, got {self.budget_min}")
+
+
+class EpochRecord(NamedTuple):
+    epoch: int
+    loss: float  # mean training loss over the epoch's steps
+    val: dict[str, float]  # validation metrics; empty without validation cases
+    seconds: float  # since training started
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    stopped: str = ""  # why training ended: "epochs", "patience" or "budget"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    return torch.device(name if name else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def train(model: nn.Module, examples: Examples, validation: Cases | None, config: TrainConfig,
+          *, n_items: int | None = None, max_len: int | None = None,
+          clock: Callable[[], float] = time.monotonic) -> TrainResult:
+    """Train ``model`` in place and leave it holding its best weights (the last ones without validation).
+
+    ``n_items`` and ``max_len`` size the validation adapter; they default to ``model.config``'s.
+    ``clock`` is a seam for tests of the time budget.
+    """
+    seed_everything(config.seed)
+    device = pick_device(config.device)
+    model.to(device)
+    model_config = getattr(model, "config", None)
+    n_items = n_items if n_items is not None else model_config.n_items  # type: ignore[union-attr]
+    max_len = max_len if max_len is not None else model_config.max_len  # type: ignore[union-attr]
+    scorer = TorchSequenceRecommender.from_module(model, n_items, max_len, name=type(model).__name__.lower(),
+                                                  device=device, batch_size=config.eval_batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    rng = np.random.default_rng(config.seed)
+    start = clock()
+    deadline = start + config.budget_min * 60 if config.budget_min is not None else float("inf")
+    result = TrainResult()
+    best_score, best_state, stale = -np.inf, copy.deepcopy(model.state_dict()), 0
+    n_batches = -(-len(examples) // config.batch_size)
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total, steps = 0.0, 0
+        bar = tqdm(batches(examples, config.batch_size, rng), total=n_batches, desc=f"epoch {epoch}",
+                   unit=" batch", leave=False, disable=None if config.progress else True)
+        for inputs, targets in bar:
+            _, loss = model(torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+            bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
+            if clock() >= deadline:
+                break
+        bar.close()
+
+        val: dict[str, float] = {}
+        if validation is not None and len(validation):
+            val = evaluate(scorer, validation, cutoffs=(10,), batch_size=config.eval_batch_size, progress=False)
+        result.history.append(EpochRecord(epoch, total / max(steps, 1), val, clock() - start))
+        logger.info("epoch %d loss %.4f val %s=%.4f", epoch, total / max(steps, 1), METRIC, val.get(METRIC, np.nan))
+        if config.progress:
+            tqdm.write(f"epoch {epoch:3d}  loss {total / max(steps, 1):.4f}  val {METRIC} "
+                       f"{val.get(METRIC, float('nan')):.4f}  {clock() - start:.0f}s")
+
+        if not val or val[METRIC] > best_score:
+            best_score, stale = val.get(METRIC, -np.inf), 0
+            best_state = copy.deepcopy(model.state_dict())
+            result.best_epoch, result.best_metrics = epoch, val
+        else:
+            stale += 1
+        if clock() >= deadline:
+            result.stopped = "budget"
+            break
+        if stale >= config.patience:
+            result.stopped = "patience"
+            break
+    else:
+        result.stopped = "epochs"
+
+    model.load_state_dict(best_state)
+    model.eval()
+    return result

@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from streamrec.bench.models import ModelBenchConfig, bench_models
+from streamrec.cli import main
+from streamrec.export import ArtifactError, current_version, load_onnx, publish, resolve, sha256_of
+from streamrec.models.base import top_k
+from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
+
+N_ITEMS = 60
+MAX_LEN = 12
+VOCAB = ["<pad>", *(f"m{i}" for i in range(1, N_ITEMS + 1))]
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[SASRec, SASRecConfig]:
+    """A briefly trained model, so its scores are peaked like a real one's rather than near-uniform."""
+    rng = np.random.default_rng(0)
+    seqs = [((s + np.arange(20)) % N_ITEMS + 1) for s in rng.integers(0, N_ITEMS, size=64)]
+    config = SASRecConfig(n_items=N_ITEMS, max_len=MAX_LEN, d_model=32)
+    seed_everything(0)
+    model = SASRec(config)
+    train(model, sequence_examples(seqs, MAX_LEN), None, TrainConfig(epochs=5, batch_size=16, progress=False))
+    return model, config
+
+
+def publish_to(root: Path, model: SASRec, config: SASRecConfig) -> Path:
+    return publish(model, config, name="sasrec", vocab=VOCAB, dataset="synthetic", protocol={"protocol": "loo"},
+                   metrics={"test": {"NDCG@10": 0.5}}, registry=root)
+
+
+def histories(seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    random = [rng.integers(1, N_ITEMS + 1, size=n) for n in (1, 3, MAX_LEN, 30)]  # 30: longer than max_len
+    real_looking = [((s + np.arange(n)) % N_ITEMS + 1) for s, n in zip(rng.integers(0, N_ITEMS, 4), (2, 5, 9, 12))]
+    return [*random, *real_looking, np.array([], dtype=np.int64), np.array([0, 7, 999, 8])]
+
+
+def test_onnx_scores_match_torch(tmp_path: Path, trained: tuple[SASRec, SASRecConfig]) -> None:
+    model, config = trained
+    version_dir = publish_to(tmp_path, model, config)
+    served = load_onnx(version_dir)
+    reference = TorchSequenceRecommender.from_module(model, N_ITEMS, MAX_LEN)
+    for seed in range(3):
+        hist = histories(seed)
+        ours, theirs = served.score(hist), reference.score(hist)
+        assert np.isneginf(ours[:, 0]).all()
+        np.testing.assert_allclose(ours[:, 1:], theirs[:, 1:], atol=1e-4, rtol=0)
+        np.testing.assert_array_equal(top_k(ours, 10)[0], top_k(theirs, 10)[0])
+    one = served.score([np.array([1, 2, 3])])  # a batch of one, a sequence shorter than the traced one
+    np.testing.assert_allclose(one, reference.score([np.array([1, 2, 3])]), atol=1e-4)
+
+
+def test_the_manifest_describes_the_artifact(tmp_path: Path, trained: tuple[SASRec, SASRecConfig]) -> None:
+    version_dir = publish_to(tmp_path, *trained)
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    assert manifest["sha256"] == sha256_of(version_dir / "model.onnx")
+    assert manifest["config"]["n_items"] == N_ITEMS and manifest["config"]["max_len"] == MAX_LEN
+    assert manifest["dataset"] == "synthetic" and manifest["metrics"]["test"]["NDCG@10"] == 0.5
+    assert manifest["created_at"].endswith("+00:00") and manifest["torch_version"] and manifest["onnx_version"]
+    assert json.loads((version_dir / "vocab.json").read_text()) == VOCAB
+    assert load_onnx(tmp_path / "sasrec").vocab == VOCAB
+
+
+def test_a_sha256_mismatch_is_refused(tmp_path: Path, trained: tuple[SASRec, SASRecConfig]) -> None:
+    version_dir = publish_to(tmp_path, *trained)
+    with open(version_dir / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_onnx(version_dir)
+
+
+def test_current_points_at_the_latest_version(tmp_path: Path, trained: tuple[SASRec, SASRecConfig]) -> None:
+    first = publish_to(tmp_path, *trained)
+    second = publish_to(tmp_path, *trained)
+    model_dir = tmp_path / "sasrec"
+    assert first != second and current_version(model_dir) == second.name
+    assert resolve(model_dir) == second and resolve(first / "model.onnx") == first
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(["CURRENT", first.name, second.name])  # no temp files
+    with pytest.raises(ArtifactError, match="CURRENT"):
+        current_version(tmp_path)
+    with pytest.raises(ArtifactError, match="vocab"):
+        publish(trained[0], trained[1], name="x", vocab=VOCAB[:3], dataset="d", protocol={}, metrics={},
+                registry=tmp_path)
+
+
+def test_bench_models_times_every_current_model(tmp_path: Path, trained: tuple[SASRec, SASRecConfig],
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    publish_to(tmp_path, *trained)
+    rows = bench_models(tmp_path, ModelBenchConfig(runs=5, warmup=1))
+    assert [(r["model"], r["batch"], r["seq_len"]) for r in rows] == [("sasrec", 1, MAX_LEN), ("sasrec", 32, MAX_LEN)]
+    assert all(0 < float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows)  # type: ignore[arg-type]
+    out = tmp_path / "bench.json"
+    assert main(["bench", "models", "--registry", str(tmp_path), "--runs", "3", "--warmup", "1",
+                 "--json", str(out)]) == 0
+    assert "p99 ms" in capsys.readouterr().out and len(json.loads(out.read_text())) == 2
+    assert main(["bench", "models", "--registry", str(tmp_path / "empty")]) == 2
+
+
+@pytest.mark.integration
+def test_the_train_command_reports_test_metrics_and_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STREAMREC_DATA_DIR", str(tmp_path / "data"))
+    registry = tmp_path / "models"
+    assert main(["train", "--models", "sasrec", "--dataset", "ml-100k", "--protocol", "session", "--epochs", "2",
+                 "--max-len", "20", "--registry", str(registry), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert "sasrec test on ML-100K, protocol B" in printed and "NDCG@10" in printed and "HR@10" in printed
+    version_dir = resolve(registry / "sasrec")
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    assert manifest["protocol"]["protocol"] == "session" and manifest["training"]["epochs_run"] == 2
+    assert set(manifest["metrics"]) == {"validation", "test"} and (version_dir / "curves.png").is_file()
+    assert len(manifest["training"]["history"]) == 2
+    assert main(["train", "--models", "sasrec,nope"]) == 2
