@@ -35,6 +35,7 @@ MODULES: Final[Mapping[str, str]] = MappingProxyType(
         "mf": "mf",
         "content": "content",
         "sasrec": "sasrec",
+        "gru4rec": "gru4rec",
     }
 )
 

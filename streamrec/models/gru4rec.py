@@ -13,16 +13,19 @@ over the whole catalogue out, from the hidden state after each history's last it
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from streamrec.errors import ConfigError
+from streamrec.models.base import TrainData
 
-__all__ = ["GRU4Rec", "GRU4RecConfig", "Loss", "Optimizer", "bpr_max_loss", "cross_entropy_loss"]
+__all__ = ["GRU4Rec", "GRU4RecConfig", "GRU4RecRecommender", "Loss", "Optimizer", "bpr_max_loss", "cross_entropy_loss"]
 
 Loss = Literal["cross-entropy", "bpr-max"]
 Optimizer = Literal["adagrad", "adam"]
@@ -178,3 +181,27 @@ class GRU4Rec(nn.Module):
         h = out.gather(1, last).squeeze(1)  # (B, H)
         h = h * (lengths > 0).unsqueeze(1).to(h.dtype)  # empty history: the initial (zero) state
         return self._logits(h, None)  # (B, n_items + 1)
+
+
+@dataclass
+class GRU4RecRecommender:
+    """``gru4rec`` for ``streamrec evaluate``: fits with ``fit_gru4rec`` under a time budget (the
+    evaluate command fits every model it names, so an unbounded fit would stall it) and scores
+    through the shared torch adapter. The catalogue size comes from the training data."""
+
+    epochs: int = 10
+    time_budget_s: float | None = 300.0
+    seed: int = 0
+    name: str = "gru4rec"
+
+    def fit(self, data: TrainData) -> GRU4RecRecommender:
+        from streamrec.train.adapter import TorchSequenceRecommender
+        from streamrec.train.gru4rec_fit import fit_gru4rec
+
+        config = GRU4RecConfig(n_items=data.n_items, epochs=self.epochs, seed=self.seed)
+        model, _ = fit_gru4rec(data, config, time_budget_s=self.time_budget_s, progress=False)
+        self._scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=self.name)
+        return self
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        return self._scorer.score(histories)

@@ -30,7 +30,11 @@ class WorkerProcess:
             argv = [sys.executable, "-m", "streamrec", "worker", "--loglevel", self.loglevel]
             self.proc = subprocess.Popen(argv + ["--dry-run"] * self.dry_run, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         if wait_ready_s:
-            self.wait_ready(wait_ready_s)
+            try:
+                self.wait_ready(wait_ready_s)
+            except BaseException:
+                self.kill()  # never leave a half-started worker behind
+                raise
         return self
 
     def log_text(self) -> str:

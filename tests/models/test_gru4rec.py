@@ -17,39 +17,17 @@ from streamrec.eval.protocols import SessionSplit, split
 from streamrec.models.base import TrainData
 from streamrec.models.gru4rec import GRU4Rec, GRU4RecConfig, Loss
 from streamrec.models.popularity import MostPopular
+from streamrec.train.adapter import TorchSequenceRecommender
+from streamrec.train.batches import left_pad
 from streamrec.train.gru4rec_fit import fit_gru4rec
 from streamrec.train.gru4rec_iterator import NegativeSampler, session_parallel_batches
 
-from .conftest import tiny_items
+from .conftest import MakeData, tiny_items
 
 
-class Adapter:
-    """Just enough of the ``Recommender`` contract to evaluate a fitted GRU4Rec."""
-
-    name = "gru4rec"
-
-    def __init__(self, model: GRU4Rec) -> None:
-        self.model = model
-
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        return score_histories(self.model, histories, self.model.config.max_len)
-
-
-def left_pad(histories: Sequence[np.ndarray], length: int) -> np.ndarray:
-    seq = np.zeros((len(histories), length), dtype=np.int64)
-    for row, history in enumerate(histories):
-        tail = np.asarray(history, dtype=np.int64)[-length:]
-        if len(tail):
-            seq[row, -len(tail):] = tail
-    return seq
-
-
-@torch.no_grad()
-def score_histories(model: GRU4Rec, histories: Sequence[np.ndarray], length: int) -> np.ndarray:
-    device = next(model.parameters()).device
-    scores = model.score(torch.from_numpy(left_pad(histories, length)).to(device)).cpu().numpy()
-    scores[:, 0] = -np.inf
-    return scores
+def score_histories(model: GRU4Rec, histories: Sequence[np.ndarray]) -> np.ndarray:
+    """Through the shared adapter, as evaluation and the server call it."""
+    return TorchSequenceRecommender.from_module(model, model.config.n_items, model.config.max_len).score(histories)
 
 
 def chain_sessions(n_chains: int = 6, chain_length: int = 10, n_sessions: int = 300, seed: int = 0) -> TrainData:
@@ -69,7 +47,7 @@ def chain_sessions(n_chains: int = 6, chain_length: int = 10, n_sessions: int = 
 def training_hit_rate(model: GRU4Rec, data: TrainData, k: int) -> float:
     histories = [s[:t] for s in data.sequences for t in range(1, len(s))]
     targets = np.array([s[t] for s in data.sequences for t in range(1, len(s))])
-    top = np.argsort(-score_histories(model, histories, model.config.max_len), axis=1, kind="stable")[:, :k]
+    top = np.argsort(-score_histories(model, histories), axis=1, kind="stable")[:, :k]
     return float((top == targets[:, None]).any(axis=1).mean())
 
 
@@ -250,6 +228,17 @@ def test_beats_most_popular_on_ml100k_sessions(tmp_path: Path) -> None:
                            sample_alpha=0.0, dropout_hidden=0.2, epochs=100)
     model, history = fit_gru4rec(data.train, config, time_budget_s=60, progress=False)
     assert min(h["loss"] for h in history[1:]) < history[0]["loss"]
-    gru = evaluate(Adapter(model), data.test, progress=False)
+    gru = evaluate(TorchSequenceRecommender.from_module(model, model.config.n_items, model.config.max_len),
+                   data.test, progress=False)
     pop = evaluate(MostPopular().fit(data.train), data.test, progress=False)
     assert gru["HR@20"] > pop["HR@20"] * 1.3, (gru, pop)
+
+
+def test_the_registry_builds_a_gru4rec_that_fits_and_scores_the_catalogue(make_data: MakeData) -> None:
+    from streamrec.eval.registry import create
+
+    model = create("gru4rec")
+    model.fit(make_data([[1, 2, 3, 4], [2, 3, 4, 5], [1, 3, 5]], n_items=6))
+    scores = model.score([np.array([1, 2], dtype=np.int64), np.array([], dtype=np.int64)])
+    assert scores.shape == (2, 7) and scores.dtype == np.float32
+    assert np.isneginf(scores[:, 0]).all() and np.isfinite(scores[:, 1:]).all()
