@@ -1,62 +1,108 @@
-"""Inference latency of the exported models: each ``CURRENT`` version in the registry, via onnxruntime.
+"""Inference latency of the exported models and of the whole ranking pipeline, on the CPU.
 
-Inputs are random item sequences (no padding) of a fixed length; each batch size is timed over
-``runs`` calls after ``warmup`` untimed ones, and reported as p50/p99 in milliseconds.
+- every sequence model with a ``CURRENT`` version: onnxruntime on random item sequences (no
+  padding) of a fixed length, per batch size;
+- the ranker: onnxruntime scoring one list of ``candidates`` random feature rows;
+- with ``pipeline``: ``Pipeline.recommend`` for one session held in memory (every generator, the
+  candidate union, features, the ONNX ranker and re-ranking), as the server calls it.
+
+Each is timed over ``runs`` calls after ``warmup`` untimed ones and reported as p50/p99 in ms.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from streamrec.export.onnx_export import INPUT, OUTPUT, load_onnx
+from streamrec.export.onnx_export import INPUT, OUTPUT, load_onnx, load_ranker, resolve
 
-__all__ = ["ModelBenchConfig", "bench_models", "format_rows"]
+__all__ = ["ModelBenchConfig", "bench_models", "bench_pipeline", "format_rows"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelBenchConfig:
     batch_sizes: tuple[int, ...] = (1, 32)
     seq_len: int = 50
+    candidates: int = 200  # rows the ranker scores per call: one session's candidate list
     runs: int = 200
     warmup: int = 20
     intra_op_threads: int = 1
     seed: int = 0
 
 
+def _timed(call: Callable[[], object], config: ModelBenchConfig) -> dict[str, float]:
+    for _ in range(config.warmup):
+        call()
+    times = np.empty(config.runs)
+    for i in range(config.runs):
+        t0 = time.perf_counter()
+        call()
+        times[i] = time.perf_counter() - t0
+    return {"p50_ms": round(float(np.percentile(times, 50)) * 1e3, 3),
+            "p99_ms": round(float(np.percentile(times, 99)) * 1e3, 3)}
+
+
+def _kind(model_dir: Path) -> str:
+    return json.loads((resolve(model_dir) / "manifest.json").read_text()).get("kind", "sequence")
+
+
 def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) -> list[dict[str, object]]:
-    """One flat row per (model, batch size)."""
+    """One flat row per (sequence model, batch size), and one per ranker."""
     rows: list[dict[str, object]] = []
     rng = np.random.default_rng(config.seed)
+    common = {"runs": config.runs, "threads": config.intra_op_threads}
     for model_dir in sorted(p for p in Path(registry).iterdir() if (p / "CURRENT").is_file()):
+        if _kind(model_dir) == "ranker":
+            ranker = load_ranker(model_dir, intra_op_threads=config.intra_op_threads)
+            cfg, n = ranker.manifest["config"], config.candidates
+            sparse = np.stack([rng.integers(0, size, n) for size in cfg["sparse_sizes"]], axis=1).astype(np.int64)
+            multi = (rng.random((n, cfg["n_multi"])) < 0.2).astype(np.float32)
+            dense = rng.normal(size=(n, cfg["n_dense"])).astype(np.float32)
+            timing = _timed(lambda: ranker.score(sparse, multi, dense), config)
+            rows.append({"model": model_dir.name, "version": ranker.manifest["version"], "batch": 1,
+                         "seq_len": 0, "candidates": n, **common, **timing, "per_seq_p50_ms": timing["p50_ms"]})
+            continue
         rec = load_onnx(model_dir, intra_op_threads=config.intra_op_threads)
         manifest, session = rec.manifest, rec.session
         n_items, max_len = manifest["config"]["n_items"], manifest["config"]["max_len"]
         seq_len = min(config.seq_len, max_len)
         for batch in config.batch_sizes:
             seq = rng.integers(1, n_items + 1, size=(batch, seq_len), dtype=np.int64)
-            for _ in range(config.warmup):
-                session.run([OUTPUT], {INPUT: seq})
-            times = np.empty(config.runs)
-            for i in range(config.runs):
-                t0 = time.perf_counter()
-                session.run([OUTPUT], {INPUT: seq})
-                times[i] = time.perf_counter() - t0
+            timing = _timed(lambda seq=seq: session.run([OUTPUT], {INPUT: seq}), config)
             rows.append({"model": model_dir.name, "version": manifest["version"], "batch": batch,
-                         "seq_len": seq_len, "runs": config.runs, "threads": config.intra_op_threads,
-                         "p50_ms": round(float(np.percentile(times, 50)) * 1e3, 3),
-                         "p99_ms": round(float(np.percentile(times, 99)) * 1e3, 3),
-                         "per_seq_p50_ms": round(float(np.percentile(times, 50)) * 1e3 / batch, 4)})
+                         "seq_len": seq_len, "candidates": 0, **common, **timing,
+                         "per_seq_p50_ms": round(timing["p50_ms"] / batch, 4)})
     return rows
 
 
+def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: int = 10) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """``pipeline.recommend`` for one random in-memory session of ``seq_len`` items.
+
+    numpy's BLAS is held to ``intra_op_threads`` like onnxruntime: for one session the work is far
+    too small to share, and a multi-threaded BLAS on a busy machine is slower by an order of magnitude.
+    """
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(config.seed)
+    history = rng.choice(np.arange(1, pipeline.table.n_items + 1), size=config.seq_len, replace=False)
+    with threadpool_limits(limits=config.intra_op_threads):
+        timing = _timed(lambda: pipeline.recommend(history, k), config)
+    return {"model": "pipeline", "version": "+".join(pipeline.sources), "batch": 1, "seq_len": config.seq_len,
+            "candidates": int(sum(pipeline.n_per_source.values())), "runs": config.runs,
+            "threads": config.intra_op_threads, **timing, "per_seq_p50_ms": timing["p50_ms"]}
+
+
 def format_rows(rows: list[dict[str, object]]) -> str:
-    head = f"{'model':10} {'version':20} {'batch':>5} {'seq':>4} {'p50 ms':>9} {'p99 ms':>9} {'ms/seq':>8}"
+    head = f"{'model':10} {'version':22} {'batch':>5} {'seq':>4} {'cands':>5} {'p50 ms':>9} {'p99 ms':>9} {'ms/seq':>8}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['model']!s:10} {r['version']!s:20} {r['batch']:>5} {r['seq_len']:>4} "
+        version = str(r["version"])
+        version = version if len(version) <= 22 else version[:19] + "..."
+        lines.append(f"{r['model']!s:10} {version:22} {r['batch']:>5} {r['seq_len']:>4} {r['candidates']:>5} "
                      f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['per_seq_p50_ms']:>8.4f}")
     return "\n".join(lines)

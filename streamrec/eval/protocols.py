@@ -39,6 +39,7 @@ __all__ = [
     "SessionSplit",
     "Split",
     "leave_one_out",
+    "protocol_from_summary",
     "session_split",
     "split",
 ]
@@ -155,6 +156,18 @@ class SessionSplit:
             raise ConfigError(
                 f"session protocol needs gap_s > 0, test_days > 0, validation_days >= 0 and min_length >= 2; got {self}"
             )
+
+
+def protocol_from_summary(summary: Mapping[str, object]) -> LeaveOneOut | SessionSplit:
+    """The protocol that produced a ``Split.summary`` (as stored in a model's manifest), to rebuild its split."""
+    if summary.get("protocol") == LeaveOneOut.name:
+        return LeaveOneOut(exclude_history=bool(summary["exclude_history"]))
+    if summary.get("protocol") == SessionSplit.name:
+        return SessionSplit(gap_s=int(summary["gap_s"]), test_days=float(summary["test_days"]),  # type: ignore[arg-type]
+                            validation_days=float(summary["validation_days"]),  # type: ignore[arg-type]
+                            min_length=int(summary["min_length"]),  # type: ignore[call-overload]
+                            exclude_history=bool(summary["exclude_history"]))
+    raise ConfigError(f"unknown protocol in a split summary: {summary.get('protocol')!r}")
 
 
 def split(data: MovieLens, protocol: LeaveOneOut | SessionSplit) -> Split:

@@ -1,13 +1,22 @@
-"""Ship a trained sequence model as ONNX + JSON, and load it back for serving or evaluation.
+"""Ship a trained model as ONNX + JSON, and load it back for serving or evaluation.
 
 Layout of the registry (root defaults to ``<repo>/models``)::
 
-    <root>/<name>/<version>/model.onnx      the model's ``score`` graph: seq (B, T) int64 -> scores (B, n_items + 1)
-    <root>/<name>/<version>/manifest.json   config, dataset, protocol, metrics, sha256 of model.onnx, versions
-    <root>/<name>/<version>/vocab.json      item_id per item index (index 0 is padding)
+    <root>/<name>/<version>/model.onnx      the model's ``score`` graph (see below)
+    <root>/<name>/<version>/manifest.json   kind, config, dataset, protocol, metrics, inputs and output,
+                                            sha256 of model.onnx, versions
+    <root>/<name>/<version>/vocab.json      item_id per item index (index 0 is padding); optional for a ranker
     <root>/<name>/CURRENT                   the served version's name, replaced atomically
 
-``load_onnx`` checks the sha256 in the manifest before it creates a session.
+Two kinds of model share the registry, told apart by the manifest's ``kind`` and the ``GraphSpec``
+given to ``publish``:
+
+- ``"sequence"`` (the default, ``sequence_graph``): ``seq`` (B, T) int64 -> ``scores`` (B, n_items + 1);
+  ``load_onnx`` returns a ``Recommender``.
+- ``"ranker"`` (``ranker_graph``): ``sparse`` (N, F) int64, ``multi`` (N, G) and ``dense`` (N, D)
+  float32 -> ``logits`` (N,); ``load_ranker`` returns an ``OnnxRanker``.
+
+Both loaders check the sha256 in the manifest before they create a session.
 """
 
 from __future__ import annotations
@@ -19,9 +28,10 @@ import os
 import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnx
@@ -34,22 +44,75 @@ from streamrec.train.adapter import TorchSequenceRecommender
 __all__ = [
     "DEFAULT_REGISTRY",
     "ArtifactError",
+    "GraphInput",
+    "GraphSpec",
+    "OnnxRanker",
     "OnnxRecommender",
     "current_version",
     "export_onnx",
     "load_onnx",
+    "load_ranker",
     "publish",
+    "ranker_graph",
     "resolve",
+    "sequence_graph",
     "sha256_of",
 ]
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "models"
 OPSET = 17
 INPUT, OUTPUT = "seq", "scores"
+RANKER_INPUTS, RANKER_OUTPUT = ("sparse", "multi", "dense"), "logits"
+
+Kind = Literal["sequence", "ranker"]
 
 
 class ArtifactError(StreamrecError):
     """A model artifact is missing, incomplete or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One input of the exported graph. ``example`` is traced once: make every dynamic axis > 1 there,
+    or the tracer may treat it as a constant; its values must be valid inputs (e.g. in-range indices)."""
+
+    name: str
+    example: torch.Tensor
+    dynamic: Mapping[int, str]  # axis -> symbolic name
+    notes: Mapping[str, object] = field(default_factory=dict)  # extra keys for the manifest's description
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """What ``publish`` exports, ``model.score(*inputs) -> output``, and which loader reads it back."""
+
+    kind: Kind
+    inputs: tuple[GraphInput, ...]
+    output: str
+    output_dynamic: Mapping[int, str]
+
+
+def sequence_graph(max_len: int) -> GraphSpec:
+    """``seq`` (B, T) left-padded item indices, ``T <= max_len`` -> ``scores`` (B, n_items + 1)."""
+    seq = GraphInput(INPUT, torch.ones((2, max_len), dtype=torch.int64), {0: "batch", 1: "seq_len"},
+                     {"padding": "left, 0", "max_len": max_len})
+    return GraphSpec("sequence", (seq,), OUTPUT, {0: "batch"})
+
+
+def ranker_graph(config: Any) -> GraphSpec:
+    """``sparse`` (N, F) int64, ``multi`` (N, G) 0/1 float32, raw ``dense`` (N, D) float32 -> ``logits`` (N,).
+
+    ``config`` is a ranker's config: ``sparse_sizes`` (F of them), ``n_multi`` (G), ``n_dense`` (D).
+    """
+    n = 3  # any N > 1; zeros are valid in every field
+    sparse, multi, dense = RANKER_INPUTS
+    return GraphSpec("ranker", (
+        GraphInput(sparse, torch.zeros((n, len(config.sparse_sizes)), dtype=torch.int64), {0: "N"},
+                   {"fields": "one index per field, 0 <= index < config.sparse_sizes[field]"}),
+        GraphInput(multi, torch.zeros((n, config.n_multi)), {0: "N"}, {"encoding": "0/1 multi-hot"}),
+        GraphInput(dense, torch.zeros((n, config.n_dense)), {0: "N"},
+                   {"normalised": "inside the graph with config.dense_mean and dense_std: feed raw values"}),
+    ), RANKER_OUTPUT, {0: "N"})
 
 
 class _ScoreGraph(nn.Module):
@@ -59,27 +122,49 @@ class _ScoreGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        return self.model.score(seq)  # type: ignore[operator]
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.model.score(*inputs)  # type: ignore[operator]
 
 
-def export_onnx(model: nn.Module, path: Path, *, max_len: int) -> Path:
-    """Write ``model.score`` as ONNX with dynamic batch and sequence axes (``T <= max_len``)."""
+def export_onnx(model: nn.Module, path: Path, graph: GraphSpec | None = None, *, max_len: int | None = None) -> Path:
+    """Write ``model.score`` as ONNX with ``graph``'s inputs, output and dynamic axes.
+
+    ``export_onnx(model, path, max_len=T)`` is short for ``graph=sequence_graph(T)``.
+    """
+    if graph is None:
+        if max_len is None:
+            raise ValueError("export_onnx needs a GraphSpec, or max_len for a sequence model")
+        graph = sequence_graph(max_len)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
-    graph = _ScoreGraph(model).cpu().eval()
-    example = torch.ones((2, max_len), dtype=torch.int64)
+    traced = _ScoreGraph(model).cpu().eval()
+    dynamic_axes = {i.name: dict(i.dynamic) for i in graph.inputs} | {graph.output: dict(graph.output_dynamic)}
     # onnxscript (which the new torch.export-based exporter needs) is not a dependency; the
     # TorchScript exporter still works but warns that it is deprecated.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(graph, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
-                          dynamic_axes={INPUT: {0: "batch", 1: "seq_len"}, OUTPUT: {0: "batch"}},
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(traced, tuple(i.example for i in graph.inputs), str(path),
+                          input_names=[i.name for i in graph.inputs], output_names=[graph.output],
+                          dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False)
     model.train(was_training)
     onnx.checker.check_model(str(path))
     return path
+
+
+def _describe(path: Path, graph: GraphSpec) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """The manifest's inputs and output, read from the exported file itself: names, dtypes, and
+    shapes with the symbolic name of each dynamic axis and the size of each fixed one."""
+
+    def tensor(value: onnx.ValueInfoProto) -> dict[str, object]:
+        t = value.type.tensor_type
+        return {"name": value.name, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in t.shape.dim]}
+
+    model = onnx.load(str(path), load_external_data=False)
+    notes = {i.name: i.notes for i in graph.inputs}
+    inputs = [tensor(v) | dict(notes.get(v.name, {})) for v in model.graph.input]
+    return inputs, tensor(model.graph.output[0])
 
 
 def sha256_of(path: Path) -> str:
@@ -110,37 +195,46 @@ def _new_version(model_dir: Path) -> str:
     return version
 
 
-def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str], dataset: str,
+def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | None = None, dataset: str,
             protocol: Mapping[str, object], metrics: Mapping[str, object],
-            registry: Path | None = None, extra: Mapping[str, object] | None = None) -> Path:
+            registry: Path | None = None, extra: Mapping[str, object] | None = None,
+            graph: GraphSpec | None = None) -> Path:
     """Export ``model`` as a new version of ``name``, then point ``CURRENT`` at it; returns the version dir.
 
-    ``config`` is the model's dataclass config (it needs ``n_items`` and ``max_len``); ``vocab[i]`` is
-    the item_id of index ``i``.
+    ``config`` is the model's dataclass config, stored in the manifest. ``graph`` says what to export
+    (default: ``sequence_graph(config.max_len)``; a ranker passes ``ranker_graph(config)``).
+    ``vocab[i]`` is the item_id of index ``i``: a sequence model needs it (``n_items + 1`` entries),
+    for a ranker it is optional.
     """
-    if len(vocab) != config.n_items + 1:
-        raise ArtifactError(f"vocab has {len(vocab)} entries, the model {config.n_items} items + padding")
+    if graph is None:
+        graph = sequence_graph(config.max_len)
+    if graph.kind == "sequence" and (vocab is None or len(vocab) != config.n_items + 1):
+        raise ArtifactError(f"vocab has {'no' if vocab is None else len(vocab)} entries, "
+                            f"the model {config.n_items} items + padding")
     model_dir = Path(registry or DEFAULT_REGISTRY) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     version = _new_version(model_dir)
     staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{version}."))
-    onnx_path = export_onnx(model, staging / "model.onnx", max_len=config.max_len)
-    (staging / "vocab.json").write_text(json.dumps(list(vocab)) + "\n")
+    onnx_path = export_onnx(model, staging / "model.onnx", graph)
+    if vocab is not None:
+        (staging / "vocab.json").write_text(json.dumps(list(vocab)) + "\n")
+    inputs, output = _describe(onnx_path, graph)
     manifest = {
         "name": name,
         "version": version,
+        "kind": graph.kind,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "model_class": type(model).__name__,
         "config": dataclasses.asdict(config),
         "dataset": dataset,
         "protocol": dict(protocol),
         "metrics": dict(metrics),
-        "input": {"name": INPUT, "dtype": "int64", "shape": ["batch", "seq_len"], "padding": "left, 0",
-                  "max_len": config.max_len},
-        "output": {"name": OUTPUT, "dtype": "float32", "shape": ["batch", config.n_items + 1]},
+        "inputs": inputs,
+        **({"input": inputs[0]} if len(inputs) == 1 else {}),  # the form readers of sequence models know
+        "output": output,
         "opset": OPSET,
         "sha256": sha256_of(onnx_path),
-        "vocab": "vocab.json",
+        "vocab": "vocab.json" if vocab is not None else None,
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         **dict(extra or {}),
@@ -179,6 +273,29 @@ def resolve(path: Path) -> Path:
     return path
 
 
+def _open(path: Path, kind: Kind, intra_op_threads: int) -> tuple[Any, dict[str, Any], list[str] | None]:
+    """A checked version's onnxruntime session (CPUExecutionProvider), manifest and vocab (if it has one)."""
+    import onnxruntime as ort
+
+    version_dir = resolve(path)
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    found = manifest.get("kind", "sequence")  # manifests from before rankers have no kind
+    if found != kind:
+        loader = {"sequence": "load_onnx", "ranker": "load_ranker"}.get(found, "a loader for it")
+        raise ArtifactError(f"{version_dir} holds a {found} model, not a {kind} model: open it with {loader}")
+    actual = sha256_of(version_dir / "model.onnx")
+    if actual != manifest.get("sha256"):
+        raise ArtifactError(f"{version_dir / 'model.onnx'} has sha256 {actual}, but its manifest says "
+                            f"{manifest.get('sha256')}; the file is corrupt or was replaced: publish the model again")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    vocab_file = manifest.get("vocab", "vocab.json")
+    vocab = json.loads((version_dir / vocab_file).read_text()) if vocab_file else None
+    return session, manifest, vocab
+
+
 class OnnxRecommender(TorchSequenceRecommender):
     """The shared sequence adapter over an onnxruntime session, with the version's manifest and vocab."""
 
@@ -194,21 +311,34 @@ class OnnxRecommender(TorchSequenceRecommender):
 
 
 def load_onnx(path: Path, *, intra_op_threads: int = 1, batch_size: int = 256) -> OnnxRecommender:
-    """A ``Recommender`` over an onnxruntime session (CPUExecutionProvider), after checking the sha256.
+    """A sequence model's ``Recommender`` over onnxruntime, after checking the sha256.
 
     ``path``: a version directory, its ``model.onnx``, or a model directory (its ``CURRENT`` version).
     """
-    import onnxruntime as ort
-
-    version_dir = resolve(path)
-    manifest = json.loads((version_dir / "manifest.json").read_text())
-    actual = sha256_of(version_dir / "model.onnx")
-    if actual != manifest.get("sha256"):
-        raise ArtifactError(f"{version_dir / 'model.onnx'} has sha256 {actual}, but its manifest says "
-                            f"{manifest.get('sha256')}; the file is corrupt or was replaced: publish the model again")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    vocab = json.loads((version_dir / manifest.get("vocab", "vocab.json")).read_text())
+    session, manifest, vocab = _open(path, "sequence", intra_op_threads)
+    if vocab is None:
+        raise ArtifactError(f"{manifest['name']} version {manifest['version']} has no vocab.json: publish it again")
     return OnnxRecommender(session, manifest, vocab, batch_size=batch_size)
+
+
+class OnnxRanker:
+    """A published ranker over an onnxruntime session: raw features in, ``(N,)`` logits out."""
+
+    def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str] | None) -> None:
+        self.session = session
+        self.manifest = manifest
+        self.vocab = vocab
+
+    def score(self, sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        """``sparse`` (N, F) int64, ``multi`` (N, G) 0/1, raw ``dense`` (N, D) -> (N,) float32 logits."""
+        arrays = (sparse.astype(np.int64, copy=False), multi.astype(np.float32, copy=False),
+                  dense.astype(np.float32, copy=False))
+        return self.session.run([RANKER_OUTPUT], dict(zip(RANKER_INPUTS, arrays, strict=True)))[0]
+
+
+def load_ranker(path: Path, *, intra_op_threads: int = 1) -> OnnxRanker:
+    """A published ranker (``publish(..., graph=ranker_graph(config))``), after checking the sha256.
+
+    ``path``: a version directory, its ``model.onnx``, or a model directory (its ``CURRENT`` version).
+    """
+    return OnnxRanker(*_open(path, "ranker", intra_op_threads))

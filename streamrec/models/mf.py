@@ -69,6 +69,7 @@ class MatrixFactorization(RecommendMixin):
         self.counts = np.zeros(1)
         self.item_factors = np.zeros((1, config.factors))  # (n_items + 1, f); row 0 (padding) stays 0
         self.user_factors = np.zeros((0, config.factors))  # (n_sequences, f): the training rows, solved last
+        self.gram = np.zeros((config.factors, config.factors))
 
     def fit(self, data: TrainData) -> MatrixFactorization:
         cfg = self.config
@@ -88,6 +89,7 @@ class MatrixFactorization(RecommendMixin):
             y = _sweep(items, x, y, cfg)
             x = _sweep(users, y, x, cfg)  # ending on users: x_u is (with exact solves, exactly) u's fold-in
         self.item_factors, self.user_factors = y.astype(np.float64), x.astype(np.float64)
+        self.gram = self.item_factors.T @ self.item_factors  # fold-in needs it for every history: compute once
         self.counts = item_counts(data)
         self.n_items = data.n_items
         return self
@@ -95,7 +97,7 @@ class MatrixFactorization(RecommendMixin):
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         cfg = self.config
         hists = clean_histories(histories, self.n_items)
-        users = fold_in(hists, self.item_factors, cfg.alpha, cfg.reg, cfg.fold_in_decay)
+        users = fold_in(hists, self.item_factors, cfg.alpha, cfg.reg, cfg.fold_in_decay, gram=self.gram)
         scores = (users @ self.item_factors.T).astype(np.float32)
         empty = np.array([len(h) == 0 for h in hists], dtype=bool)
         scores[empty] = self.counts.astype(np.float32)  # cold start: nothing to fold in, so popularity
@@ -104,17 +106,18 @@ class MatrixFactorization(RecommendMixin):
 
 
 def fold_in(
-    histories: Sequence[np.ndarray], y: np.ndarray, alpha: float, reg: float, decay: float = 1.0, chunk: int = 64
+    histories: Sequence[np.ndarray], y: np.ndarray, alpha: float, reg: float, decay: float = 1.0, chunk: int = 64,
+    gram: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(B, f)`` ALS user vectors for rows holding ``histories`` (oldest first), given item factors ``y``.
 
     The exact closed form of the user step. With ``decay < 1`` older items get less confidence
     (``1 + alpha * decay ** age``); a repeated item keeps its latest. An empty history gives zeros.
     Batched: histories are taken in order of length, ``chunk`` at a time, each padded with item 0
-    (whose factor row is zero) to the longest in its chunk.
+    (whose factor row is zero) to the longest in its chunk. ``gram`` is ``y.T @ y``, if known.
     """
     f = y.shape[1]
-    base = y.T @ y + reg * np.eye(f)
+    base = (y.T @ y if gram is None else gram) + reg * np.eye(f)
     weights = history_matrix(histories, y.shape[0] - 1, exponential_weights(decay))  # (B, n + 1) sparse
     by_length = np.argsort(np.diff(weights.indptr), kind="stable")
     out = np.zeros((len(histories), f))

@@ -4,12 +4,25 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
 
 from streamrec.bench.models import ModelBenchConfig, bench_models
 from streamrec.cli import main
-from streamrec.export import ArtifactError, current_version, load_onnx, publish, resolve, sha256_of
+from streamrec.export import (
+    ArtifactError,
+    current_version,
+    export_onnx,
+    load_onnx,
+    load_ranker,
+    publish,
+    ranker_graph,
+    resolve,
+    sha256_of,
+)
 from streamrec.models.base import top_k
+from streamrec.models.deepfm import DeepFM, DeepFMConfig
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
 
@@ -64,6 +77,10 @@ def test_the_manifest_describes_the_artifact(tmp_path: Path, trained: tuple[SASR
     assert manifest["config"]["n_items"] == N_ITEMS and manifest["config"]["max_len"] == MAX_LEN
     assert manifest["dataset"] == "synthetic" and manifest["metrics"]["test"]["NDCG@10"] == 0.5
     assert manifest["created_at"].endswith("+00:00") and manifest["torch_version"] and manifest["onnx_version"]
+    assert manifest["kind"] == "sequence" and manifest["output"] == {"name": "scores", "dtype": "float32",
+                                                                     "shape": ["batch", N_ITEMS + 1]}
+    assert manifest["inputs"] == [manifest["input"]] and manifest["input"] == {
+        "name": "seq", "dtype": "int64", "shape": ["batch", "seq_len"], "padding": "left, 0", "max_len": MAX_LEN}
     assert json.loads((version_dir / "vocab.json").read_text()) == VOCAB
     assert load_onnx(tmp_path / "sasrec").vocab == VOCAB
 
@@ -85,9 +102,44 @@ def test_current_points_at_the_latest_version(tmp_path: Path, trained: tuple[SAS
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(["CURRENT", first.name, second.name])  # no temp files
     with pytest.raises(ArtifactError, match="CURRENT"):
         current_version(tmp_path)
-    with pytest.raises(ArtifactError, match="vocab"):
-        publish(trained[0], trained[1], name="x", vocab=VOCAB[:3], dataset="d", protocol={}, metrics={},
-                registry=tmp_path)
+    for vocab in (VOCAB[:3], None):
+        with pytest.raises(ArtifactError, match="vocab"):
+            publish(trained[0], trained[1], name="x", vocab=vocab, dataset="d", protocol={}, metrics={},
+                    registry=tmp_path)
+
+
+def test_export_onnx_keeps_its_sequence_form(tmp_path: Path, trained: tuple[SASRec, SASRecConfig]) -> None:
+    graph = onnx.load(str(export_onnx(trained[0], tmp_path / "m.onnx", max_len=MAX_LEN))).graph
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert [i.name for i in graph.input] == ["seq"] and dims == ["batch", "seq_len"]
+    with pytest.raises(ValueError, match="max_len"):
+        export_onnx(trained[0], tmp_path / "n.onnx")
+
+
+def test_a_ranker_shares_the_registry(tmp_path: Path, trained: tuple[SASRec, SASRecConfig]) -> None:
+    """Published with ``ranker_graph``: its own manifest description, its own loader, and each
+    loader refuses the other kind with a message that names the right one."""
+    config = DeepFMConfig(sparse_sizes=(N_ITEMS + 1, 7), n_multi=5, n_dense=3, d_embed=4, hidden=(8,),
+                          dense_mean=(1.0, 2.0, 3.0), dense_std=(1.0, 0.5, 2.0))
+    torch.manual_seed(0)
+    ranker = DeepFM(config)
+    version_dir = publish(ranker, config, graph=ranker_graph(config), name="deepfm", vocab=VOCAB, dataset="synthetic",
+                          protocol={}, metrics={"test": {"NDCG@10": 0.4}}, registry=tmp_path)
+    sasrec_dir = publish_to(tmp_path, *trained)
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    assert manifest["kind"] == "ranker" and manifest["model_class"] == "DeepFM" and "input" not in manifest
+    assert [(i["name"], i["dtype"], i["shape"]) for i in manifest["inputs"]] == [
+        ("sparse", "int64", ["N", 2]), ("multi", "float32", ["N", 5]), ("dense", "float32", ["N", 3])]
+    assert manifest["output"] == {"name": "logits", "dtype": "float32", "shape": ["N"]}
+    assert DeepFMConfig(**manifest["config"]) == config  # the dense statistics travel with it
+    served = load_ranker(tmp_path / "deepfm")
+    assert served.vocab == VOCAB and served.manifest["version"] == version_dir.name
+    scores = served.score(np.array([[1, 0], [N_ITEMS, 6]]), np.eye(2, 5), np.ones((2, 3)))  # casts the dtypes
+    assert scores.shape == (2,) and scores.dtype == np.float32
+    with pytest.raises(ArtifactError, match="load_ranker"):
+        load_onnx(version_dir)
+    with pytest.raises(ArtifactError, match="load_onnx"):
+        load_ranker(sasrec_dir)
 
 
 def test_bench_models_times_every_current_model(tmp_path: Path, trained: tuple[SASRec, SASRecConfig],

@@ -1,0 +1,184 @@
+"""Assemble a pipeline for one split: fit or load each generator, score cases once, train the ranker.
+
+Neural generators are not trained here: they come from the model registry, and only a version
+trained on this very split is accepted (its manifest records the split's summary), because a
+model trained on another split may have seen this split's validation or test targets. The other
+generators fit in seconds, so they are fitted on ``split.train``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from streamrec.errors import ConfigError
+from streamrec.eval.protocols import Cases, Split
+from streamrec.models.base import Recommender
+from streamrec.rank.features import ItemTable, SessionContext
+from streamrec.rank.pipeline import Pipeline
+from streamrec.rank.ranker_fit import RankerConfig, RankerFit, build_lists, fit_ranker
+
+__all__ = ["DEFAULT_SOURCES", "NEURAL_SOURCES", "RANKER_NAME", "PipelineSpec", "TwoStage", "case_contexts",
+           "fit_generators", "load_pipeline", "publish_ranker", "score_cases", "torch_ranker"]
+
+logger = logging.getLogger(__name__)
+
+RANKER_NAME = "deepfm"  # the ranker's name in the model registry
+NEURAL_SOURCES = ("sasrec", "gru4rec", "bert4rec")
+DEFAULT_SOURCES = (*NEURAL_SOURCES, "itemknn", "vsknn", "mf", "content", "pop")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSpec:
+    sources: tuple[str, ...] = DEFAULT_SOURCES
+    n_per_source: int = 50  # candidates each source proposes
+    registry: Path | None = None  # where the neural generators are; None = <repo>/models
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    use_ranker: bool = True  # False: plain score fusion (the ablation)
+
+    def __post_init__(self) -> None:
+        if not self.sources or len(set(self.sources)) != len(self.sources) or self.n_per_source < 1:
+            raise ConfigError(f"a pipeline needs distinct sources and n_per_source >= 1, got {self}")
+
+
+def fit_generators(names: Sequence[str], split: Split, registry: Path | None = None,
+                   progress: bool = True) -> dict[str, Recommender]:
+    from streamrec.eval.registry import create
+    from streamrec.export import DEFAULT_REGISTRY, load_onnx
+
+    root = Path(registry) if registry is not None else DEFAULT_REGISTRY
+    expected = json.loads(json.dumps(dict(split.summary)))
+    out: dict[str, Recommender] = {}
+    for name in tqdm(names, desc="generators", unit=" model", leave=False, disable=None if progress else True):
+        if name in NEURAL_SOURCES:
+            model = load_onnx(root / name)
+            recorded = model.manifest.get("protocol")
+            if recorded != expected:
+                raise ConfigError(
+                    f"{root / name} (version {model.manifest.get('version')}) was trained on another split "
+                    f"({(recorded or {}).get('description', 'unknown')}, {(recorded or {}).get('interactions')} "
+                    f"interactions); train it on this one first: streamrec train --models {name} "
+                    f"--protocol {split.summary['protocol']} --registry {root}")
+            out[name] = model
+        else:
+            out[name] = create(name).fit(split.train)
+    return out
+
+
+def score_cases(generators: Mapping[str, Recommender], histories: Sequence[np.ndarray], *, batch_size: int = 512,
+                progress: bool = True) -> dict[str, np.ndarray]:
+    """Each generator's (N, n_items + 1) float32 scores of ``histories``, computed once."""
+    out = {}
+    for name, model in generators.items():
+        parts = [np.asarray(model.score(histories[lo:lo + batch_size]), dtype=np.float32)
+                 for lo in tqdm(range(0, len(histories), batch_size), desc=f"scoring {name}", unit=" batch",
+                                leave=False, disable=None if progress else True)]
+        out[name] = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+    return out
+
+
+def case_contexts(cases: Cases) -> list[SessionContext]:
+    """Offline, a case's request happens at its target's time."""
+    return [SessionContext(times=t, now=float(n)) for t, n in zip(cases.history_times, cases.target_times, strict=True)]
+
+
+def torch_ranker(fit: RankerFit):  # type: ignore[no-untyped-def]
+    """A ``RankerFn`` over a trained torch DeepFM (evaluation before export; the server uses ONNX)."""
+    import torch
+
+    model = fit.model.eval()
+
+    @torch.no_grad()
+    def score(sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        return model.score(torch.from_numpy(sparse), torch.from_numpy(multi), torch.from_numpy(dense)).numpy()
+
+    return score
+
+
+class TwoStage:
+    """``pipeline`` for ``streamrec evaluate``: ``fit_split`` fits the generators, trains the ranker on
+    the validation cases, and from then on scores like any model (through ``Pipeline``)."""
+
+    name = "pipeline"
+
+    def __init__(self, spec: PipelineSpec = PipelineSpec(), progress: bool = False) -> None:
+        self.spec = spec
+        self.progress = progress
+        self.pipeline: Pipeline | None = None
+        self.ranker_fit: RankerFit | None = None
+
+    def fit(self, data: object) -> TwoStage:
+        raise ConfigError("the pipeline learns its ranker from the validation part: fit it with fit_split(split)")
+
+    def fit_split(self, split: Split) -> TwoStage:
+        generators = fit_generators(self.spec.sources, split, self.spec.registry, self.progress)
+        similarity = getattr(generators.get("itemknn"), "similarity", None)
+        table = ItemTable.build(split.train, similarity)
+        n = {s: self.spec.n_per_source for s in self.spec.sources}
+        pipeline = Pipeline(generators, table, n)
+        if self.spec.use_ranker:
+            cases = split.validation
+            scores = score_cases(generators, cases.histories, progress=self.progress)
+            lists = build_lists(pipeline, scores, cases.histories, cases.targets, case_contexts(cases),
+                                progress=self.progress)
+            self.ranker_fit = fit_ranker(lists, pipeline, self.spec.ranker, progress=self.progress)
+            pipeline.ranker = torch_ranker(self.ranker_fit)
+        self.pipeline = pipeline
+        return self
+
+    def _fitted(self) -> Pipeline:
+        if self.pipeline is None:
+            raise ConfigError("the pipeline is not fitted yet: call fit_split(split)")
+        return self.pipeline
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        return self._fitted().score(histories)
+
+    def score_in_context(self, histories: Sequence[np.ndarray], times: Sequence[np.ndarray] | None = None,
+                         now: np.ndarray | None = None) -> np.ndarray:
+        return self._fitted().score_in_context(histories, times, now)
+
+
+def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, dataset: str,
+                   metrics: Mapping[str, object], registry: Path | None = None) -> Path:
+    """Export the ranker to ``<registry>/deepfm/<version>`` with everything needed to rebuild its pipeline:
+    the sources and their N, the feature layout, and the generator versions it was trained with."""
+    from streamrec.export import ranker_graph
+    from streamrec.export import publish as publish_model
+    from streamrec.rank.features import dense_names
+
+    versions = {s: g.manifest.get("version") for s, g in pipeline.generators.items() if hasattr(g, "manifest")}
+    extra = {
+        "pipeline": {"sources": list(pipeline.sources), "n_per_source": dict(pipeline.n_per_source),
+                     "dense_features": list(dense_names(pipeline.sources)),
+                     "genres": list(pipeline.table.genre_names), "generator_versions": versions},
+        "training": {"best_epoch": fit.best_epoch, "holdout_ndcg10": fit.best_ndcg, "stopped": fit.stopped,
+                     "history": fit.history, "cases": "the split's validation part (see streamrec.rank.ranker_fit)"},
+    }
+    config = fit.model.config
+    return publish_model(fit.model, config, name=RANKER_NAME, dataset=dataset, protocol=dict(split.summary),
+                         metrics=metrics, registry=registry, extra=extra, graph=ranker_graph(config))
+
+
+def load_pipeline(split: Split, registry: Path | None = None, *, progress: bool = False) -> Pipeline:
+    """The served pipeline: the CURRENT ranker, its neural generators from the registry (checked against
+    ``split``), and the other generators fitted on ``split.train``."""
+    from streamrec.export import DEFAULT_REGISTRY, load_ranker
+
+    root = Path(registry) if registry is not None else DEFAULT_REGISTRY
+    ranker = load_ranker(root / RANKER_NAME)
+    spec = ranker.manifest.get("pipeline") or {}
+    if ranker.manifest.get("protocol") != json.loads(json.dumps(dict(split.summary))):
+        raise ConfigError(f"the CURRENT ranker under {root / RANKER_NAME} was trained on another split; "
+                          "rebuild it with streamrec train-ranker")
+    generators = fit_generators(spec["sources"], split, root, progress)
+    table = ItemTable.build(split.train, getattr(generators.get("itemknn"), "similarity", None))
+    if tuple(spec.get("genres", ())) != table.genre_names:
+        raise ConfigError("the ranker's genre vocabulary differs from the data's; rebuild it with streamrec train-ranker")
+    return Pipeline(generators, table, spec["n_per_source"], ranker.score)

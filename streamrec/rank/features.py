@@ -1,0 +1,189 @@
+"""Features of (session, candidate) pairs for the ranker, as the three arrays DeepFM takes.
+
+- ``sparse`` int64 (B, C, F): the candidate item, its year bucket, the session's last event
+  type, how many sources proposed the candidate, and the session-length bucket.
+- ``multi`` float32 (B, C, G): the candidate's genres, multi-hot.
+- ``dense`` float32 (B, C, D), raw (DeepFM normalises them with statistics in its config): per
+  source a within-list z-score of its score and the reciprocal of its rank (0 when it did not
+  propose the item); then popularity (all training, and recent), session length and recency,
+  and how close the candidate is to the session's last items (co-occurrence and genres).
+
+Everything here is computed from arrays held by ``ItemTable``, built once from the training
+data, so the same code serves offline evaluation and the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from streamrec.events.schema import EVENT_TYPES
+from streamrec.models.base import TrainData
+from streamrec.models.itemknn import ItemKNN, ItemKNNConfig
+from streamrec.models.recommend import clean_histories
+from streamrec.rank.candidates import Candidates
+
+__all__ = ["DENSE_ITEM_FEATURES", "EVENT_TYPE_CODES", "Features", "ItemTable", "SessionContext", "build_features",
+           "dense_names", "sparse_sizes"]
+
+#: 0 = unknown (offline logs have no event types); the rest in a fixed order.
+EVENT_TYPE_CODES = {t: i + 1 for i, t in enumerate(sorted(EVENT_TYPES))}
+DENSE_ITEM_FEATURES = ("log_pop", "log_recent_pop", "log_session_length", "log_recency_h", "sim_last",
+                       "sim_last3", "genre_cos_last5", "year_gap_last")
+_YEAR_FIRST, _YEAR_WIDTH, _YEAR_BUCKETS = 1920, 5, 18
+_LENGTH_BUCKETS = 12  # log2 buckets of the session length: 0, 1, 2-3, 4-7, ...
+_RECENT_HALF_LIFE_S = 30 * 86_400.0
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """What is known about a session besides its items: event times (seconds, one per history item),
+    the time of the request, and the type of the last event. Any of them may be missing."""
+
+    times: np.ndarray | None = None
+    now: float | None = None
+    last_type: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class ItemTable:
+    """Per-item arrays, indexed by item index (row 0 is padding)."""
+
+    n_items: int
+    genres: np.ndarray  # float32 (V, G) multi-hot
+    genre_names: tuple[str, ...]
+    year_bucket: np.ndarray  # int64 (V,), 0 = unknown
+    year: np.ndarray  # float32 (V,), nan = unknown
+    log_pop: np.ndarray  # float32 (V,)
+    log_recent_pop: np.ndarray  # float32 (V,)
+    similarity: sp.csr_matrix  # (V, V) item-item co-occurrence cosine
+
+    @classmethod
+    def build(cls, data: TrainData, similarity: sp.csr_matrix | None = None) -> ItemTable:
+        V = data.n_items + 1
+        items = data.items
+        idx = items["item_idx"].to_numpy(dtype=np.int64)
+        ok = (idx >= 1) & (idx < V)
+        lists = [[g for g in str(s).split("|") if g] for s in items["genres"].fillna("").to_numpy()[ok]]
+        names = tuple(sorted({g for gs in lists for g in gs}))
+        col = {g: j for j, g in enumerate(names)}
+        genres = np.zeros((V, len(names)), dtype=np.float32)
+        for row, gs in zip(idx[ok], lists, strict=True):
+            genres[row, [col[g] for g in gs]] = 1.0
+        year = np.full(V, np.nan, dtype=np.float32)
+        year[idx[ok]] = np.asarray(items["year"].to_numpy(dtype=np.float64, na_value=np.nan))[ok]
+        bucket = np.zeros(V, dtype=np.int64)
+        known = np.isfinite(year)
+        bucket[known] = 1 + np.clip((year[known] - _YEAR_FIRST) // _YEAR_WIDTH, 0, _YEAR_BUCKETS - 1).astype(np.int64)
+        flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in data.sequences] or [np.zeros(0, np.int64)])
+        stamps = np.concatenate([np.asarray(t, dtype=np.float64) for t in data.timestamps] or [np.zeros(0)])
+        keep = (flat >= 1) & (flat < V)
+        flat, stamps = flat[keep], stamps[keep]
+        pop = np.bincount(flat, minlength=V).astype(np.float64)
+        decay = 0.5 ** ((stamps.max(initial=0.0) - stamps) / _RECENT_HALF_LIFE_S) if len(stamps) else np.zeros(0)
+        recent = np.bincount(flat, weights=decay, minlength=V)
+        if similarity is None:
+            similarity = ItemKNN(ItemKNNConfig()).fit(data).similarity
+        return cls(data.n_items, genres, names, bucket, year, np.log1p(pop).astype(np.float32),
+                   np.log1p(recent).astype(np.float32), sp.csr_matrix(similarity, dtype=np.float32))
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    sparse: np.ndarray  # int64 (B, C, F)
+    multi: np.ndarray  # float32 (B, C, G)
+    dense: np.ndarray  # float32 (B, C, D)
+
+    def flat(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The (N, ·) arrays DeepFM scores, N = B * C."""
+        return (self.sparse.reshape(-1, self.sparse.shape[-1]), self.multi.reshape(-1, self.multi.shape[-1]),
+                self.dense.reshape(-1, self.dense.shape[-1]))
+
+
+def sparse_sizes(table: ItemTable, n_sources: int) -> tuple[int, ...]:
+    """Cardinality of each sparse field, in ``build_features``' column order."""
+    return (table.n_items + 1, _YEAR_BUCKETS + 1, len(EVENT_TYPE_CODES) + 1, n_sources + 1, _LENGTH_BUCKETS)
+
+
+def dense_names(sources: Sequence[str]) -> tuple[str, ...]:
+    return (*(f"{s}_z" for s in sources), *(f"{s}_rr" for s in sources), *DENSE_ITEM_FEATURES)
+
+
+def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: ItemTable,
+                   contexts: Sequence[SessionContext] | None = None) -> Features:
+    B, C = cands.items.shape
+    hists = clean_histories(histories, table.n_items)
+    contexts = contexts if contexts is not None else [SessionContext()] * B
+    mask = cands.mask  # (B, C)
+    items = cands.items  # (B, C)
+
+    # per-source evidence
+    n = np.maximum(mask.sum(axis=1, keepdims=True), 1)[..., None]  # (B, 1, 1)
+    s = cands.scores * mask[..., None]  # (B, C, S)
+    mean = s.sum(axis=1, keepdims=True) / n
+    std = np.sqrt((((s - mean) * mask[..., None]) ** 2).sum(axis=1, keepdims=True) / n)
+    z = np.where(mask[..., None], (s - mean) / np.maximum(std, 1e-6), 0.0)  # (B, C, S)
+    rr = np.where(cands.ranks > 0, 1.0 / np.maximum(cands.ranks, 1), 0.0)  # (B, C, S)
+    n_sources = (cands.ranks > 0).sum(axis=2)  # (B, C)
+
+    # session
+    lengths = np.array([len(h) for h in hists], dtype=np.int64)  # (B,)
+    length_bucket = np.minimum(np.ceil(np.log2(lengths + 1)).astype(np.int64), _LENGTH_BUCKETS - 1)
+    recency_h = np.array([_recency_hours(c) for c in contexts], dtype=np.float32)  # (B,)
+    last_type = np.array([EVENT_TYPE_CODES.get(c.last_type or "", 0) for c in contexts], dtype=np.int64)
+    last = np.array([h[-1] if len(h) else 0 for h in hists], dtype=np.int64)  # (B,)
+
+    # closeness of the candidate to the last items
+    rows = np.arange(B)[:, None]
+    sim_last = np.asarray(table.similarity[last].todense())[rows, items]  # (B, C)
+    last3 = _tail_matrix(hists, 3, table.n_items)  # (B, V) mean indicator of the last 3
+    sim_last3 = np.asarray((last3 @ table.similarity).todense())[rows, items]  # (B, C)
+    profile = np.asarray(_tail_matrix(hists, 5, table.n_items) @ table.genres)  # (B, G)
+    profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-6)
+    cand_genres = table.genres[items]  # (B, C, G)
+    cand_norm = np.maximum(np.linalg.norm(cand_genres, axis=2), 1e-6)
+    genre_cos = np.einsum("bcg,bg->bc", cand_genres, profile) / cand_norm
+    year_gap = np.abs(table.year[items] - table.year[last][:, None]) / 10.0
+    year_gap = np.where(np.isfinite(year_gap), year_gap, 0.0)
+
+    per_pair = np.stack([
+        table.log_pop[items],
+        table.log_recent_pop[items],
+        np.broadcast_to(np.log1p(lengths)[:, None], (B, C)),
+        np.broadcast_to(np.log1p(recency_h)[:, None], (B, C)),
+        sim_last, sim_last3, genre_cos, year_gap,
+    ], axis=-1)  # (B, C, 8)
+    dense = np.concatenate([z, rr, per_pair], axis=-1).astype(np.float32) * mask[..., None]
+    sparse = np.stack([
+        items,
+        table.year_bucket[items],
+        np.broadcast_to(last_type[:, None], (B, C)),
+        n_sources,
+        np.broadcast_to(length_bucket[:, None], (B, C)),
+    ], axis=-1).astype(np.int64)
+    return Features(sparse, cand_genres.astype(np.float32), dense)
+
+
+def _recency_hours(context: SessionContext) -> float:
+    """Hours from the session's last event to the request; 0 when either is unknown."""
+    if context.now is None or context.times is None or not len(context.times):
+        return 0.0
+    return max(float(context.now) - float(context.times[-1]), 0.0) / 3600.0
+
+
+def _tail_matrix(hists: Sequence[np.ndarray], n: int, n_items: int) -> sp.csr_matrix:
+    """(B, V) rows: 1/len for each of the last ``n`` distinct items of a history."""
+    rows, cols, vals = [], [], []
+    for r, h in enumerate(hists):
+        tail = np.unique(h[-n:])
+        rows.append(np.full(len(tail), r))
+        cols.append(tail)
+        vals.append(np.full(len(tail), 1.0 / max(len(tail), 1)))
+    shape = (len(hists), n_items + 1)
+    if not rows:
+        return sp.csr_matrix(shape, dtype=np.float32)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape,
+                         dtype=np.float32)

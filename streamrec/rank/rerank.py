@@ -1,0 +1,66 @@
+"""Re-ranking: the business rules applied to a ranked candidate list, last, and nothing else.
+
+Pure functions over arrays: which items may be shown (seen items, blocklist, allowlist), and an
+optional genre diversification by maximal marginal relevance (Carbonell & Goldstein, 1998).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["RerankConfig", "allowed", "mmr"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RerankConfig:
+    exclude_seen: bool = True  # MovieLens users rate a movie once; a shop may want repeats
+    blocklist: frozenset[int] = field(default_factory=frozenset)  # item indices never shown
+    allowlist: frozenset[int] | None = None  # when set, only these item indices are shown
+    # 0 = rank by relevance only; 1 = diversity only. Trades relevance for genre variety.
+    diversity: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.diversity <= 1.0:
+            raise ValueError(f"diversity must lie in [0, 1], got {self.diversity}")
+
+
+def allowed(items: np.ndarray, config: RerankConfig, seen: Collection[int] = (),
+            exclude: Collection[int] = ()) -> np.ndarray:
+    """bool mask over ``items`` (int64 (C,)): real items that pass every rule."""
+    ok = items > 0
+    banned = set(config.blocklist) | set(exclude) | (set(seen) if config.exclude_seen else set())
+    if banned:
+        ok &= ~np.isin(items, np.fromiter(banned, dtype=np.int64, count=len(banned)))
+    if config.allowlist is not None:
+        ok &= np.isin(items, np.fromiter(config.allowlist, dtype=np.int64, count=len(config.allowlist)))
+    return ok
+
+
+def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, diversity: float) -> np.ndarray:
+    """Indices of ``k`` picks from ``scores`` (C,), greedily maximising
+    ``(1 - diversity) * relevance - diversity * max cosine to the picks so far``.
+
+    Relevance is the score min-max scaled to [0, 1], so the weight means the same for every
+    ranker. ``vectors`` (C, G) are the candidates' genre vectors; with ``diversity == 0`` this is
+    a plain top-k (ties to the lower position).
+    """
+    k = min(k, len(scores))
+    if diversity == 0.0 or k <= 1:
+        return np.argsort(-scores, kind="stable")[:k]
+    lo, hi = float(scores.min()), float(scores.max())
+    relevance = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = np.divide(vectors, norms, out=np.zeros_like(vectors, dtype=np.float64), where=norms > 0)
+    picks: list[int] = []
+    max_sim = np.zeros(len(scores))
+    free = np.ones(len(scores), dtype=bool)
+    for _ in range(k):
+        gain = np.where(free, (1.0 - diversity) * relevance - diversity * max_sim, -np.inf)
+        best = int(np.argmax(gain))
+        picks.append(best)
+        free[best] = False
+        max_sim = np.maximum(max_sim, unit @ unit[best])
+    return np.asarray(picks, dtype=np.int64)

@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from streamrec.export import ArtifactError, load_ranker, publish, ranker_graph
+from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankLoss, listwise_loss
+
+SIZES = (3707, 12, 4, 6, 10)
+G, D = 18, 30
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def random_features(n: int, config: DeepFMConfig, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, s, (n,), generator=g) for s in config.sparse_sizes], dim=1)  # (N, F)
+    multi = (torch.rand(n, config.n_multi, generator=g) < 0.2).float()  # (N, G)
+    multi[0] = 0.0  # a row without any genre
+    dense = torch.randn(n, config.n_dense, generator=g) * 5 + 3  # (N, D), raw scale
+    return sparse, multi, dense
+
+
+def config(**kw: Any) -> DeepFMConfig:
+    return DeepFMConfig(**{"sparse_sizes": SIZES, "n_multi": G, "n_dense": D, **kw})
+
+
+# ---------------------------------------------------------------- shapes and configuration
+
+
+def test_shapes_and_losses() -> None:
+    torch.manual_seed(0)
+    model = DeepFM(config()).eval()
+    x = random_features(12, model.config)
+    logits, loss = model(*x)
+    assert logits.shape == (12,) and loss is None
+    torch.testing.assert_close(model.score(*x), logits)
+    labels = torch.zeros(12)
+    labels[::4] = 1.0
+    for kind in ("bce", "listwise"):
+        _, loss = model(*x, labels, list_size=4, loss=kind)
+        assert loss is not None and loss.shape == () and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="list_size"):
+        model(*x, labels, loss="listwise")
+    with pytest.raises(ValueError, match="multiple of list_size"):
+        model(*x, labels, list_size=5, loss="listwise")
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ({"sparse_sizes": ()}, "sparse_sizes"),
+    ({"sparse_sizes": (5, 0)}, "sparse_sizes"),
+    ({"n_multi": 0}, "n_multi"),
+    ({"n_dense": 0}, "n_dense"),
+    ({"d_embed": 0}, "d_embed"),
+    ({"hidden": (64, 0)}, "hidden"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"dense_mean": (0.0,) * (D - 1)}, "dense_mean"),
+    ({"dense_std": (1.0,) * (D - 1) + (float("nan"),)}, "dense_std"),
+    ({"dense_std": (1.0,) * (D - 1) + (0.0,)}, "dense_std"),
+])
+def test_bad_configs_are_refused(change: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        config(**change)
+
+
+def test_config_survives_a_json_round_trip() -> None:
+    c = config(dense_mean=tuple(np.arange(D, dtype=np.float64)), dense_std=(2.0,) * D)
+    again = DeepFMConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in c.__dict__.items()})
+    assert again == c and isinstance(again.sparse_sizes, tuple) and type(again.dense_mean[1]) is float
+
+
+def test_dense_features_are_normalised_inside_the_model() -> None:
+    """Shifting and scaling raw dense values changes nothing once the statistics say so."""
+    torch.manual_seed(0)
+    plain = DeepFM(config()).eval()
+    shift, scale = torch.linspace(-50, 50, D), torch.linspace(0.5, 20, D)
+    stats = DeepFM(config(dense_mean=tuple(shift.tolist()), dense_std=tuple(scale.tolist()))).eval()
+    stats.load_state_dict(plain.state_dict())  # the statistics are not in the state_dict: they stay
+    sparse, multi, dense = random_features(16, plain.config)
+    with torch.no_grad():
+        torch.testing.assert_close(stats.score(sparse, multi, dense * scale + shift), plain.score(sparse, multi, dense),
+                                   rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(plain.score(sparse, multi, dense * scale + shift), plain.score(sparse, multi, dense))
+
+
+def test_listwise_loss_leaves_out_lists_without_a_positive() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(3 * 4, requires_grad=True)
+    labels = torch.zeros(12)
+    labels[[1, 10]] = 1.0  # lists 0 and 2 have a positive, list 1 has none
+    loss = listwise_loss(logits, labels, 4)
+    keep = torch.tensor([0, 1, 2, 3, 8, 9, 10, 11])
+    torch.testing.assert_close(loss, listwise_loss(logits[keep], labels[keep], 4))
+    loss.backward()
+    assert logits.grad is not None and torch.all(logits.grad[4:8] == 0)
+    none = listwise_loss(logits, torch.zeros(12), 4)  # no positive anywhere: 0, not NaN
+    assert none.item() == 0.0 and none.requires_grad
+
+
+# ---------------------------------------------------------------- it learns a feature cross
+
+LIST, N_VALUES = 8, 12
+
+
+def matching_lists(n_lists: int, seed: int) -> tuple[Batch, torch.Tensor]:
+    """Lists of ``LIST`` candidates; the positive is the one whose field 1 equals the session's field 0.
+
+    Field 0 (the session) is the same within a list, so a model linear in the fields ranks every
+    list in the same order of field 1: it cannot find the match. An FM's <v_a, v_b> can.
+    """
+    rng = np.random.default_rng(seed)
+    session = rng.integers(0, N_VALUES, n_lists)  # (L,)
+    candidate = np.stack([rng.permutation(np.append(rng.choice(np.delete(np.arange(N_VALUES), a), LIST - 1,
+                                                               replace=False), a)) for a in session]).reshape(-1)
+    session = np.repeat(session, LIST)  # (N,)
+    noise = rng.integers(0, 5, size=session.shape)
+    sparse = torch.from_numpy(np.stack([session, candidate, noise], axis=1)).long()  # (N, 3)
+    multi = torch.from_numpy((rng.random((len(session), 4)) < 0.3).astype(np.float32))  # (N, 4)
+    dense = torch.from_numpy(rng.standard_normal((len(session), 2)).astype(np.float32))  # (N, 2)
+    labels = torch.from_numpy((candidate == session).astype(np.float32))  # (N,)
+    return (sparse, multi, dense), labels
+
+
+def test_synthetic_lists_have_exactly_one_positive() -> None:
+    _, labels = matching_lists(200, seed=3)
+    assert torch.all(labels.view(-1, LIST).sum(dim=1) == 1)
+
+
+@pytest.mark.parametrize("loss", ["bce", "listwise"])
+def test_it_learns_a_cross_of_two_fields(loss: RankLoss) -> None:
+    torch.manual_seed(0)
+    model = DeepFM(DeepFMConfig(sparse_sizes=(N_VALUES, N_VALUES, 5), n_multi=4, n_dense=2, d_embed=8,
+                                hidden=(32,), dropout=0.0))
+    (sparse, multi, dense), labels = matching_lists(800, seed=0)
+    (t_sparse, t_multi, t_dense), t_labels = matching_lists(300, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    batch = 50 * LIST
+    losses = []
+    for _ in range(6):
+        epoch = []
+        for lo in range(0, len(labels), batch):
+            part = slice(lo, lo + batch)
+            _, value = model(sparse[part], multi[part], dense[part], labels[part], list_size=LIST, loss=loss)
+            assert value is not None
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+            epoch.append(value.item())
+        losses.append(float(np.mean(epoch)))
+    model.eval()
+    with torch.no_grad():
+        top = model.score(t_sparse, t_multi, t_dense).view(-1, LIST).argmax(dim=1)  # (L,)
+    accuracy = (t_labels.view(-1, LIST).argmax(dim=1) == top).float().mean().item()
+    assert accuracy > 0.9, (accuracy, losses)
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+# ---------------------------------------------------------------- published and served by onnxruntime
+
+
+@pytest.fixture(scope="module")
+def ranker() -> DeepFM:
+    torch.manual_seed(0)
+    c = config(dense_mean=tuple(np.linspace(-3, 3, D)), dense_std=tuple(np.linspace(0.5, 4, D)))
+    model = DeepFM(c)
+    with torch.no_grad():  # embeddings of a trained model's scale, so scores spread over a few units
+        for p in (model.sparse_emb.weight, model.sparse_w.weight, model.multi_emb, model.multi_w, model.dense_emb):
+            p.normal_(std=0.15)
+    return model
+
+
+def publish_ranker(root: Path, model: DeepFM) -> Path:
+    return publish(model, model.config, graph=ranker_graph(model.config), name="deepfm", dataset="synthetic",
+                   protocol={"protocol": "session"}, metrics={"test": {"NDCG@10": 0.5}}, registry=root)
+
+
+def test_onnx_scores_match_torch(tmp_path: Path, ranker: DeepFM) -> None:
+    served = load_ranker(publish_ranker(tmp_path, ranker).parent)  # via CURRENT
+    ranker.eval()
+    mean, std = torch.tensor(ranker.config.dense_mean), torch.tensor(ranker.config.dense_std)
+    for n, seed in ((200, 0), (1, 1), (40, 2)):  # other N than the traced example's
+        sparse, multi, dense = random_features(n, ranker.config, seed)
+        x = sparse, multi, (dense - 3) / 5 * std + mean  # raw values as the statistics describe them
+        with torch.no_grad():
+            want = ranker.score(*x).numpy()
+        got = served.score(*(t.numpy() for t in x))
+        assert got.shape == (n,) and got.dtype == np.float32 and (n == 1 or want.std() > 0.5)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        if n % LIST == 0:
+            np.testing.assert_array_equal(got.reshape(-1, LIST).argmax(1), want.reshape(-1, LIST).argmax(1))
+    assert served.manifest["config"]["dense_std"][0] == 0.5 and served.vocab is None
+
+
+def test_a_corrupted_ranker_is_refused(tmp_path: Path, ranker: DeepFM) -> None:
+    version_dir = publish_ranker(tmp_path, ranker)
+    with open(version_dir / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_ranker(version_dir)
+

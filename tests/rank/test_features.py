@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamrec.rank.candidates import union_top_n
+from streamrec.rank.features import (
+    EVENT_TYPE_CODES,
+    ItemTable,
+    SessionContext,
+    build_features,
+    dense_names,
+    sparse_sizes,
+)
+from tests.models.conftest import MakeData, tiny_items
+
+N_ITEMS = 6
+
+
+@pytest.fixture
+def table(make_data: MakeData) -> ItemTable:
+    items = tiny_items(N_ITEMS, genres=["Drama", "Comedy|Drama", "Comedy", "", "Drama", "Horror"],
+                       years=[1950, 1999, 2000, None, 1950, 1975])
+    data = make_data([[1, 2, 3], [1, 2, 5], [2, 3, 1], [4, 6]], n_items=N_ITEMS, items=items)
+    return ItemTable.build(data)
+
+
+def test_item_table(table: ItemTable) -> None:
+    assert table.genre_names == ("Comedy", "Drama", "Horror")
+    assert table.genres[2].tolist() == [1, 1, 0] and table.genres[4].sum() == 0
+    assert table.year_bucket[4] == 0 and table.year_bucket[1] == table.year_bucket[5] > 0
+    assert table.log_pop[2] == pytest.approx(np.log1p(3)) and table.log_pop[0] == 0
+
+
+def test_features_layout_and_values(table: ItemTable) -> None:
+    rng = np.random.default_rng(0)
+    scores = {s: rng.random((2, N_ITEMS + 1)).astype(np.float32) for s in ("a", "b")}
+    histories = [np.array([1, 2]), np.array([3])]
+    cands = union_top_n(scores, {"a": 3, "b": 2}, histories)
+    contexts = [SessionContext(times=np.array([0, 3600]), now=3 * 3600.0, last_type="click"), SessionContext()]
+    f = build_features(cands, histories, table, contexts)
+    B, C = cands.items.shape
+    assert f.sparse.shape == (B, C, len(sparse_sizes(table, 2)))
+    assert f.dense.shape == (B, C, len(dense_names(("a", "b"))))
+    assert f.multi.shape == (B, C, 3)
+    mask = cands.mask
+    assert (f.sparse[..., 0] == cands.items).all()
+    assert (f.sparse[0, mask[0], 2] == EVENT_TYPE_CODES["click"]).all() and (f.sparse[1, mask[1], 2] == 0).all()
+    assert (f.sparse[..., 3][mask] == (cands.ranks > 0).sum(axis=2)[mask]).all()
+    for b in range(B):  # z-scores are centred within each list
+        assert f.dense[b, mask[b], 0].mean() == pytest.approx(0.0, abs=1e-5)
+    names = dense_names(("a", "b"))
+    recency = f.dense[..., names.index("log_recency_h")]
+    assert recency[0, 0] == pytest.approx(np.log1p(2.0)) and recency[1, 0] == 0
+    sim = f.dense[..., names.index("sim_last")]
+    expected = table.similarity[2].toarray()[0, cands.items[0]]
+    assert np.allclose(sim[0][mask[0]], expected[mask[0]])
+    assert (f.dense[~mask] == 0).all()
+    assert np.isfinite(f.dense).all()

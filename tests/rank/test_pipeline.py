@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from streamrec.models.base import TrainData
+from streamrec.rank.features import ItemTable
+from streamrec.rank.pipeline import Pipeline
+from streamrec.rank.ranker_fit import RankerConfig, build_lists, fit_ranker, list_ranks
+from streamrec.rank.rerank import RerankConfig
+from streamrec.rank.assemble import torch_ranker
+from tests.models.conftest import MakeData
+
+N_ITEMS = 30
+
+
+def next_of(item: int) -> int:
+    return item % N_ITEMS + 1
+
+
+@dataclass
+class Planted:
+    """Puts the true next item (``next_of(last)``) at rank ``rank`` among random scores; rank 0: random."""
+
+    name: str
+    rank: int
+
+    def fit(self, data: TrainData) -> Planted:
+        return self
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(histories), N_ITEMS + 1), dtype=np.float32)
+        for r, h in enumerate(histories):
+            last = int(h[-1]) if len(h) else 1
+            rng = np.random.default_rng(last * 1000 + len(h) + hash(self.name) % 997)
+            row = rng.permutation(N_ITEMS).astype(np.float32) + 1
+            if self.rank:
+                target, order = next_of(last), np.argsort(-row)
+                current = np.flatnonzero(order == target - 1)[0]
+                row[[target - 1, order[self.rank - 1]]] = row[[order[self.rank - 1], target - 1]]
+                assert current >= 0
+            row[np.asarray(h, dtype=np.int64) - 1] = 0.0  # seen items last: excluding them moves no rank
+            out[r, 1:] = row
+        out[:, 0] = -np.inf
+        return out
+
+
+@pytest.fixture
+def table(make_data: MakeData) -> ItemTable:
+    rng = np.random.default_rng(1)
+    return ItemTable.build(make_data([list(rng.integers(1, N_ITEMS + 1, 6)) for _ in range(40)], n_items=N_ITEMS))
+
+
+def cases(n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    histories = [rng.integers(1, N_ITEMS + 1, size=1) for _ in range(n)]  # one item: the target is never seen
+    return histories, np.array([next_of(int(h[-1])) for h in histories])
+
+
+def test_recommend_returns_sources_and_applies_the_rules(table: ItemTable) -> None:
+    pipe = Pipeline({"good": Planted("good", 1), "noise": Planted("noise", 0)}, table, {"good": 3, "noise": 3})
+    history = np.array([4, 7])
+    recs = pipe.recommend(history, k=4)
+    assert len(recs) == 4 and all(r.item not in (4, 7) for r in recs)
+    assert all(r.sources for r in recs) and all(set(r.sources) <= {"good", "noise"} for r in recs)
+    assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+    blocked = pipe.recommend(history, k=4, exclude=[recs[0].item])
+    assert recs[0].item not in [r.item for r in blocked]
+    only = pipe.recommend(history, k=4, rerank=RerankConfig(allowlist=frozenset({next_of(7)})))
+    assert [r.item for r in only] == [next_of(7)] and "good" in only[0].sources
+    with_seen = pipe.recommend(np.array([7]), k=50, rerank=RerankConfig(exclude_seen=False))
+    assert len(with_seen) == len({r.item for r in with_seen}) <= 6
+
+
+def test_full_catalogue_scores_put_candidates_first(table: ItemTable) -> None:
+    pipe = Pipeline({"good": Planted("good", 1)}, table, {"good": 5})
+    histories, _ = cases(8, 0)
+    scores = pipe.score(histories)
+    assert scores.shape == (8, N_ITEMS + 1) and np.isneginf(scores[:, 0]).all()
+    for row, h in zip(scores, histories, strict=True):
+        top5 = set(np.argsort(-row)[:5].tolist())
+        assert not top5 & set(h.tolist())
+        assert np.sort(row[1:])[-6] < -1e5  # only five candidates sit above the popularity floor
+
+
+def test_the_ranker_learns_which_source_to_trust(table: ItemTable) -> None:
+    """The true item is always the 'good' source's first pick, but three noisy sources outvote it in
+    plain fusion; a ranker learns to trust 'good' alone."""
+    gens = {"good": Planted("good", 1), **{f"noise{i}": Planted(f"noise{i}", 0) for i in range(3)}}
+    pipe = Pipeline(gens, table, dict.fromkeys(gens, 6))
+    train_h, train_t = cases(300, 1)
+    test_h, test_t = cases(200, 2)
+    lists = build_lists(pipe, pipe.source_scores(train_h), train_h, train_t)
+    assert lists.recall() == 1.0
+    fit = fit_ranker(lists, pipe, RankerConfig(epochs=12, list_size=8, lr=5e-3, patience=12, hidden=(32,), d_embed=8), progress=False)
+    assert fit.history[-1]["loss"] < fit.history[0]["loss"]
+
+    def hit1(p: Pipeline) -> float:
+        test_lists = build_lists(p, p.source_scores(test_h), test_h, test_t)
+        _, ranked = p.ranked(p.source_scores(test_h), test_h)
+        return float((list_ranks(ranked, test_lists.mask, test_lists.target_col) == 1).mean())
+
+    fusion = hit1(pipe)
+    pipe.ranker = torch_ranker(fit)
+    ranked = hit1(pipe)
+    assert ranked > 0.9 and ranked > fusion + 0.4, (ranked, fusion)
+
+
+def test_sources_must_have_generators(table: ItemTable) -> None:
+    with pytest.raises(ValueError, match="without a generator"):
+        Pipeline({"good": Planted("good", 1)}, table, {"bad": 3})
