@@ -130,6 +130,8 @@ def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
     rows = bench_models(registry, config) if registry.is_dir() else []
     if not rows:
         raise ConfigError(f"no model with a CURRENT version under {registry}; run `streamrec train` first")
+    if args.pipeline:
+        rows.append(_bench_pipeline_row(registry, config, settings))
     print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up")
     print(format_rows(rows))
     if args.json:
@@ -137,62 +139,81 @@ def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, settings: Settings) -> int:
+def _bench_pipeline_row(registry: Path, config: object, settings: Settings) -> dict[str, object]:
+    from streamrec.bench.models import bench_pipeline
     from streamrec.data.movielens import load
-    from streamrec.errors import ConfigError
-    from streamrec.eval.evaluate import evaluate
-    from streamrec.eval.protocols import DEFAULT_TEST_DAYS, LeaveOneOut, SessionSplit, split
-    from streamrec.export import DEFAULT_REGISTRY, load_onnx, publish
-    from streamrec.models.sasrec import SASRec, SASRecConfig
-    from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
-    from streamrec.train.curves import plot_curves
+    from streamrec.eval.protocols import protocol_from_summary, split
+    from streamrec.export import load_ranker
+    from streamrec.rank.assemble import RANKER_NAME, load_pipeline
 
-    builders = {"sasrec": (SASRec, SASRecConfig)}
-    names = list(dict.fromkeys(n.strip() for n in args.models.split(",") if n.strip()))
-    unknown = [n for n in names if n not in builders]
-    if not names or unknown:
-        raise ConfigError(f"--models takes names from: {', '.join(builders)}; got {args.models!r}")
-    protocol: LeaveOneOut | SessionSplit
-    if args.protocol == "loo":
-        protocol = LeaveOneOut()
-    else:
-        days = DEFAULT_TEST_DAYS[args.dataset]
-        protocol = SessionSplit(test_days=days, validation_days=days)
-    data = load(args.dataset, settings.data_dir)
-    parts = split(data, protocol)
-    described = f"{args.dataset.upper()}, {parts.summary['description']}"
-    registry = Path(args.registry) if args.registry else DEFAULT_REGISTRY
-    for name in names:
-        model_cls, config_cls = builders[name]
-        config = config_cls(n_items=parts.train.n_items, max_len=args.max_len)
-        seed_everything(args.seed)  # the initial weights; the loop seeds again for dropout and shuffling
-        model = model_cls(config)
-        examples = sequence_examples(parts.train.sequences, config.max_len)
-        train_config = TrainConfig(epochs=args.epochs, budget_min=args.budget_min, seed=args.seed,
-                                   progress=not args.quiet)
-        print(f"training {name} on {described}: {len(examples):,} sequences, budget "
-              f"{args.budget_min or 'none'} min, up to {args.epochs} epochs")
-        started = time.monotonic()
-        result = train(model, examples, parts.validation, train_config)
-        train_s = time.monotonic() - started
-        scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=name)
-        test = evaluate(scorer, parts.test, cutoffs=(10, 20), progress=not args.quiet)
-        print(f"{name}: best epoch {result.best_epoch} of {len(result.history)} (stopped: {result.stopped}), "
-              f"{train_s:.0f}s; validation NDCG@10 {result.best_metrics.get('NDCG@10', float('nan')):.4f}")
-        print(f"{name} test on {described} ({len(parts.test):,} cases): NDCG@10 {test['NDCG@10']:.4f}  "
-              f"HR@10 {test['HR@10']:.4f}  NDCG@20 {test['NDCG@20']:.4f}  HR@20 {test['HR@20']:.4f}")
-        training = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped": result.stopped,
-                    "seconds": round(train_s, 1), "seed": args.seed, "budget_min": args.budget_min,
-                    "history": [{"epoch": r.epoch, "loss": r.loss, "val": r.val, "seconds": round(r.seconds, 1)}
-                                for r in result.history]}
-        version_dir = publish(model, config, name=name, vocab=data.vocab, dataset=args.dataset,
-                              protocol=dict(parts.summary), registry=registry,
-                              metrics={"validation": result.best_metrics, "test": test},
-                              extra={"training": training, "train_config": asdict(train_config)})
-        plot_curves(result.history, version_dir / "curves.png", f"{name} on {described}")
-        onnx_test = evaluate(load_onnx(version_dir), parts.test, cutoffs=(10,), progress=False)
-        print(f"exported {version_dir} (CURRENT); ONNX test NDCG@10 {onnx_test['NDCG@10']:.4f}; "
-              f"curves in {version_dir / 'curves.png'}")
+    manifest = load_ranker(registry / RANKER_NAME).manifest
+    parts = split(load(manifest["dataset"], settings.data_dir), protocol_from_summary(manifest["protocol"]))
+    return bench_pipeline(load_pipeline(parts, registry), config)  # type: ignore[arg-type]
+
+
+def _train_ranker(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.rank.assemble import DEFAULT_SOURCES, PipelineSpec
+    from streamrec.rank.job import RankerJob, format_report, plot_report, run_ranker_job
+    from streamrec.rank.ranker_fit import RankerConfig
+
+    sources = tuple(dict.fromkeys(n.strip() for n in args.sources.split(",") if n.strip())) or DEFAULT_SOURCES
+    spec = PipelineSpec(sources=sources, n_per_source=args.n, registry=Path(args.registry) if args.registry else None,
+                        ranker=RankerConfig(loss=args.loss, epochs=args.epochs, seed=args.seed))
+    job = RankerJob(dataset=args.dataset, protocol=args.protocol, data_dir=settings.data_dir, spec=spec,
+                    ablation=not args.no_ablation, publish=not args.no_publish)
+    done = run_ranker_job(job, progress=not args.quiet)
+    print(format_report(done.described, done.result))
+    if done.version_dir is not None:
+        print(f"published {done.version_dir} (CURRENT); pipeline test NDCG@10 with the ONNX ranker "
+              f"{done.onnx_test['NDCG@10']:.4f}")
+    json_path = Path(args.json) if args.json else settings.home / "eval" / f"pipeline-{args.dataset}-{args.protocol}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(done.report, indent=2, default=str) + "\n")
+    plot = plot_report(done.result, json_path.with_suffix(".png"), done.described)
+    print(f"wrote {json_path} and {plot}")
+    return 0
+
+
+def _bench_peer(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+
+    from streamrec.bench.peer import PeerBenchConfig, format_table, run_peer_bench
+
+    sides = ("peer", "ours") if args.only is None else (args.only,)
+    config = PeerBenchConfig(dataset=args.dataset, max_len=args.max_len, budget_min=args.budget_min,
+                             threads=args.threads or torch.get_num_threads(), seed=args.seed,
+                             peer_batch_size=args.peer_batch, sides=sides, python=args.python,
+                             progress=not args.quiet)
+    report = run_peer_bench(config, settings.data_dir, settings.cache_dir, say=print)
+    print()
+    print(format_table(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.train.jobs import REPORTED, TrainJob, run_train_job
+
+    job = TrainJob(models=tuple(n.strip() for n in args.models.split(",") if n.strip()), dataset=args.dataset,
+                   protocol=args.protocol, data_dir=settings.data_dir, publish=not args.no_publish,
+                   registry=Path(args.registry) if args.registry else None, curves_dir=settings.home / "train",
+                   max_len=args.max_len, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
+                   patience=args.patience, budget_min=args.budget_min, seed=args.seed, device=args.device,
+                   progress=not args.quiet)
+    result = run_train_job(job, say=print)
+    print(f"\n{result.described}: test metrics of each model's best epoch")
+    print(f"{'model':10} {'best':>4} {'epochs':>6} {'stopped':8} {'train s':>7} "
+          + " ".join(f"{k:>8}" for k in REPORTED) + f" {'ONNX ' + REPORTED[0]:>13}")
+    for run in result.runs:
+        onnx = f"{run.onnx_test[REPORTED[0]]:13.4f}" if run.onnx_test else f"{'-':>13}"
+        print(f"{run.name:10} {run.result.best_epoch:4d} {len(run.result.history):6d} {run.result.stopped:8} "
+              f"{run.train_s:7.0f} " + " ".join(f"{run.test[k]:8.4f}" for k in REPORTED) + f" {onnx}")
+    for run in result.runs:
+        where = f"published {run.version_dir} (CURRENT); " if run.version_dir else ""
+        print(f"{run.name}: {where}curves in {run.curves}")
     return 0
 
 
@@ -335,8 +356,32 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--runs", type=int, default=200, help="timed runs per batch size (default 200)")
     bp.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     bp.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    bp.add_argument("--pipeline", action="store_true",
+                    help="also time the whole ranking pipeline for one in-memory session (needs a CURRENT deepfm; "
+                    "fits the non-neural generators on the ranker's split first)")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
     bp.set_defaults(func=_bench_models)
+    bp = bsub.add_parser("peer", help="our SASRec and RecBole's, same split, same wall-clock budget",
+                         description="Train RecBole 1.2.1's SASRec (in its own venv under .cache/peer-recbole/, "
+                         "created on first use) and ours on the identical leave-one-out split, one after the "
+                         "other, each for the same wall-clock budget and torch threads; test both on the full "
+                         "catalogue with the history excluded and print one table.")
+    bp.add_argument("--dataset", choices=DATASETS, default="ml-1m", help="default ml-1m")
+    bp.add_argument("--budget-min", type=float, default=10.0, metavar="M",
+                    help="wall-clock training minutes per side, validation included (default 10)")
+    bp.add_argument("--max-len", type=int, default=50, metavar="L", help="sequence length, both sides (default 50)")
+    bp.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="torch intra-op threads, both sides (default: torch's default here)")
+    bp.add_argument("--peer-batch", type=int, default=512, metavar="B",
+                    help="RecBole's training batch in prefixes (default 512; ours keeps streamrec's batch of "
+                    "user sequences)")
+    bp.add_argument("--only", choices=("ours", "peer"), default=None, help="run one side only (default both)")
+    bp.add_argument("--python", default="python3", metavar="EXE",
+                    help="interpreter that creates the peer's venv, Python 3.8 to 3.11 (default python3)")
+    bp.add_argument("--seed", type=int, default=0, help="seed of both sides (default 0)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    bp.set_defaults(func=_bench_peer)
 
     p = sub.add_parser("evaluate", help="fit baseline models and evaluate them offline on MovieLens",
                        description="Split a MovieLens log with protocol A (loo: leave-one-out per user, history "
@@ -360,20 +405,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("train", help="train a torch sequence model, evaluate it and export it as ONNX",
-                       description="Split a MovieLens log with a protocol, train with early stopping on validation "
-                       "NDCG@10 within a time budget, report the best epoch's test metrics, and publish model.onnx, "
-                       "manifest.json, vocab.json and curves.png as a new CURRENT version in the registry.")
-    p.add_argument("--models", default="sasrec", metavar="NAMES", help="comma-separated: sasrec (default sasrec)")
+    p = sub.add_parser("train", help="train torch sequence models, evaluate them and export them as ONNX",
+                       description="Split a MovieLens log with a protocol and, for each model in turn, train it with "
+                       "early stopping on validation NDCG@10 (within a time budget if given), keep its best epoch, "
+                       "report that epoch's test metrics, and publish model.onnx, manifest.json (with the training "
+                       "history), vocab.json and curves.png (loss and validation NDCG@10 per epoch) as a new CURRENT "
+                       "version in the registry; the published ONNX model is tested again. Runs on CUDA when "
+                       "available. Defaults per model: --max-len 200 for sasrec and bert4rec (their ML-1M setting), "
+                       "50 for gru4rec; --batch-size 128 for sasrec and bert4rec, 64 for gru4rec; --lr 2e-3 for "
+                       "sasrec and gru4rec, 1e-3 for bert4rec.")
+    p.add_argument("--models", default="sasrec", metavar="NAMES",
+                   help="comma-separated, trained in turn: sasrec, gru4rec, bert4rec (default sasrec)")
     p.add_argument("--dataset", choices=DATASETS, default="ml-1m", help="default ml-1m")
-    p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
-    p.add_argument("--budget-min", type=float, default=None, metavar="M", help="wall-clock minutes per model")
-    p.add_argument("--epochs", type=int, default=200, metavar="N", help="at most N epochs (default 200)")
-    p.add_argument("--max-len", type=int, default=50, metavar="L", help="sequence length (default 50)")
+    p.add_argument("--protocol", choices=("loo", "session"), default="loo",
+                   help="loo: leave-one-out per user (the SASRec and BERT4Rec literature); session: sessions cut at "
+                   "one-hour gaps, the last days as validation and test (the GRU4Rec literature) (default loo)")
+    p.add_argument("--budget-min", type=float, default=None, metavar="M",
+                   help="wall-clock minutes of training and validation per model (default: no limit)")
+    p.add_argument("--epochs", type=int, default=200, metavar="N", help="at most N epochs per model (default 200)")
+    p.add_argument("--patience", type=int, default=10, metavar="N",
+                   help="stop after N epochs without a better validation NDCG@10 (default 10)")
+    p.add_argument("--max-len", type=int, default=None, metavar="L",
+                   help="the longest history a model reads (default per model: 200 for sasrec and bert4rec, "
+                   "50 for gru4rec)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="mini-batch: sequences, or GRU4Rec's parallel sessions (default per model: 128, gru4rec 64)")
+    p.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help="learning rate (default per model: 2e-3, bert4rec 1e-3)")
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="torch device, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, dropout and negatives (default 0)")
     p.add_argument("--registry", metavar="DIR", help="model registry (default <repo>/models)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-publish", action="store_true",
+                   help="train and test only: publish nothing, write the curves to $STREAMREC_HOME/train/")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-ranker", help="train the DeepFM ranker, compare the pipeline with its members, publish",
+                       description="Fit or load every candidate generator for a split (neural ones from the registry, "
+                       "trained on the same split by `streamrec train`), build candidate lists on the validation part, "
+                       "train the DeepFM ranker there, and report test metrics of each generator, the pipeline, plain "
+                       "score fusion and the pipeline without each source, plus the candidates' recall at N = 50, 100 "
+                       "and 200. Publishes the ranker as a new CURRENT `deepfm` version; writes JSON and a PNG.")
+    p.add_argument("--dataset", choices=DATASETS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
+    p.add_argument("--sources", default="", metavar="NAMES",
+                   help="comma-separated generators (default sasrec,gru4rec,bert4rec,itemknn,vsknn,mf,content,pop)")
+    p.add_argument("--n", type=int, default=50, metavar="N", help="candidates per source (default 50)")
+    p.add_argument("--loss", choices=("listwise", "bce"), default="listwise", help="ranker loss (default listwise)")
+    p.add_argument("--epochs", type=int, default=40, metavar="E", help="ranker epochs at most (default 40)")
+    p.add_argument("--registry", metavar="DIR", help="model registry (default <repo>/models)")
+    p.add_argument("--no-ablation", action="store_true", help="only the full pipeline (no fusion or drop-one runs)")
+    p.add_argument("--no-publish", action="store_true", help="do not publish the ranker")
+    p.add_argument("--json", metavar="PATH", help="report path (default $STREAMREC_HOME/eval/pipeline-DATASET-PROTOCOL.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train_ranker)
 
     p = sub.add_parser("settings", help="print the effective settings as STREAMREC_* variables")
     p.set_defaults(func=_settings)

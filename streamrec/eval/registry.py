@@ -24,7 +24,8 @@ from streamrec.models.base import Recommender, TrainData
 
 __all__ = ["MODULES", "RandomScorer", "available", "create"]
 
-#: registry name -> module under ``streamrec.models`` that holds it ("" = defined here).
+#: registry name -> module under ``streamrec.models`` that holds it ("" = defined here), or a dotted
+#: module path for what is built from models rather than being one (the ranking pipeline).
 MODULES: Final[Mapping[str, str]] = MappingProxyType(
     {
         "random": "",
@@ -36,6 +37,8 @@ MODULES: Final[Mapping[str, str]] = MappingProxyType(
         "content": "content",
         "sasrec": "sasrec",
         "gru4rec": "gru4rec",
+        "bert4rec": "bert4rec",
+        "pipeline": "streamrec.rank.assemble",
     }
 )
 
@@ -89,7 +92,7 @@ def _factory(name: str) -> Callable[[], Recommender]:
         raise ConfigError(f"unknown model {name!r}; choose from {', '.join(MODULES)}")
     if not MODULES[name]:
         return RandomScorer
-    path = f"streamrec.models.{MODULES[name]}"
+    path = MODULES[name] if "." in MODULES[name] else f"streamrec.models.{MODULES[name]}"
     try:
         module = importlib.import_module(path)
     except ModuleNotFoundError as exc:

@@ -185,9 +185,10 @@ class GRU4Rec(nn.Module):
 
 @dataclass
 class GRU4RecRecommender:
-    """``gru4rec`` for ``streamrec evaluate``: fits with ``fit_gru4rec`` under a time budget (the
-    evaluate command fits every model it names, so an unbounded fit would stall it) and scores
-    through the shared torch adapter. The catalogue size comes from the training data."""
+    """``gru4rec`` for ``streamrec evaluate``: trains with the shared loop (``fit_gru4rec``) for
+    ``epochs`` under a time budget (the evaluate command fits every model it names, so an unbounded
+    fit would stall it; no validation cases reach ``fit``, so the last epoch's weights are kept) and
+    scores through the shared torch adapter. The catalogue size comes from the training data."""
 
     epochs: int = 10
     time_budget_s: float | None = 300.0
@@ -196,10 +197,11 @@ class GRU4RecRecommender:
 
     def fit(self, data: TrainData) -> GRU4RecRecommender:
         from streamrec.train.adapter import TorchSequenceRecommender
-        from streamrec.train.gru4rec_fit import fit_gru4rec
+        from streamrec.train.gru4rec_fit import fit_gru4rec, train_config
 
         config = GRU4RecConfig(n_items=data.n_items, epochs=self.epochs, seed=self.seed)
-        model, _ = fit_gru4rec(data, config, time_budget_s=self.time_budget_s, progress=False)
+        budget_min = self.time_budget_s / 60 if self.time_budget_s is not None else None
+        model, _ = fit_gru4rec(data, config, None, train_config(config, budget_min=budget_min, progress=False))
         self._scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=self.name)
         return self
 

@@ -15,7 +15,8 @@ from streamrec.train.loop import METRIC, EpochRecord  # noqa: E402
 __all__ = ["plot_curves"]
 
 
-def plot_curves(history: Sequence[EpochRecord], path: Path, title: str) -> Path:
+def plot_curves(history: Sequence[EpochRecord], path: Path, title: str, best_epoch: int | None = None) -> Path:
+    """Write the curves to ``path``; ``best_epoch``, the one whose weights were kept, is marked on both."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     epochs = [r.epoch for r in history]
@@ -26,6 +27,10 @@ def plot_curves(history: Sequence[EpochRecord], path: Path, title: str) -> Path:
     ax_val.set(xlabel="epoch", ylabel=f"validation {METRIC}", title=f"validation {METRIC}")
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
+        if best_epoch:
+            ax.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
+    if best_epoch:
+        ax_val.legend(loc="best")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

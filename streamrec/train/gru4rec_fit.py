@@ -1,105 +1,96 @@
-"""Train GRU4Rec: epochs of session-parallel steps, top to bottom."""
+"""GRU4Rec's epoch for the shared training loop (``streamrec.train.loop.train``): session-parallel steps.
+
+Each step feeds every lane's current item and scores the lanes' next items plus ``n_sample``
+negatives shared by the mini-batch. The hidden state is carried from step to step, detached (the
+official code backpropagates one step only), and a lane's state is zeroed when it starts a new
+session (the iterator's reset hook). Everything else (optimizer, validation, early stopping, best
+state, budget, seeds, device) is the shared loop's; ``train_config`` maps GRU4Rec's own training
+settings onto it.
+"""
 
 from __future__ import annotations
 
-import logging
-import time
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch import nn
 
+from streamrec.eval.evaluate import item_counts
+from streamrec.eval.protocols import Cases
 from streamrec.models.base import TrainData
 from streamrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from streamrec.train.gru4rec_iterator import NegativeSampler, session_parallel_batches
+from streamrec.train.loop import TrainConfig, TrainResult, seed_everything, train
 
-__all__ = ["fit_gru4rec"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SessionParallel", "fit_gru4rec", "session_order", "train_config"]
 
 
-def _session_order(data: TrainData) -> np.ndarray:
+def session_order(data: TrainData) -> np.ndarray:
     """Sessions by start time, as GRU4Rec feeds them (ties keep their order)."""
     starts = np.array([t[0] if len(t) else 0 for t in data.timestamps], dtype=np.int64)
     return np.argsort(starts, kind="stable")
 
 
-def _item_counts(data: TrainData) -> np.ndarray:
-    counts = np.zeros(data.n_items + 1, dtype=np.int64)
-    if len(data.sequences):
-        counts += np.bincount(np.concatenate(data.sequences).astype(np.int64), minlength=data.n_items + 1)
-    return counts
+class SessionParallel:
+    """``EpochSteps`` for ``GRU4Rec``: one epoch of session-parallel steps over ``data``'s sessions,
+    in start-time order, with negatives drawn from the model config's popularity ** ``sample_alpha``."""
+
+    def __init__(self, data: TrainData) -> None:
+        self.data = data
+        self.order = session_order(data)
+        self.counts = item_counts(data)
+        self._n_steps: dict[int, int] = {}
+
+    def n_steps(self, batch_size: int) -> int:
+        if batch_size not in self._n_steps:  # one dry pass: the iterator alone is cheap
+            batches = session_parallel_batches(self.data.sequences, batch_size, lambda fresh: None, self.order)
+            self._n_steps[batch_size] = sum(1 for _ in batches)
+        return self._n_steps[batch_size]
+
+    def losses(self, model: nn.Module, batch_size: int, device: torch.device,
+               rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        if not isinstance(model, GRU4Rec):
+            raise TypeError(f"SessionParallel trains a GRU4Rec, not a {type(model).__name__}")
+        c = model.config
+        if c.n_items != self.data.n_items:
+            raise ValueError(f"the model has {c.n_items} items but the data has {self.data.n_items}")
+        sampler = NegativeSampler(self.counts, c.sample_alpha, c.n_sample, c.sample_cache, rng) if c.n_sample else None
+        hidden = model.init_hidden(0, device)
+
+        def reset(fresh: np.ndarray) -> None:
+            nonlocal hidden
+            if fresh.all():  # the first step: every lane fresh
+                hidden = model.init_hidden(len(fresh), device)
+            else:
+                hidden = hidden.detach().masked_fill(torch.from_numpy(fresh).to(device).view(1, -1, 1), 0.0)
+
+        for inputs, targets in session_parallel_batches(self.data.sequences, batch_size, reset, self.order):
+            negatives = torch.from_numpy(sampler()).to(device) if sampler is not None else None
+            _, loss, hidden = model(torch.from_numpy(inputs).to(device), hidden.detach(),
+                                    torch.from_numpy(targets).to(device), negatives)
+            yield loss  # type: ignore[misc]
 
 
-def _make_optimizer(model: GRU4Rec, config: GRU4RecConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adagrad":
-        return torch.optim.Adagrad(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+def train_config(config: GRU4RecConfig, **overrides: Any) -> TrainConfig:
+    """The loop's settings from GRU4Rec's own (epochs, batch size, optimizer, lr, weight decay, seed),
+    then ``overrides`` (any other ``TrainConfig`` field, e.g. ``budget_min`` or ``patience``)."""
+    own = {"epochs": config.epochs, "batch_size": config.batch_size, "optimizer": config.optimizer,
+           "lr": config.lr, "weight_decay": config.weight_decay, "seed": config.seed}
+    return TrainConfig(**{**own, **overrides})
 
 
-def fit_gru4rec(
-    data: TrainData,
-    config: GRU4RecConfig,
-    *,
-    time_budget_s: float | None = None,
-    progress: bool = True,
-) -> tuple[GRU4Rec, list[dict[str, float]]]:
-    """Fit a fresh GRU4Rec on ``data.sequences`` (sessions) and return it in eval mode, with one
-    history row per epoch: ``epoch``, ``loss`` (mean over steps), ``steps``, ``events``, ``seconds``.
+def fit_gru4rec(data: TrainData, config: GRU4RecConfig, validation: Cases | None = None,
+                settings: TrainConfig | None = None) -> tuple[GRU4Rec, TrainResult]:
+    """A fresh GRU4Rec trained on ``data.sequences`` (sessions) by the shared loop, in eval mode.
 
-    Seeded by ``config.seed``; runs on CUDA when available. With ``time_budget_s`` training stops
-    at the first step past the budget (the last row then covers a partial epoch).
+    ``settings`` default to ``train_config(config, progress=False)``. With ``validation`` the model
+    early-stops on it and comes back with its best epoch's weights, else with the last ones.
     """
     if config.n_items != data.n_items:
         raise ValueError(f"config.n_items is {config.n_items} but the data has {data.n_items} items")
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = GRU4Rec(config).to(device)
-    optimizer = _make_optimizer(model, config)
-    sampler = NegativeSampler(_item_counts(data), config.sample_alpha, config.n_sample, config.sample_cache, rng)
-    order = _session_order(data)
-    start = time.perf_counter()
-    history: list[dict[str, float]] = []
-    hidden = model.init_hidden(0, device)
-
-    def reset(keep: np.ndarray, fresh: np.ndarray) -> None:
-        nonlocal hidden
-        if len(keep) == 0:  # first step of the epoch: every lane fresh
-            hidden = model.init_hidden(len(fresh), device)
-            return
-        hidden = hidden.detach()[:, torch.from_numpy(keep).to(device)]  # (L, B', H)
-        hidden[:, torch.from_numpy(fresh).to(device)] = 0.0
-
-    out_of_time = False
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        epoch_start = time.perf_counter()
-        total, steps, events = 0.0, 0, 0
-        batches = session_parallel_batches(data.sequences, config.batch_size, reset, order)
-        bar = tqdm(batches, desc=f"gru4rec epoch {epoch}", unit=" step", leave=False,
-                   disable=None if progress else True)
-        for inputs, targets in bar:
-            x = torch.from_numpy(inputs).to(device)
-            y = torch.from_numpy(targets).to(device)
-            negatives = torch.from_numpy(sampler()).to(device) if config.n_sample > 0 else None
-            hidden = hidden.detach()  # the official code backpropagates one step only
-            _, loss, hidden = model(x, hidden, y, negatives)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            steps += 1
-            events += len(inputs)
-            if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
-                out_of_time = True
-                break
-        row = {"epoch": float(epoch), "loss": total / max(steps, 1), "steps": float(steps),
-               "events": float(events), "seconds": time.perf_counter() - epoch_start}
-        history.append(row)
-        logger.info("gru4rec epoch %d: loss %.4f over %d steps in %.1fs", epoch, row["loss"], steps, row["seconds"])
-        if out_of_time:
-            logger.info("gru4rec: time budget of %.0fs spent after %d epochs", time_budget_s, epoch)
-            break
-    model.eval()
-    return model, history
+    settings = settings if settings is not None else train_config(config, progress=False)
+    seed_everything(settings.seed)  # the initial weights; the loop seeds again for dropout and negatives
+    model = GRU4Rec(config)
+    return model, train(model, SessionParallel(data), validation, settings)

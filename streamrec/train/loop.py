@@ -1,10 +1,14 @@
-"""One training loop for every torch model whose ``forward(inputs, targets)`` returns ``(logits, loss)``.
+"""One training loop for every torch sequence model; what differs between models is one epoch's steps.
 
-Per epoch: shuffled mini-batches, Adam steps, then validation NDCG@10 through the one evaluation
-function (``streamrec.eval.evaluate``) on the model's ``score``. The best state_dict is kept in
-memory and loaded back at the end; training stops after ``patience`` epochs without improvement,
-after ``epochs``, or when the time budget runs out (checked after every step; the epoch then
-in progress is cut short and still validated).
+An ``EpochSteps`` strategy turns the training data into the loss of each step: ``PaddedBatches``
+gives shuffled mini-batches of left-padded sequences to ``model(inputs, targets) -> (logits, loss)``
+(SASRec, BERT4Rec); GRU4Rec's session-parallel steps live in ``streamrec.train.gru4rec_fit``.
+Everything else is here, once: seeding, the device, the optimizer, the progress bar, validation
+NDCG@10 through the one evaluation function (``streamrec.eval.evaluate``) on the model's ``score``,
+the per-epoch history, and early stopping. The best state_dict is kept in memory and loaded back
+at the end; training stops after ``patience`` epochs without improvement, after ``epochs``, or
+when the time budget runs out (checked after every step; the epoch then in progress is cut short
+and still validated).
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -27,11 +31,25 @@ from streamrec.eval.protocols import Cases
 from streamrec.train.adapter import TorchSequenceRecommender
 from streamrec.train.batches import Examples, batches
 
-__all__ = ["EpochRecord", "TrainConfig", "TrainResult", "pick_device", "seed_everything", "train"]
+__all__ = [
+    "METRIC",
+    "EpochRecord",
+    "EpochSteps",
+    "OptimizerName",
+    "PaddedBatches",
+    "TrainConfig",
+    "TrainResult",
+    "make_optimizer",
+    "pick_device",
+    "seed_everything",
+    "train",
+]
 
 logger = logging.getLogger(__name__)
 
 METRIC = "NDCG@10"
+
+OptimizerName = Literal["adam", "adagrad"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +57,8 @@ class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
     lr: float = 2e-3
+    optimizer: OptimizerName = "adam"
+    weight_decay: float = 0.0
     patience: int = 10  # epochs without a better validation NDCG@10
     budget_min: float | None = None  # wall-clock minutes for training and validation together
     seed: int = 0
@@ -49,6 +69,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not self.lr > 0:
             raise ValueError(f"epochs, batch_size, patience and lr must be positive, got {self}")
+        if self.optimizer not in ("adam", "adagrad") or self.weight_decay < 0:
+            raise ValueError(f"optimizer must be 'adam' or 'adagrad' and weight_decay >= 0, got {self}")
         if self.budget_min is not None and not self.budget_min > 0:
             raise ValueError(f"budget_min must be positive or None, got {self.budget_min}")
 
@@ -58,6 +80,7 @@ class EpochRecord(NamedTuple):
     loss: float  # mean training loss over the epoch's steps
     val: dict[str, float]  # validation metrics; empty without validation cases
     seconds: float  # since training started
+    steps: int = 0  # optimizer steps in this epoch (fewer than a full epoch's when the budget cut it)
 
 
 @dataclass
@@ -66,6 +89,37 @@ class TrainResult:
     best_epoch: int = 0
     best_metrics: dict[str, float] = field(default_factory=dict)
     stopped: str = ""  # why training ended: "epochs", "patience" or "budget"
+
+
+class EpochSteps(Protocol):
+    """One epoch of a model's training: the loss of each step, in order.
+
+    The loop runs backward and the optimizer step on each yielded loss before it asks for the next,
+    and may stop asking at any step (the time budget). ``rng`` is the run's seeded generator.
+    """
+
+    def n_steps(self, batch_size: int) -> int:
+        """How many losses one epoch yields (for the progress bar)."""
+        ...
+
+    def losses(self, model: nn.Module, batch_size: int, device: torch.device,
+               rng: np.random.Generator) -> Iterator[torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class PaddedBatches:
+    """Shuffled mini-batches of left-padded sequences for ``model(inputs, targets) -> (logits, loss)``."""
+
+    examples: Examples
+
+    def n_steps(self, batch_size: int) -> int:
+        return -(-len(self.examples) // batch_size)
+
+    def losses(self, model: nn.Module, batch_size: int, device: torch.device,
+               rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        for inputs, targets in batches(self.examples, batch_size, rng):
+            _, loss = model(torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device))
+            yield loss
 
 
 def seed_everything(seed: int) -> None:
@@ -78,14 +132,22 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device(name if name else ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def train(model: nn.Module, examples: Examples, validation: Cases | None, config: TrainConfig,
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+
+def train(model: nn.Module, steps: EpochSteps | Examples, validation: Cases | None, config: TrainConfig,
           *, n_items: int | None = None, max_len: int | None = None,
           clock: Callable[[], float] = time.monotonic) -> TrainResult:
     """Train ``model`` in place and leave it holding its best weights (the last ones without validation).
 
-    ``n_items`` and ``max_len`` size the validation adapter; they default to ``model.config``'s.
-    ``clock`` is a seam for tests of the time budget.
+    ``steps`` is the epoch strategy; ``Examples`` stand for ``PaddedBatches(examples)``. ``n_items``
+    and ``max_len`` size the validation adapter; they default to ``model.config``'s. ``clock`` is a
+    seam for tests of the time budget.
     """
+    epoch_steps = PaddedBatches(steps) if isinstance(steps, Examples) else steps
     seed_everything(config.seed)
     device = pick_device(config.device)
     model.to(device)
@@ -94,26 +156,26 @@ def train(model: nn.Module, examples: Examples, validation: Cases | None, config
     max_len = max_len if max_len is not None else model_config.max_len  # type: ignore[union-attr]
     scorer = TorchSequenceRecommender.from_module(model, n_items, max_len, name=type(model).__name__.lower(),
                                                   device=device, batch_size=config.eval_batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config)
     rng = np.random.default_rng(config.seed)
     start = clock()
     deadline = start + config.budget_min * 60 if config.budget_min is not None else float("inf")
     result = TrainResult()
     best_score, best_state, stale = -np.inf, copy.deepcopy(model.state_dict()), 0
-    n_batches = -(-len(examples) // config.batch_size)
+    n_steps = epoch_steps.n_steps(config.batch_size)
 
     for epoch in range(1, config.epochs + 1):
         model.train()
-        total, steps = 0.0, 0
-        bar = tqdm(batches(examples, config.batch_size, rng), total=n_batches, desc=f"epoch {epoch}",
-                   unit=" batch", leave=False, disable=None if config.progress else True)
-        for inputs, targets in bar:
-            _, loss = model(torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device))
+        total, done = 0.0, 0
+        bar = tqdm(epoch_steps.losses(model, config.batch_size, device, rng), total=n_steps,
+                   desc=f"{type(model).__name__} epoch {epoch}", unit=" step", leave=False,
+                   disable=None if config.progress else True)
+        for loss in bar:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, steps = total + loss.item(), steps + 1
-            bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
+            total, done = total + loss.item(), done + 1
+            bar.set_postfix(loss=f"{total / done:.4f}", refresh=False)
             if clock() >= deadline:
                 break
         bar.close()
@@ -121,10 +183,12 @@ def train(model: nn.Module, examples: Examples, validation: Cases | None, config
         val: dict[str, float] = {}
         if validation is not None and len(validation):
             val = evaluate(scorer, validation, cutoffs=(10,), batch_size=config.eval_batch_size, progress=False)
-        result.history.append(EpochRecord(epoch, total / max(steps, 1), val, clock() - start))
-        logger.info("epoch %d loss %.4f val %s=%.4f", epoch, total / max(steps, 1), METRIC, val.get(METRIC, np.nan))
+        mean_loss = total / max(done, 1)
+        result.history.append(EpochRecord(epoch, mean_loss, val, clock() - start, done))
+        logger.info("epoch %d loss %.4f over %d steps, val %s=%.4f", epoch, mean_loss, done, METRIC,
+                    val.get(METRIC, np.nan))
         if config.progress:
-            tqdm.write(f"epoch {epoch:3d}  loss {total / max(steps, 1):.4f}  val {METRIC} "
+            tqdm.write(f"epoch {epoch:3d}  loss {mean_loss:.4f}  val {METRIC} "
                        f"{val.get(METRIC, float('nan')):.4f}  {clock() - start:.0f}s")
 
         if not val or val[METRIC] > best_score:

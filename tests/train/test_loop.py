@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from streamrec.train import (
     TrainConfig,
     batches,
     left_pad,
+    make_optimizer,
     seed_everything,
     sequence_examples,
     train,
@@ -124,3 +126,40 @@ def test_training_is_deterministic_given_the_seed_and_keeps_the_best_state(tmp_p
     assert again["NDCG@10"] == pytest.approx(result.best_metrics["NDCG@10"])  # type: ignore[attr-defined]
     png = plot_curves(result.history, tmp_path / "curves.png", "test")  # type: ignore[attr-defined]
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+class CountedSteps:
+    """An ``EpochSteps`` of its own: ``n`` steps per epoch, each pulling the bias towards 1."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.asked: list[int] = []
+
+    def n_steps(self, batch_size: int) -> int:
+        return self.n
+
+    def losses(self, model: nn.Module, batch_size: int, device: torch.device,
+               rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        for step in range(self.n):
+            self.asked.append(step)
+            yield model(torch.zeros(batch_size, 1, dtype=torch.int64, device=device))[1]
+
+
+def test_the_loop_takes_any_epoch_strategy_and_its_optimizer_settings() -> None:
+    steps = CountedSteps(5)
+    model = Constant()
+    result = train(model, steps, None, TrainConfig(epochs=3, lr=0.5, optimizer="adagrad", progress=False))
+    assert [r.steps for r in result.history] == [5, 5, 5] and len(steps.asked) == 15
+    assert result.stopped == "epochs" and result.best_epoch == 3  # without validation: the last weights
+    assert result.history[-1].loss < result.history[0].loss and 0 < model.bias.item() <= 1
+    assert isinstance(make_optimizer(model, TrainConfig(optimizer="adagrad")), torch.optim.Adagrad)
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="sgd")  # type: ignore[arg-type]
+
+
+def test_the_budget_is_checked_after_every_step_of_any_strategy() -> None:
+    ticks = iter(range(0, 10_000, 60))  # every call to the clock is a minute later
+    steps = CountedSteps(100)
+    result = train(Constant(), steps, None, TrainConfig(epochs=50, budget_min=2.5, progress=False),
+                   clock=lambda: next(ticks))
+    assert result.stopped == "budget" and [r.steps for r in result.history] == [3] and len(steps.asked) == 3

@@ -1,0 +1,275 @@
+"""What ``streamrec train`` does: train sequence models on a MovieLens split, test them and publish them.
+
+For each model named: build it from ``BUILDERS`` (model class, config class, epoch strategy and
+per-model defaults), train it with the shared loop (early stopping on validation NDCG@10, best
+state, time budget), evaluate it on the test cases, publish it as ONNX with its training history
+in the manifest (``CURRENT`` then points at it), plot its curves next to it, and evaluate the
+published ONNX version on the test cases again, which must agree with torch.
+
+Model modules are imported only when their model is asked for, so a model whose module does not
+exist yet (or lacks what it needs) fails with a ``ConfigError`` naming it, before any training.
+Progress goes to a ``say`` callback (the CLI passes ``print``); the library itself only logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+import torch
+
+from streamrec.data.movielens import Dataset, load
+from streamrec.errors import ConfigError
+from streamrec.eval.evaluate import evaluate, item_counts
+from streamrec.eval.protocols import DEFAULT_TEST_DAYS, LeaveOneOut, ProtocolName, SessionSplit, Split, split
+from streamrec.models.base import TrainData
+from streamrec.train.adapter import TorchSequenceRecommender
+from streamrec.train.batches import sequence_examples
+from streamrec.train.curves import plot_curves
+from streamrec.train.loop import (
+    METRIC,
+    EpochSteps,
+    PaddedBatches,
+    TrainConfig,
+    TrainResult,
+    pick_device,
+    seed_everything,
+    train,
+)
+
+__all__ = [
+    "BUILDERS",
+    "REPORTED",
+    "Builder",
+    "ModelRun",
+    "TrainJob",
+    "TrainJobResult",
+    "make_split",
+    "run_train_job",
+]
+
+logger = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+TEST_CUTOFFS: Final = (10, 20)
+REPORTED: Final = ("NDCG@10", "HR@10", "NDCG@20", "HR@20")
+
+
+def padded_batches(data: TrainData, config: Any) -> EpochSteps:
+    """Shuffled next-item mini-batches of left-padded sequences (SASRec, BERT4Rec)."""
+    return PaddedBatches(sequence_examples(data.sequences, config.max_len))
+
+
+def session_parallel(data: TrainData, config: Any) -> EpochSteps:
+    """GRU4Rec's session-parallel steps."""
+    from streamrec.train.gru4rec_fit import SessionParallel
+
+    return SessionParallel(data)
+
+
+def separate_configs(config_class: type, n_items: int, max_len: int,
+                     loop: Mapping[str, Any]) -> tuple[Any, TrainConfig]:
+    """A model config that holds the network alone (SASRec, BERT4Rec): training settings stay apart."""
+    return config_class(n_items=n_items, max_len=max_len), TrainConfig(**loop)
+
+
+def gru4rec_configs(config_class: type, n_items: int, max_len: int,
+                    loop: Mapping[str, Any]) -> tuple[Any, TrainConfig]:
+    """``GRU4RecConfig`` holds its training settings too: it gets the ones used (so the manifest tells
+    the truth), and the loop gets its optimizer and weight decay from it."""
+    from streamrec.train.gru4rec_fit import train_config
+
+    own = {k: loop[k] for k in ("epochs", "batch_size", "lr", "seed")}
+    config = config_class(n_items=n_items, max_len=max_len, **own)
+    return config, train_config(config, **loop)
+
+
+@dataclass(frozen=True)
+class Builder:
+    """How ``streamrec train`` makes one model. The model's constructor takes its config alone;
+    ``configs`` makes that config and the loop's settings; ``steps`` one epoch's training steps."""
+
+    module: str  # imported only when this model is trained
+    model_class: str
+    config_class: str
+    steps: Callable[[TrainData, Any], EpochSteps]
+    configs: Callable[[type, int, int, Mapping[str, Any]], tuple[Any, TrainConfig]] = separate_configs
+    max_len: int = 200  # the longest history the model reads (GRU4Rec: at inference only)
+    batch_size: int = 128
+    lr: float = 2e-3
+
+    def classes(self) -> tuple[type, type]:
+        """``(model class, config class)``, importing the module now."""
+        try:
+            module = importlib.import_module(self.module)
+        except ModuleNotFoundError as exc:
+            if exc.name == self.module:
+                raise ConfigError(f"{self.model_class} lives in the module {self.module}, which does not exist "
+                                  "(yet); train the other models meanwhile") from None
+            raise ConfigError(f"importing {self.module} failed: {exc}; install what it needs") from exc
+        missing = [n for n in (self.model_class, self.config_class) if not hasattr(module, n)]
+        if missing:
+            raise ConfigError(f"{self.module} does not define {' and '.join(missing)} (yet)")
+        return getattr(module, self.model_class), getattr(module, self.config_class)
+
+
+#: model name -> builder. 200 items is SASRec's and BERT4Rec's ML-1M setting; GRU4Rec trains on whole
+#: sessions step by step, and its ``max_len`` only bounds the history it is given at inference.
+BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType({
+    "sasrec": Builder("streamrec.models.sasrec", "SASRec", "SASRecConfig", padded_batches),
+    "gru4rec": Builder("streamrec.models.gru4rec", "GRU4Rec", "GRU4RecConfig", session_parallel,
+                       configs=gru4rec_configs, max_len=50, batch_size=64),  # GRU4RecConfig's own defaults
+    "bert4rec": Builder("streamrec.models.bert4rec", "Bert4Rec", "Bert4RecConfig", padded_batches, lr=1e-3),
+})
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainJob:
+    """One ``streamrec train`` run. ``None`` for ``max_len``, ``batch_size`` and ``lr`` means the
+    model's default (``BUILDERS``); the other training settings apply to every model."""
+
+    models: tuple[str, ...] = ("sasrec",)
+    dataset: Dataset = "ml-1m"
+    protocol: ProtocolName = "loo"
+    data_dir: Path
+    publish: bool = True
+    registry: Path | None = None  # None: streamrec.export.DEFAULT_REGISTRY
+    curves_dir: Path | None = None  # where curves go when not published; None: the current directory
+    max_len: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    epochs: int = 200
+    patience: int = 10
+    budget_min: float | None = None  # per model: its training and validation
+    seed: int = 0
+    device: str | None = None  # None: CUDA when available, else CPU
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.models if n not in BUILDERS]
+        if not self.models or unknown or len(set(self.models)) != len(self.models):
+            raise ConfigError(f"models must be distinct names from {', '.join(BUILDERS)}; got {', '.join(self.models)}")
+        if self.max_len is not None and self.max_len < 1:
+            raise ConfigError(f"max_len must be positive, got {self.max_len}")
+        for name in self.models:  # TrainConfig checks the rest, before anything is loaded
+            self.loop_settings(name)
+
+    def loop_settings(self, name: str) -> dict[str, Any]:
+        """The ``TrainConfig`` fields for model ``name``."""
+        builder = BUILDERS[name]
+        loop = {"epochs": self.epochs, "patience": self.patience, "budget_min": self.budget_min, "seed": self.seed,
+                "device": self.device, "progress": self.progress,
+                "batch_size": self.batch_size if self.batch_size is not None else builder.batch_size,
+                "lr": self.lr if self.lr is not None else builder.lr}
+        try:
+            TrainConfig(**loop)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return loop
+
+
+@dataclass
+class ModelRun:
+    """One model's outcome: its config, the loop's settings and result, test metrics of the torch
+    model and of the published ONNX version, and where the version and curves went."""
+
+    name: str
+    config: Any
+    settings: TrainConfig
+    result: TrainResult
+    train_s: float
+    test: dict[str, float]
+    curves: Path  # the PNG of loss and validation NDCG@10 per epoch
+    version_dir: Path | None = None  # None when not published
+    onnx_test: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainJobResult:
+    described: str  # dataset and protocol, for people
+    summary: dict[str, object]  # the split's summary, as published in manifests
+    runs: list[ModelRun] = field(default_factory=list)
+
+
+def make_split(dataset: Dataset, protocol: ProtocolName, data_dir: Path) -> tuple[Split, list[str]]:
+    """The split the models train, validate and test on, and the dataset's vocabulary."""
+    data = load(dataset, data_dir)
+    if protocol == "loo":
+        return split(data, LeaveOneOut()), list(data.vocab)
+    days = DEFAULT_TEST_DAYS[dataset]
+    return split(data, SessionSplit(test_days=days, validation_days=days)), list(data.vocab)
+
+
+def run_train_job(job: TrainJob, *, say: Say = logger.info) -> TrainJobResult:
+    """Train, test, publish and plot every model of ``job`` in turn (see the module's docstring)."""
+    classes = {name: BUILDERS[name].classes() for name in job.models}  # fail on a missing model first
+    parts, vocab = make_split(job.dataset, job.protocol, job.data_dir)
+    outcome = TrainJobResult(f"{job.dataset.upper()}, {parts.summary['description']}", dict(parts.summary))
+    for name in job.models:
+        outcome.runs.append(_run_model(job, name, *classes[name], parts, vocab, outcome.described, say))
+    return outcome
+
+
+def _run_model(job: TrainJob, name: str, model_class: type, config_class: type, parts: Split, vocab: list[str],
+               described: str, say: Say) -> ModelRun:
+    builder = BUILDERS[name]
+    max_len = job.max_len if job.max_len is not None else builder.max_len
+    config, settings = builder.configs(config_class, parts.train.n_items, max_len, job.loop_settings(name))
+    seed_everything(settings.seed)  # the initial weights; the loop seeds again for dropout and batches
+    model = model_class(config)
+    # models that draw negatives by popularity (SASRec's sampled-ce) learn it from the training data
+    if hasattr(model, "set_sampling_distribution"):
+        model.set_sampling_distribution(item_counts(parts.train))
+    steps = builder.steps(parts.train, config)
+    say(f"training {name} on {described}: {len(parts.train.sequences):,} sequences, max_len {max_len}, "
+        f"batch {settings.batch_size}, lr {settings.lr:g}, budget {settings.budget_min or 'none'} min, "
+        f"up to {settings.epochs} epochs, on {pick_device(settings.device)}")
+    started = time.monotonic()
+    result = train(model, steps, parts.validation, settings)
+    train_s = time.monotonic() - started
+    say(f"{name}: best epoch {result.best_epoch} of {len(result.history)} (stopped: {result.stopped}), "
+        f"{train_s:.0f}s; validation {METRIC} {result.best_metrics.get(METRIC, float('nan')):.4f}")
+    scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=name)
+    test = evaluate(scorer, parts.test, cutoffs=TEST_CUTOFFS, progress=job.progress)
+    say(f"{name} test on {described} ({len(parts.test):,} cases): " + "  ".join(f"{k} {test[k]:.4f}" for k in REPORTED))
+    run = ModelRun(name, config, settings, result, train_s, test,
+                   (job.curves_dir or Path.cwd()) / f"{name}-{job.dataset}-{job.protocol}-curves.png")
+    if job.publish:
+        run.version_dir = _publish(job, model, run, parts, vocab)
+        run.curves = run.version_dir / "curves.png"
+    plot_curves(result.history, run.curves, f"{name} on {described}", best_epoch=result.best_epoch)
+    if run.version_dir is not None:
+        from streamrec.export import load_onnx
+
+        run.onnx_test = evaluate(load_onnx(run.version_dir), parts.test, cutoffs=TEST_CUTOFFS, progress=False)
+    return run
+
+
+def _publish(job: TrainJob, model: torch.nn.Module, run: ModelRun, parts: Split, vocab: list[str]) -> Path:
+    """A new version of ``run.name`` in the registry, with the training history in its manifest."""
+    from streamrec.export import DEFAULT_REGISTRY, publish
+
+    result = run.result
+    training = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped": result.stopped,
+                "seconds": round(run.train_s, 1), "seed": run.settings.seed, "budget_min": run.settings.budget_min,
+                "history": [{"epoch": r.epoch, "loss": r.loss, "val": r.val, "steps": r.steps,
+                             "seconds": round(r.seconds, 1)} for r in result.history]}
+    with warnings.catch_warnings():
+        # Tracing nn.GRU (GRU4Rec) warns twice, about nothing that applies: its input-size checks become
+        # constants, and an initial state sized by the traced batch would not fit other batches, but
+        # ``score`` passes none (ONNX's GRU then starts from zeros of any batch). The export is tested
+        # on other batch sizes and lengths, and ``_run_model`` tests the published model again.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
+        warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning)
+        return publish(model, run.config, name=run.name, vocab=vocab, dataset=job.dataset,
+                       protocol=dict(parts.summary), registry=job.registry or DEFAULT_REGISTRY,
+                       metrics={"validation": result.best_metrics, "test": run.test},
+                       extra={"training": training, "train_config": dataclasses.asdict(run.settings)})
