@@ -138,10 +138,11 @@ def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: It
 
     # closeness of the candidate to the last items
     rows = np.arange(B)[:, None]
-    sim_last = np.asarray(table.similarity[last].todense())[rows, items]  # (B, C)
-    last3 = _tail_matrix(hists, 3, table.n_items)  # (B, V) mean indicator of the last 3
-    sim_last3 = np.asarray((last3 @ table.similarity).todense())[rows, items]  # (B, C)
-    profile = np.asarray(_tail_matrix(hists, 5, table.n_items) @ table.genres)  # (B, G)
+    tails3 = [np.unique(h[-3:]) for h in hists]
+    sim_last = _similarity_rows(table.similarity, [h[-1:] for h in hists], B)[rows, items]  # (B, C)
+    sim_last3 = _similarity_rows(table.similarity, tails3, B)[rows, items]  # (B, C) mean over the last 3
+    profile = np.stack([table.genres[np.unique(h[-5:])].mean(axis=0) if len(h) else table.genres[0]
+                        for h in hists]) if B else np.zeros((0, table.genres.shape[1]))  # (B, G)
     profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-6)
     cand_genres = table.genres[items]  # (B, C, G)
     cand_norm = np.maximum(np.linalg.norm(cand_genres, axis=2), 1e-6)
@@ -174,16 +175,16 @@ def _recency_hours(context: SessionContext) -> float:
     return max(float(context.now) - float(context.times[-1]), 0.0) / 3600.0
 
 
-def _tail_matrix(hists: Sequence[np.ndarray], n: int, n_items: int) -> sp.csr_matrix:
-    """(B, V) rows: 1/len for each of the last ``n`` distinct items of a history."""
-    rows, cols, vals = [], [], []
-    for r, h in enumerate(hists):
-        tail = np.unique(h[-n:])
-        rows.append(np.full(len(tail), r))
-        cols.append(tail)
-        vals.append(np.full(len(tail), 1.0 / max(len(tail), 1)))
-    shape = (len(hists), n_items + 1)
-    if not rows:
-        return sp.csr_matrix(shape, dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape,
-                         dtype=np.float32)
+def _similarity_rows(similarity: sp.csr_matrix, tails: Sequence[np.ndarray], B: int) -> np.ndarray:
+    """(B, V) float32: row ``b`` is the mean of ``similarity``'s rows of ``tails[b]`` (0 when empty).
+
+    Read straight from the CSR arrays: for the one-session batches of serving, scipy's indexing
+    and products cost more in checks than in arithmetic.
+    """
+    out = np.zeros((B, similarity.shape[1]), dtype=np.float32)
+    indptr, indices, data = similarity.indptr, similarity.indices, similarity.data
+    for b, tail in enumerate(tails):
+        for item in tail:
+            lo, hi = indptr[item], indptr[item + 1]
+            out[b, indices[lo:hi]] += data[lo:hi] / len(tail)
+    return out
