@@ -268,6 +268,49 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.serve.server import serve
+
+    if args.port is not None:
+        settings = settings.replace(grpc_port=args.port)
+    if args.registry:
+        settings = settings.replace(registry=Path(args.registry))
+    logging.getLogger("streamrec").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings))
+    except ImportError:
+        asyncio.run(serve(settings))
+    return 0
+
+
+def _recommend(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.serve.client import ClientTLS, dataset_of, format_response, open_channel, recommend, titles_of
+
+    target = args.target or f"{settings.grpc_host}:{settings.grpc_port}"
+    tls = ClientTLS(*(Path(p) if p else None for p in (args.ca, args.cert, args.key)))
+    with open_channel(target, tls) as channel:
+        response = recommend(channel, args.session, args.k, exclude=tuple(args.exclude), timeout_s=args.timeout)
+    dataset = args.dataset or dataset_of(settings.registry) or "ml-1m"
+    print(format_response(args.session, response, titles_of(dataset, settings.data_dir)))
+    return 0
+
+
+def _bench_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.serve.bench import ServeBenchConfig, format_result, run_serve_bench
+
+    target = args.target or f"{settings.grpc_host}:{settings.grpc_port}"
+    config = ServeBenchConfig(target=target, rate=args.rate, seconds=args.seconds, concurrency=args.concurrency,
+                              sessions=args.sessions, k=args.k, dataset=args.dataset, load_sessions=not args.no_load)
+    result = run_serve_bench(settings, config)
+    print(format_result(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec", description="Streaming, real-time, session-based recommendations. "
@@ -383,6 +426,22 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     bp.set_defaults(func=_bench_peer)
 
+    bp = bsub.add_parser("serve", help="gRPC Recommend latency and throughput of the running server",
+                         description="Store real sessions (test users' histories of the served dataset) in Redis under "
+                         "the server's prefix, then call Recommend over loopback from an asyncio load generator: at a "
+                         "fixed rate (open loop), and at saturation (closed loop, --concurrency in flight). Prints "
+                         "qps, p50_ms, p90_ms, p99_ms and errors of each phase.")
+    bp.add_argument("--target", metavar="HOST:PORT", help="server (default STREAMREC_GRPC_HOST:STREAMREC_GRPC_PORT)")
+    bp.add_argument("--rate", type=float, default=500.0, help="fixed-rate phase, requests/s (default 500)")
+    bp.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
+    bp.add_argument("--concurrency", type=int, default=32, help="requests in flight at saturation (default 32)")
+    bp.add_argument("--sessions", type=int, default=2000, help="sessions stored in Redis (default 2000)")
+    bp.add_argument("--k", type=int, default=10)
+    bp.add_argument("--dataset", choices=DATASETS, default="ml-1m", help="sessions come from it (default ml-1m)")
+    bp.add_argument("--no-load", action="store_true", help="sessions are already in Redis (bench:sess-N)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bp.set_defaults(func=_bench_serve)
+
     p = sub.add_parser("evaluate", help="fit baseline models and evaluate them offline on MovieLens",
                        description="Split a MovieLens log with protocol A (loo: leave-one-out per user, history "
                        "excluded) or B (session: sessions at inactivity gaps, last days as test, every next item "
@@ -461,6 +520,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train_ranker)
+
+    p = sub.add_parser("serve", help="run the gRPC recommendation server (streamrec.v1.Recommender)",
+                       description="Serve Recommend, RecommendForSequence and SimilarItems over grpc.aio, with the "
+                       "gRPC health and reflection services and Prometheus metrics (STREAMREC_METRICS_PORT). Loads the "
+                       "CURRENT deepfm pipeline of the registry and swaps in new versions after checking them; reads "
+                       "sessions from Redis. TLS via STREAMREC_TLS_CERT/_KEY (+ _CLIENT_CA for mTLS). Stop with Ctrl-C.")
+    p.add_argument("--port", type=int, default=None, help="gRPC port (default STREAMREC_GRPC_PORT, 50051)")
+    p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("recommend", help="ask the running server for a session's recommendations",
+                       description="Call Recommend for a session kept in Redis and print the items with their titles.")
+    p.add_argument("--session", required=True, metavar="ID", help="session id")
+    p.add_argument("--k", type=int, default=10, help="how many (default 10)")
+    p.add_argument("--exclude", nargs="*", default=[], metavar="ITEM", help="item ids never to recommend")
+    p.add_argument("--target", metavar="HOST:PORT", help="server (default STREAMREC_GRPC_HOST:STREAMREC_GRPC_PORT)")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="where titles come from (default: the registry's CURRENT ranker's dataset)")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S", help="deadline in seconds (default 2)")
+    p.add_argument("--ca", metavar="PEM", help="CA of the server's certificate (enables TLS)")
+    p.add_argument("--cert", metavar="PEM", help="client certificate (mTLS)")
+    p.add_argument("--key", metavar="PEM", help="client key (mTLS)")
+    p.set_defaults(func=_recommend)
 
     p = sub.add_parser("settings", help="print the effective settings as STREAMREC_* variables")
     p.set_defaults(func=_settings)

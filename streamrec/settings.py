@@ -64,6 +64,20 @@ class Settings:
     max_future_skew_s: int = 86400  # timestamps further ahead than this are absurd
     min_timestamp_ms: int = 631152000000  # 1990-01-01: anything older is absurd (or in seconds)
 
+    # streamrec serve
+    grpc_host: str = "127.0.0.1"  # 0.0.0.0 to listen on every interface (then configure TLS)
+    grpc_port: int = 50051
+    metrics_port: int = 9108  # Prometheus /metrics over HTTP; 0 = off
+    registry: Path = field(default_factory=lambda: Path.cwd() / "models")  # the model registry served
+    registry_poll_s: float = 5.0  # how often the CURRENT pointers are checked for a new version
+    serve_workers: int = 2  # threads that run the pipeline off the event loop; 0 = on it
+    serve_max_message_bytes: int = 65536  # larger requests are refused (RESOURCE_EXHAUSTED)
+    serve_grace_s: float = 5.0  # in-flight requests get this long to finish on stop
+    redis_timeout_s: float = 0.25  # connect and read timeout of the server's Redis calls
+    tls_cert: str = ""  # PEM server certificate chain; with tls_key enables TLS
+    tls_key: str = ""  # PEM private key
+    tls_client_ca: str = ""  # PEM CA bundle: when set, clients must present a certificate it signed (mTLS)
+
     @property
     def kafka_bootstrap(self) -> str:
         return f"{self.kafka_host}:{self.kafka_port}"
@@ -104,6 +118,18 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}COMPRESSION must be one of none, gzip, lz4, zstd, snappy; got {self.compression!r}")
         if self.popularity_half_life_s <= 0 or self.batch_within_s < 0:
             raise ConfigError("popularity half-life must be positive and batch window non-negative")
+        if self.serve_max_message_bytes <= 0 or self.serve_workers < 0:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_MESSAGE_BYTES must be positive and {ENV_PREFIX}SERVE_WORKERS "
+                              "non-negative (0 runs the pipeline on the event loop)")
+        for name in ("registry_poll_s", "serve_grace_s", "redis_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.grpc_port < 65536 or not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"{ENV_PREFIX}GRPC_PORT (0: any free port) and {ENV_PREFIX}METRICS_PORT (0: off) must "
+                              f"be ports, got {self.grpc_port} and {self.metrics_port}")
+        if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_client_ca and not self.tls_cert):
+            raise ConfigError(f"TLS needs both {ENV_PREFIX}TLS_CERT and {ENV_PREFIX}TLS_KEY "
+                              f"({ENV_PREFIX}TLS_CLIENT_CA only on top of them)")
 
 
 def _convert(name: str, raw: str, kind: Any) -> Any:

@@ -1,0 +1,204 @@
+"""``streamrec serve``: the grpc.aio server, its health and reflection services, metrics and model watcher.
+
+The server listens at once and reports ``NOT_SERVING`` for ``streamrec.v1.Recommender`` until a
+checked model is loaded (in the background, so a slow or failed load never keeps it from
+starting); ``Recommend`` meanwhile answers from Redis' recent popularity, flagged degraded.
+``stop`` gives requests in flight ``serve_grace_s`` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from streamrec.errors import ConfigError
+from streamrec.serve.loader import RegistryLoader
+from streamrec.serve.metrics import ServeMetrics
+from streamrec.serve.servicer import RecommenderServicer, pb2, pb2_grpc
+from streamrec.serve.sessions import SessionSource
+from streamrec.serve.state import ServingState, StateHolder
+from streamrec.serve.validation import Limits
+from streamrec.settings import Settings
+
+__all__ = ["SERVICE_NAME", "RecommendServer", "serve"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb2.DESCRIPTOR.services_by_name["Recommender"].full_name  # "streamrec.v1.Recommender"
+
+
+def _limit_threads() -> None:
+    """One BLAS thread in the server: requests already run in parallel; oversubscribing 2 cores hurts p99.
+    (onnxruntime sessions are created with 1 intra-op thread by the loaders.)"""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if not settings.tls_cert:
+        return None
+    try:
+        key, cert = Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes()
+        ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    except OSError as exc:
+        raise ConfigError(f"cannot read a TLS file ({exc}); check STREAMREC_TLS_CERT, _KEY and _CLIENT_CA") from exc
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+class RecommendServer:
+    """The whole server as one async resource: ``async with RecommendServer(settings) as s: ...``.
+
+    ``port`` overrides ``settings.grpc_port`` (0 picks a free one; read ``bound_port``); ``loader``
+    lets tests share one loaded registry between servers.
+    """
+
+    def __init__(self, settings: Settings, *, port: int | None = None, metrics_port: int | None = None,
+                 loader: RegistryLoader | None = None) -> None:
+        self.settings = settings
+        self.port = settings.grpc_port if port is None else port
+        self.metrics_port = settings.metrics_port if metrics_port is None else metrics_port
+        self.loader = loader or RegistryLoader(settings.registry, settings.data_dir)
+        self.holder = StateHolder()
+        self.metrics = ServeMetrics()
+        self.bound_port = 0
+        self.bound_metrics_port = 0
+        self.problem: str | None = None  # why the latest load failed, if it did
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._sessions: SessionSource | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._watcher = None
+        self._loaded = asyncio.Event()
+        self._pubsub_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> RecommendServer:
+        if self._server is not None:
+            return self
+        from streamrec.serve.watcher import ModelWatcher
+
+        _limit_threads()
+        s = self.settings
+        self._sessions = SessionSource(s.redis_address, s.redis_prefix, timeout_s=s.redis_timeout_s)
+        self._pool = (ThreadPoolExecutor(max_workers=s.serve_workers, thread_name_prefix="streamrec-serve")
+                      if s.serve_workers else None)
+        limits = Limits(max_id_len=s.max_id_len)
+        servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, self._pool)
+        options = [("grpc.max_receive_message_length", s.serve_max_message_bytes),
+                   ("grpc.max_send_message_length", 4 * 1024 * 1024),
+                   ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+                   ("grpc.keepalive_permit_without_calls", 1)]
+        server = grpc.aio.server(options=options)
+        pb2_grpc.add_RecommenderServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, server)
+        address = f"{s.grpc_host}:{self.port}"
+        credentials = _credentials(s)
+        self.bound_port = (server.add_secure_port(address, credentials) if credentials
+                           else server.add_insecure_port(address))
+        if not self.bound_port:
+            raise ConfigError(f"cannot listen on {address}; is another server there? set STREAMREC_GRPC_PORT")
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self._server = server
+        if self.metrics_port:  # 0 = off
+            self.bound_metrics_port = self.metrics.start_http(self.metrics_port)
+        self._watcher = ModelWatcher(self.loader, self.holder, self.metrics, poll_s=s.registry_poll_s,
+                                     on_change=self._on_change)
+        self._watcher.start()
+        self._pubsub_task = asyncio.get_running_loop().create_task(self._listen_for_publish())
+        logger.info("server listening event=server_started address=%s:%s tls=%s mtls=%s registry=%s", s.grpc_host,
+                    self.bound_port, bool(credentials), bool(s.tls_client_ca), s.registry)
+        return self
+
+    def _on_change(self, state: ServingState | None, problem: str | None) -> None:
+        self.problem = problem
+        status = health_pb2.HealthCheckResponse.SERVING if state is not None else \
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        asyncio.get_running_loop().create_task(self._health.set(SERVICE_NAME, status))
+        if state is not None:
+            self._loaded.set()
+
+    async def _listen_for_publish(self) -> None:
+        """``PUBLISH <prefix>models <anything>`` (e.g. from a trainer) makes the watcher check at once."""
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        channel = f"{self.settings.redis_prefix}models"
+        while True:
+            try:
+                async with aioredis.Redis.from_url(self.settings.redis_address) as client:
+                    async with client.pubsub() as pubsub:
+                        await pubsub.subscribe(channel)
+                        async for message in pubsub.listen():
+                            if message.get("type") == "message" and self._watcher is not None:
+                                self._watcher.notify()
+            except (RedisError, OSError):
+                await asyncio.sleep(self.settings.registry_poll_s)  # Redis is down; polling still works
+
+    async def wait_loaded(self, timeout_s: float) -> ServingState:
+        """The first loaded state (tests, benchmarks); raises TimeoutError."""
+        await asyncio.wait_for(self._loaded.wait(), timeout_s)
+        assert self.holder.state is not None
+        return self.holder.state
+
+    async def check_registry(self) -> bool:
+        """Check the registry now and swap if there is a new, good version (tests; the watcher polls)."""
+        assert self._watcher is not None, "start the server first"
+        return await self._watcher.check()
+
+    def watcher_refused(self) -> dict[str, str]:
+        """Versions refused so far, with the reason (tests, diagnostics)."""
+        return dict(self._watcher.refused) if self._watcher is not None else {}
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        grace = self.settings.serve_grace_s if grace_s is None else grace_s
+        try:
+            await self._health.enter_graceful_shutdown()
+            await server.stop(grace)
+        finally:
+            if self._pubsub_task is not None:
+                self._pubsub_task.cancel()
+                await asyncio.gather(self._pubsub_task, return_exceptions=True)
+            if self._watcher is not None:
+                await self._watcher.stop()
+            if self._sessions is not None:
+                await self._sessions.close()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+            self.metrics.stop_http()
+            logger.info("server stopped event=server_stopped grace_s=%s", grace)
+
+    async def __aenter__(self) -> RecommendServer:
+        return await self.start()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    server = RecommendServer(settings)
+    try:
+        await server.start()
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,82 @@
+"""The server's view of Redis: live sessions and recent popularity, with short timeouts.
+
+Redis being slow or down must cost a request milliseconds, not seconds: every call has a hard
+timeout, redis-py's own retries are off, and after a failure Redis is not tried again for
+``backoff_s`` (the requests in between go straight to the fallback). ``RedisUnavailable`` tells the
+caller to answer in degraded mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from streamrec.errors import InfraError
+from streamrec.stream.session_store import SessionEvent, pop_keys, read_session
+
+__all__ = ["RedisUnavailable", "SessionSource"]
+
+logger = logging.getLogger(__name__)
+
+
+class RedisUnavailable(InfraError):
+    """Redis did not answer in time; the request is answered without it (degraded)."""
+
+
+class SessionSource:
+    """Reads sessions and the worker's recent popularity. ``clock`` is injectable for tests."""
+
+    def __init__(self, url: str, prefix: str, *, timeout_s: float = 0.1, backoff_s: float = 1.0,
+                 popular_ttl_s: float = 1.0, popular_n: int = 1000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.popular_ttl_s = popular_ttl_s
+        self.popular_n = popular_n
+        self._clock = clock
+        # rediss:// URLs (TLS) and credentials in the URL are handled by redis-py
+        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                               retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self._down_until = 0.0
+        self._popular: tuple[float, list[str]] | None = None
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, what: str, coro_fn: Callable[[], object], timeout_s: float | None) -> object:
+        now = self._clock()
+        if now < self._down_until:
+            raise RedisUnavailable(f"Redis failed less than {self.backoff_s}s ago; not retried yet")
+        limit = self.timeout_s if timeout_s is None else max(min(self.timeout_s, timeout_s), 0.001)
+        try:
+            return await asyncio.wait_for(coro_fn(), limit)  # type: ignore[arg-type]
+        except (RedisError, OSError, TimeoutError) as exc:
+            if now >= self._down_until:
+                logger.warning("redis unavailable event=redis_down op=%s error=%s", what, type(exc).__name__)
+            self._down_until = self._clock() + self.backoff_s
+            raise RedisUnavailable(f"Redis {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def session(self, session_id: str, timeout_s: float | None = None) -> list[SessionEvent]:
+        """The session's events, oldest first; [] if unknown or expired."""
+        return await self._call("read_session", lambda: read_session(self._client, self.prefix, session_id),
+                                timeout_s)  # type: ignore[return-value]
+
+    async def recent_popular(self, timeout_s: float | None = None) -> list[str]:
+        """Item ids by the worker's time-decayed popularity, best first (cached for ``popular_ttl_s``)."""
+        now = self._clock()
+        if self._popular is not None and now - self._popular[0] < self.popular_ttl_s:
+            return self._popular[1]
+        decayed = pop_keys(self.prefix)[0]
+        rows = await self._call("recent_popular", lambda: self._client.zrevrange(decayed, 0, self.popular_n - 1),
+                                timeout_s)
+        items = [r.decode() if isinstance(r, bytes) else str(r) for r in rows]  # type: ignore[union-attr]
+        self._popular = (now, items)
+        return items

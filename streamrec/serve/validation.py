@@ -1,0 +1,60 @@
+"""Request validation: every rule a request must pass before any work is done.
+
+Failures raise ``InvalidRequest``, which the servicer turns into ``INVALID_ARGUMENT`` with the
+message as details. proto3 keeps the fields it does not know in a message's unknown-field set
+when parsing (it does not drop them), so a field the schema lacks is detected there
+(``google.protobuf.unknown_fields.UnknownFieldSet``) and refused rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from streamrec.errors import StreamrecError
+
+__all__ = ["InvalidRequest", "Limits", "validate_k", "validate_id", "validate_ids", "validate_known_fields"]
+
+
+class InvalidRequest(StreamrecError, ValueError):
+    """A request breaks a rule; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_id_len: int = 128  # bytes of UTF-8
+    max_k: int = 1000
+    max_items: int = 1000  # ids in a sequence or an exclude list
+
+
+def validate_known_fields(request: Message) -> None:
+    unknown = UnknownFieldSet(request)
+    if len(unknown):
+        numbers = sorted({f.field_number for f in unknown})
+        raise InvalidRequest(f"{request.DESCRIPTOR.full_name} has unknown field number(s) "
+                             f"{', '.join(map(str, numbers))}: this server does not know them; check the client "
+                             "against protos/streamrec/v1/recommender.proto")
+
+
+def validate_k(k: int, limits: Limits) -> None:
+    if not 1 <= k <= limits.max_k:
+        raise InvalidRequest(f"k must be between 1 and {limits.max_k}, got {k}" + (" (k is required)" if k == 0 else ""))
+
+
+def validate_id(value: str, what: str, limits: Limits) -> None:
+    if not value:
+        raise InvalidRequest(f"{what} is required and must not be empty")
+    size = len(value.encode("utf-8"))
+    if size > limits.max_id_len:
+        raise InvalidRequest(f"{what} is {size} bytes long; at most {limits.max_id_len} are allowed")
+
+
+def validate_ids(values: Iterable[str], what: str, limits: Limits) -> None:
+    values = list(values)
+    if len(values) > limits.max_items:
+        raise InvalidRequest(f"{what} has {len(values)} ids; at most {limits.max_items} are allowed")
+    for i, value in enumerate(values):
+        validate_id(value, f"{what}[{i}]", limits)

@@ -1,0 +1,101 @@
+"""Watch the registry for a new ranker version; load, check and swap it in without a failed request.
+
+The ranker's ``CURRENT`` pointer is polled every ``poll_s`` seconds (a file read), and ``notify()``
+checks at once (wired to a Redis pub/sub notice by the server). A new version is loaded on a
+thread of its own, checked (``RegistryLoader``), and only then made current by one assignment.
+A version that fails is logged, counted and remembered, so it is not retried until ``CURRENT``
+names another one; the state in service is untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from streamrec.serve.loader import LoadError, RegistryLoader, read_pointer
+from streamrec.serve.metrics import ServeMetrics
+from streamrec.serve.state import ServingState, StateHolder
+
+__all__ = ["ModelWatcher"]
+
+logger = logging.getLogger(__name__)
+
+
+class ModelWatcher:
+    def __init__(self, loader: RegistryLoader, holder: StateHolder, metrics: ServeMetrics, *, poll_s: float = 5.0,
+                 on_change: Callable[[ServingState | None, str | None], None] = lambda state, problem: None) -> None:
+        self.loader = loader
+        self.holder = holder
+        self.metrics = metrics
+        self.poll_s = poll_s
+        self.on_change = on_change  # (state, problem): the server updates health from it
+        self.refused: dict[str, str] = {}  # version -> why
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-load")
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="streamrec-model-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass  # the cancellation we asked for
+            self._task = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def notify(self) -> None:
+        """Check the registry now (a publish notice arrived)."""
+        self._wake.set()
+
+    async def check(self) -> bool:
+        """Load the CURRENT version if it is new and not refused before; True when it was swapped in."""
+        wanted = read_pointer(self.loader.registry)
+        state = self.holder.state
+        if wanted is None:
+            if state is None:
+                self._refuse("none", f"no ranker version is CURRENT under {self.loader.registry}")
+            return False
+        if (state is not None and state.ranker_version == wanted) or wanted in self.refused:
+            return False
+        logger.info("loading model event=model_loading model=deepfm version=%s", wanted)
+        try:
+            new = await asyncio.get_running_loop().run_in_executor(self._pool, self.loader.load, wanted)
+        except LoadError as exc:
+            self._refuse(wanted, str(exc))
+            return False
+        old = self.holder.swap(new)
+        self.metrics.swaps.labels("swapped").inc()
+        self.metrics.set_versions(new.versions)
+        logger.info("model swapped event=model_swapped versions=%s previous=%s", dict(new.versions),
+                    dict(old.versions) if old else None)
+        self.on_change(new, None)
+        return True
+
+    def _refuse(self, version: str, why: str) -> None:
+        if version in self.refused:
+            return
+        self.refused[version] = why
+        self.metrics.swaps.labels("refused").inc()
+        serving = self.holder.state
+        logger.error("model refused event=model_refused version=%s serving=%s reason=%s", version,
+                     serving.ranker_version if serving else None, why)
+        self.on_change(serving, why)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001 - the watcher must outlive any surprise; the old state keeps serving
+                logger.exception("registry check failed event=watch_error")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+            except TimeoutError:
+                pass  # time for the next poll
+            self._wake.clear()

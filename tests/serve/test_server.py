@@ -1,0 +1,254 @@
+"""The server against the real Redis (``streamrec infra up``) and a real registry, over real gRPC."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from streamrec.serve.servicer import pb2, pb2_grpc
+from streamrec.settings import Settings
+from tests.serve.conftest import publish_copy
+from tests.serve.helpers import write_session
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "streamrec.v1.Recommender"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def settings_for(isolated: Settings, registry: Path, **changes: Any) -> Settings:
+    return isolated.replace(registry=registry, metrics_port=0, registry_poll_s=0.5, **changes)
+
+
+def ids(response: Any) -> list[str]:
+    return [i.item_id for i in response.items]
+
+
+def health(channel: grpc.Channel, service: str = SERVICE) -> int:
+    return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                          timeout=2).status)
+
+
+@pytest.fixture
+def running(isolated: Settings, registry: Path, server_factory: Any) -> Any:
+    return server_factory(settings_for(isolated, registry))
+
+
+def test_a_session_in_redis_changes_the_answer_and_unknown_sessions_get_a_cold_start(isolated: Settings,
+                                                                                      running: Any) -> None:
+    with running.channel() as channel:
+        stub = pb2_grpc.RecommenderStub(channel)
+        assert health(channel) == health_pb2.HealthCheckResponse.SERVING
+        cold = stub.Recommend(pb2.RecommendRequest(session_id="s-1", k=10), timeout=5)
+        assert cold.cold_start and not cold.degraded and len(cold.items) == 10
+        assert cold.model_versions["deepfm"] == running.server.holder.state.ranker_version
+
+        write_session(isolated, "s-1", ["50", "181", "172", "no-such-item"])  # Star Wars, Return of the Jedi...
+        warm = stub.Recommend(pb2.RecommendRequest(session_id="s-1", k=10), timeout=5)
+        assert not warm.cold_start and not warm.degraded and len(warm.items) == 10
+        assert ids(warm) != ids(cold)
+        assert not {"50", "181", "172"} & set(ids(warm)), "seen items are excluded by default"
+        assert all(i.sources for i in warm.items) and warm.items[0].score >= warm.items[-1].score
+
+        excluded = stub.Recommend(pb2.RecommendRequest(session_id="s-1", k=10, exclude_item_ids=ids(warm)[:3]),
+                                  timeout=5)
+        assert not set(ids(warm)[:3]) & set(ids(excluded))
+
+        write_session(isolated, "s-2", ["unknown-a", "unknown-b"])
+        only_unknown = stub.Recommend(pb2.RecommendRequest(session_id="s-2", k=5), timeout=5)
+        assert only_unknown.cold_start and len(only_unknown.items) == 5
+
+        stateless = stub.RecommendForSequence(
+            pb2.RecommendForSequenceRequest(item_ids=["50", "181", "172", "no-such-item"], k=10), timeout=5)
+        assert len(stateless.items) == 10 and not stateless.cold_start
+
+        similar = stub.SimilarItems(pb2.SimilarItemsRequest(item_id="50", k=7), timeout=5)
+        assert len(similar.items) == 7 and "50" not in ids(similar)
+
+
+def test_health_and_reflection_name_the_service(running: Any) -> None:
+    with running.channel() as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answer = next(iter(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                     timeout=5)))
+        names = {s.name for s in answer.list_services_response.service}
+        assert {SERVICE, "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.parametrize(("method", "request_", "needle"), [
+    ("Recommend", pb2.RecommendRequest(session_id="s", k=0), "k must be between 1 and 1000"),
+    ("Recommend", pb2.RecommendRequest(session_id="s", k=1001), "k must be between 1 and 1000"),
+    ("Recommend", pb2.RecommendRequest(session_id="", k=10), "session_id is required"),
+    ("Recommend", pb2.RecommendRequest(session_id="x" * 129, k=10), "session_id is 129 bytes long"),
+    ("Recommend", pb2.RecommendRequest(session_id="s", k=10, exclude_item_ids=[""]), r"exclude_item_ids\[0\]"),
+    ("RecommendForSequence", pb2.RecommendForSequenceRequest(item_ids=["1", "x" * 200], k=5), r"item_ids\[1\]"),
+    ("SimilarItems", pb2.SimilarItemsRequest(item_id="", k=5), "item_id is required"),
+    ("SimilarItems", pb2.SimilarItemsRequest(item_id="50", k=5000), "k must be between"),
+])
+def test_invalid_requests_get_invalid_argument(running: Any, method: str, request_: Any, needle: str) -> None:
+    with running.channel() as channel:
+        call = getattr(pb2_grpc.RecommenderStub(channel), method)
+        with pytest.raises(grpc.RpcError) as info:
+            call(request_, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert re.search(needle, info.value.details())
+
+
+def test_unknown_fields_and_oversized_messages_are_refused(running: Any) -> None:
+    raw = pb2.RecommendRequest(session_id="s", k=5).SerializeToString() + bytes([(15 << 3) | 0, 7])
+    with running.channel() as channel:
+        call = channel.unary_unary(f"/{SERVICE}/Recommend", request_serializer=None,
+                                   response_deserializer=pb2.RecommendResponse.FromString)
+        with pytest.raises(grpc.RpcError) as info:
+            call(raw, timeout=5)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "unknown field number(s) 15" in info.value.details()
+        huge = pb2.RecommendForSequenceRequest(item_ids=["1"] * 40_000, k=5)  # > 64 KiB
+        with pytest.raises(grpc.RpcError) as info:
+            pb2_grpc.RecommenderStub(channel).RecommendForSequence(huge, timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_metrics_are_exported(isolated: Settings, registry: Path, server_factory: Any) -> None:
+    port = free_port()
+    running = server_factory(settings_for(isolated, registry), metrics_port=port)
+    with running.channel() as channel:
+        stub = pb2_grpc.RecommenderStub(channel)
+        stub.Recommend(pb2.RecommendRequest(session_id="m", k=3), timeout=5)
+        with pytest.raises(grpc.RpcError):
+            stub.Recommend(pb2.RecommendRequest(session_id="m", k=0), timeout=5)
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'streamrec_rpc_latency_seconds_count{rpc="Recommend"} 2.0' in text
+    assert 'streamrec_rpc_errors_total{code="INVALID_ARGUMENT",rpc="Recommend"} 1.0' in text
+    version = running.server.holder.state.ranker_version
+    assert f'streamrec_model_version_info{{model="deepfm",version="{version}"}} 1.0' in text
+
+
+def test_hot_swap_under_load_fails_no_request(running: Any, registry: Path) -> None:
+    old = running.server.holder.state.ranker_version
+    failures: list[str] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with running.channel() as channel:
+            stub = pb2_grpc.RecommenderStub(channel)
+            n = 0
+            while not stop.is_set():
+                n += 1
+                try:
+                    r = stub.RecommendForSequence(pb2.RecommendForSequenceRequest(item_ids=["50", str(n % 300 + 1)],
+                                                                                   k=10), timeout=5)
+                    versions.append(r.model_versions["deepfm"])
+                    assert len(r.items) == 10
+                except (grpc.RpcError, AssertionError) as exc:
+                    failures.append(repr(exc))
+
+    clients = [threading.Thread(target=load) for _ in range(3)]
+    for t in clients:
+        t.start()
+    try:
+        time.sleep(0.5)
+        publish_copy(registry, "29990101T000000Z")
+        deadline = time.monotonic() + 60
+        while running.server.holder.state.ranker_version != "29990101T000000Z" and time.monotonic() < deadline:
+            time.sleep(0.1)  # the watcher polls every 0.5 s
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join()
+    assert running.server.holder.state.ranker_version == "29990101T000000Z"
+    assert failures == []
+    assert versions[0] == old and versions[-1] == "29990101T000000Z" and len(versions) > 20
+
+
+def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(running: Any, registry: Path) -> None:
+    old = running.server.holder.state.ranker_version
+    publish_copy(registry, "29990101T000000Z", corrupt=True)
+    assert running.call(running.server.check_registry()) is False
+    assert "sha256" in running.server.watcher_refused()["29990101T000000Z"]
+    with running.channel() as channel:
+        r = pb2_grpc.RecommenderStub(channel).RecommendForSequence(
+            pb2.RecommendForSequenceRequest(item_ids=["50"], k=5), timeout=5)
+        assert r.model_versions["deepfm"] == old and len(r.items) == 5
+        assert health(channel) == health_pb2.HealthCheckResponse.SERVING
+    publish_copy(registry, "29990102T000000Z", source=old)  # a good one after it is taken
+    assert running.call(running.server.check_registry()) is True
+    assert running.server.holder.state.ranker_version == "29990102T000000Z"
+
+
+def test_a_server_whose_model_fails_to_load_starts_and_says_so(isolated: Settings, registry: Path,
+                                                               server_factory: Any) -> None:
+    publish_copy(registry, "29990101T000000Z", corrupt=True)
+    running = server_factory(settings_for(isolated, registry), wait_loaded_s=None)
+    deadline = time.monotonic() + 30
+    while not running.server.watcher_refused() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with running.channel() as channel:
+        assert health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert health(channel, "") == health_pb2.HealthCheckResponse.SERVING
+        write_session(isolated, "pop-1", ["50", "181"])  # gives Redis a recent popularity
+        r = pb2_grpc.RecommenderStub(channel).Recommend(pb2.RecommendRequest(session_id="x", k=2), timeout=5)
+        assert r.degraded and set(ids(r)) <= {"50", "181"} and len(r.items) == 2
+        with pytest.raises(grpc.RpcError) as info:
+            pb2_grpc.RecommenderStub(channel).SimilarItems(pb2.SimilarItemsRequest(item_id="50", k=2), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """A redis-server of this test's own, so stopping it leaves the shared one alone."""
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield proc, port
+    if proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_redis_stopped_mid_test_gives_degraded_answers_quickly(isolated: Settings, registry: Path,
+                                                               server_factory: Any, own_redis: Any) -> None:
+    proc, port = own_redis
+    settings = settings_for(isolated, registry, redis_url=f"redis://127.0.0.1:{port}/0")
+    running = server_factory(settings)
+    write_session(settings, "d-1", ["50", "181", "172"])
+    with running.channel() as channel:
+        stub = pb2_grpc.RecommenderStub(channel)
+        before = stub.Recommend(pb2.RecommendRequest(session_id="d-1", k=10), timeout=5)
+        assert not before.degraded and not before.cold_start
+        proc.terminate()
+        proc.wait(10)
+        for _ in range(20):
+            start = time.perf_counter()
+            after = stub.Recommend(pb2.RecommendRequest(session_id="d-1", k=10), timeout=5)
+            assert after.degraded and len(after.items) == 10
+            assert time.perf_counter() - start < 0.5, "a dead Redis must not stall requests"
+        assert stub.RecommendForSequence(pb2.RecommendForSequenceRequest(item_ids=["50"], k=3), timeout=5).items
+    assert running.server.metrics.degraded.labels("Recommend", "redis")._value.get() >= 20
