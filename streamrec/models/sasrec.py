@@ -7,21 +7,32 @@ shorter input at serving time means the same as its left-padded training form.
 Two traps (see PEERS.md): embeddings are initialised with std 0.02 and not scaled by sqrt(d) (with
 tied output weights the scaled N(0, 1) start plateaus for ages), and every position may attend to
 itself, so a padded query row always has one key and never produces NaNs that leak into real rows.
+
+The loss is the full softmax cross-entropy over the catalogue (the SASRec+ recipe of Klenitskiy &
+Vasilev, 2023), or, for catalogues too large for that, a sampled cross-entropy: ``n_negatives``
+items per batch drawn from item popularity, with the logQ correction of Yi et al. (2019): every
+logit, positive and negative, minus log q(item), so the sampled softmax estimates the full one
+instead of learning to push popular items down. ``score`` is the same graph either way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamrec.errors import ConfigError
 from streamrec.models.base import TrainData
 
-__all__ = ["SASRec", "SASRecConfig", "SASRecRecommender"]
+__all__ = ["Loss", "SASRec", "SASRecConfig", "SASRecRecommender"]
+
+Loss = Literal["full-ce", "sampled-ce"]
+LOSSES: tuple[Loss, ...] = ("full-ce", "sampled-ce")
 
 
 @dataclass
@@ -32,6 +43,15 @@ class SASRecConfig:
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.2
+    loss: Loss = "full-ce"
+    n_negatives: int = 256  # sampled-ce only: popularity-drawn negatives shared by the whole batch
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {self.loss!r}")
+        if self.n_negatives < 1:
+            raise ConfigError(f"n_negatives must be positive, got {self.n_negatives}")
+
 
 
 class CausalSelfAttention(nn.Module):
@@ -88,6 +108,25 @@ class SASRec(nn.Module):
             nn.init.normal_(emb.weight, std=0.02)
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
+        # log q(item) of the sampled-ce proposal; uniform until ``set_sampling_distribution``. Only the
+        # training loss reads it, so the exported ``score`` graph does not carry it.
+        log_q = torch.full((config.n_items + 1,), -float(np.log(config.n_items)))
+        log_q[0] = -float("inf")  # padding is never drawn
+        self.register_buffer("log_q", log_q)
+
+    def set_sampling_distribution(self, counts: np.ndarray | torch.Tensor) -> None:
+        """Draw sampled-ce negatives in proportion to ``counts`` ``(n_items + 1,)``, the training data's
+        ``streamrec.models.recommend.item_counts``.
+
+        Every item keeps a count of at least one, so an item missing from ``counts`` can still be drawn
+        and, as a positive, gets a finite correction rather than an infinite logit.
+        """
+        counts = torch.as_tensor(counts, dtype=torch.float64)
+        if counts.shape != self.log_q.shape or (counts < 0).any():
+            raise ValueError(f"counts must be ({self.config.n_items + 1},) and non-negative, got {tuple(counts.shape)}")
+        q = counts.clamp(min=1.0)
+        q[0] = 0.0
+        self.log_q.copy_((q / q.sum()).log().to(self.log_q))
 
     def encode(self, seq: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` left-padded item indices -> ``(B, T, C)`` hidden states, ``T <= max_len``."""
@@ -109,14 +148,32 @@ class SASRec(nn.Module):
         """Training: the next item at every position. ``targets`` ``(B, T)``, 0 where there is none.
 
         With targets, logits are returned for the positions that have one only, ``(M, n_items + 1)``,
-        which keeps the full-catalogue cross-entropy affordable; without, for the last position.
+        which keeps the full-catalogue cross-entropy affordable; without, for the last position. With
+        ``loss="sampled-ce"`` they are the corrected sampled logits ``(M, 1 + n_negatives)``, the
+        target in column 0.
         """
         h = self.encode(seq)  # (B, T, C)
         if targets is None:
             return h[:, -1, :] @ self.item_emb.weight.T, None  # (B, V)
         keep = targets > 0  # (B, T)
+        if self.config.loss == "sampled-ce":
+            return self.sampled_cross_entropy(h[keep], targets[keep])
         logits = h[keep] @ self.item_emb.weight.T  # (M, V)
         return logits, F.cross_entropy(logits, targets[keep])
+
+    def sampled_cross_entropy(self, h: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Softmax over each row's target and ``n_negatives`` shared negatives, all logQ-corrected.
+
+        ``h`` ``(M, C)`` hidden states, ``pos`` ``(M,)`` their targets. A negative that is the row's own
+        target is masked out, so it never counts against itself.
+        """
+        neg = torch.multinomial(self.log_q.exp(), self.config.n_negatives, replacement=True)  # (S,)
+        w = self.item_emb.weight
+        pos_logits = (h * w[pos]).sum(-1) - self.log_q[pos]  # (M,)
+        neg_logits = h @ w[neg].T - self.log_q[neg]  # (M, S)
+        neg_logits = neg_logits.masked_fill(neg[None, :] == pos[:, None], float("-inf"))
+        logits = torch.cat([pos_logits[:, None], neg_logits], dim=1)  # (M, 1 + S)
+        return logits, F.cross_entropy(logits, torch.zeros_like(pos))
 
     def score(self, seq: torch.Tensor) -> torch.Tensor:
         """The served graph: ``(B, T)`` left-padded item indices -> ``(B, n_items + 1)`` scores."""
@@ -134,11 +191,13 @@ class SASRecRecommender:
     name: str = "sasrec"
 
     def fit(self, data: TrainData) -> SASRecRecommender:
+        from streamrec.models.recommend import item_counts
         from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
 
         config = SASRecConfig(**{**self.config.__dict__, "n_items": data.n_items})
         seed_everything(self.seed)
         model = SASRec(config)
+        model.set_sampling_distribution(item_counts(data))
         examples = sequence_examples(data.sequences, config.max_len)
         train(model, examples, None, TrainConfig(epochs=self.epochs, seed=self.seed, progress=False))
         self._scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=self.name)
