@@ -8,10 +8,21 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import torch
 from kafka import KafkaAdminClient
 
 from streamrec.infra import infra_up
 from streamrec.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """The models under test are small: a second intra-op thread gains nothing, and on cores shared
+    with the broker, Redis and workers its spin-waits made training steps 10 to 20 times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

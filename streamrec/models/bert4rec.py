@@ -140,14 +140,11 @@ class Bert4RecRecommender:
     name: str = "bert4rec"
 
     def fit(self, data: TrainData) -> Bert4RecRecommender:
-        from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
+        from streamrec.train import fit_for_epochs, seed_everything
 
-        config = Bert4RecConfig(**{**self.config.__dict__, "n_items": data.n_items})
         seed_everything(self.seed)
-        model = Bert4Rec(config)
-        examples = sequence_examples(data.sequences, config.max_len)
-        train(model, examples, None, TrainConfig(epochs=self.epochs, seed=self.seed, progress=False))
-        self._scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=self.name)
+        model = Bert4Rec(Bert4RecConfig(**{**self.config.__dict__, "n_items": data.n_items}))
+        self._scorer = fit_for_epochs(model, list(data.sequences), epochs=self.epochs, seed=self.seed, name=self.name)
         return self
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:

@@ -192,15 +192,12 @@ class SASRecRecommender:
 
     def fit(self, data: TrainData) -> SASRecRecommender:
         from streamrec.models.recommend import item_counts
-        from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
+        from streamrec.train import fit_for_epochs, seed_everything
 
-        config = SASRecConfig(**{**self.config.__dict__, "n_items": data.n_items})
         seed_everything(self.seed)
-        model = SASRec(config)
+        model = SASRec(SASRecConfig(**{**self.config.__dict__, "n_items": data.n_items}))
         model.set_sampling_distribution(item_counts(data))
-        examples = sequence_examples(data.sequences, config.max_len)
-        train(model, examples, None, TrainConfig(epochs=self.epochs, seed=self.seed, progress=False))
-        self._scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=self.name)
+        self._scorer = fit_for_epochs(model, list(data.sequences), epochs=self.epochs, seed=self.seed, name=self.name)
         return self
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:

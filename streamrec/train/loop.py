@@ -29,10 +29,11 @@ from tqdm import tqdm
 from streamrec.eval.evaluate import evaluate
 from streamrec.eval.protocols import Cases
 from streamrec.train.adapter import TorchSequenceRecommender
-from streamrec.train.batches import Examples, batches
+from streamrec.train.batches import Examples, batches, sequence_examples
 
 __all__ = [
     "METRIC",
+    "fit_for_epochs",
     "EpochRecord",
     "EpochSteps",
     "OptimizerName",
@@ -209,3 +210,14 @@ def train(model: nn.Module, steps: EpochSteps | Examples, validation: Cases | No
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+def fit_for_epochs(model: nn.Module, sequences: list, *, epochs: int, seed: int,  # type: ignore[type-arg]
+                   name: str) -> TorchSequenceRecommender:
+    """Train a padded-batch model (SASRec, BERT4Rec) on ``sequences`` for a fixed number of epochs and
+    wrap it as a ``Recommender``: what their registry classes do, since no validation cases reach
+    ``fit`` (``streamrec train`` is the one that early-stops on validation)."""
+    config = model.config  # type: ignore[union-attr]
+    train(model, sequence_examples(sequences, config.max_len), None,
+          TrainConfig(epochs=epochs, seed=seed, progress=False))
+    return TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=name)

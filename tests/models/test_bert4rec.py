@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +18,6 @@ from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everythi
 
 from .conftest import HoldOut, MakeData
 from .test_sasrec import N_ITEMS, cyclic_sequences
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """These tensors are too small to gain from a second thread, and on cores shared with other jobs
-    torch's spinning intra-op threads made the training tests ten to twenty times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_score_has_a_column_per_item_plus_padding_and_never_the_mask() -> None:

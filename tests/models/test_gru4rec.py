@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +24,6 @@ from streamrec.train.gru4rec_iterator import NegativeSampler, session_parallel_b
 from streamrec.train.loop import METRIC, make_optimizer
 
 from .conftest import MakeData, tiny_items
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """These models are tiny: a second intra-op thread gains nothing, and on a busy machine its
-    spin-waits made a step 20 times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def score_histories(model: GRU4Rec, histories: Sequence[np.ndarray]) -> np.ndarray:

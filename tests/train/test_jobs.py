@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from streamrec.errors import ConfigError
 from streamrec.export import current_version
@@ -15,15 +13,6 @@ from streamrec.models.gru4rec import GRU4RecConfig
 from streamrec.train.jobs import BUILDERS, Builder, TrainJob, padded_batches, run_train_job
 
 BUDGET_MIN = 0.05  # three seconds of training per model
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Small models on a shared machine: one intra-op thread is faster than two that spin-wait."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
