@@ -69,34 +69,12 @@ def test_a_bad_config_is_refused() -> None:
         Bert4Rec(Bert4RecConfig())
 
 
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_padded_rows_produce_no_nans(mode: str) -> None:
-    model = Bert4Rec(Bert4RecConfig(n_items=N_ITEMS, max_len=6))
-    model.train(mode == "train")
-    seq = torch.tensor([[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 1, 2], [1, 2, 3, 4, 5, 6]])
-    targets = torch.tensor([[0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 2, 3], [2, 3, 4, 5, 6, 7]])
-    logits, loss = model(seq, targets)
-    assert torch.isfinite(logits).all() and loss is not None and torch.isfinite(loss)
-    loss.backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    assert torch.isfinite(model.score(seq)).all()
-
-
-def test_left_padding_does_not_change_the_scores() -> None:
-    model = Bert4Rec(Bert4RecConfig(n_items=N_ITEMS, max_len=8)).eval()
-    with torch.no_grad():
-        short = model.score(torch.tensor([[5, 6, 7]]))
-        padded = model.score(torch.tensor([[0, 0, 0, 0, 0, 5, 6, 7]]))
-        in_batch = model.score(torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]]))[:1]
-    torch.testing.assert_close(short, padded, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(short, in_batch, atol=1e-5, rtol=1e-5)
-
-
 def test_bert4rec_overfits_a_tiny_cyclic_dataset() -> None:
     # more sequences and steps than SASRec's twin test: a masked item has no input of its own, so the
     # model must first learn to read its neighbours through attention; 64 sequences plateau at hits@1 ~0.5
     sequences = cyclic_sequences(256, 12)
     config = Bert4RecConfig(n_items=N_ITEMS, max_len=10, d_model=32, dropout=0.0)
+    seed_everything(0)  # the initial weights: the loop seeds only what follows
     model = Bert4Rec(config)
     result = train(model, sequence_examples(sequences, config.max_len), None,
                    TrainConfig(epochs=30, batch_size=16, lr=5e-3, progress=False))
