@@ -52,8 +52,10 @@ server=$!
 sessions=$("$BIN/streamrec" sessions list --json --limit 2 | "$BIN/python" -c \
   'import json, sys; print(" ".join(s["session_id"] for s in json.load(sys.stdin)))')
 for session in $sessions; do
-  for _ in $(seq 1 240); do
-    "$BIN/streamrec" recommend --session "$session" --k 10 > var/logs/demo-recommend.txt 2>&1 && break
+  for _ in $(seq 1 360); do
+    # the server listens at once and answers from popularity until its models are loaded and checked
+    "$BIN/streamrec" recommend --session "$session" --k 10 > var/logs/demo-recommend.txt 2>&1 &&
+      ! grep -q "from no model" var/logs/demo-recommend.txt && break
     kill -0 $server 2>/dev/null || { echo "the server exited:"; tail -30 "$serve_log"; exit 1; }
     sleep 0.5
   done
