@@ -450,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=DATASETS, default="ml-1m", help="default ml-1m")
     p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
     p.add_argument("--models", required=True, metavar="NAMES",
-                   help="comma-separated: random, pop, itemknn, sknn, vsknn, mf, content")
+                   help="comma-separated: random, pop, itemknn, sknn, vsknn, mf, content, sasrec, gru4rec, bert4rec "
+                   "(fixed epochs; `streamrec train` early-stops them), pipeline (neural sources from the registry)")
     p.add_argument("--split", choices=("validation", "test"), default="test", help="which cases (default test)")
     p.add_argument("--gap", type=int, default=None, metavar="S",
                    help="session: a pause longer than S seconds starts a new session (default 3600)")
