@@ -92,3 +92,18 @@ def ml100k_holdout(tmp_path_factory: pytest.TempPathFactory) -> HoldOut:
         targets.append(items[-1])
     train = TrainData(seqs, stamps, ml.n_items, ml.items)
     return HoldOut(train, seqs, np.array(targets, dtype=np.int64))
+
+
+def cyclic_fit(model, sequences: Sequence[np.ndarray], n_items: int, epochs: int) -> tuple[list[float], float, float]:  # type: ignore[no-untyped-def]
+    """Train a padded-batch model (SASRec, BERT4Rec) on ``sequences`` and return its epoch losses and its
+    HR@1 and HR@10 at predicting each sequence's last item from the rest: the overfitting check."""
+    from streamrec.train import TorchSequenceRecommender, TrainConfig, sequence_examples, train
+
+    max_len = model.config.max_len
+    result = train(model, sequence_examples(sequences, max_len), None,
+                   TrainConfig(epochs=epochs, batch_size=16, lr=5e-3, progress=False))
+    scorer = TorchSequenceRecommender.from_module(model, n_items, max_len)
+    prefixes, targets = [s[:-1] for s in sequences], np.array([s[-1] for s in sequences])
+    top, _ = top_k(scorer.score(prefixes), 10)
+    return ([r.loss for r in result.history], float((top[:, 0] == targets).mean()),
+            float((top == targets[:, None]).any(axis=1).mean()))
