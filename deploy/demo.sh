@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # `make demo`: models, the session worker and the gRPC server against the local Kafka and Redis, fed
-# by a MovieLens-1M replay, then live recommendations for sessions the replay built.
+# by a MovieLens-1M replay, then `streamrec live`: held-out test sessions replayed click by click, each
+# answer checked against the session's next click, with a running HR@10 and latency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 EVENTS=${DEMO_EVENTS:-20000}
 RATE=${DEMO_RATE:-3000}
 TRAIN_MIN=${DEMO_TRAIN_MIN:-1}
+LIVE_SESSIONS=${DEMO_LIVE_SESSIONS:-20}
+LIVE_RATE=${DEMO_LIVE_RATE:-5}
 REGISTRY=${STREAMREC_REGISTRY:-models}
 mkdir -p var/logs
 log=var/logs/demo-worker.log
@@ -49,18 +52,10 @@ echo "== a few live sessions, read from Redis"
 echo "== starting the gRPC server (log: $serve_log)"
 "$BIN/streamrec" serve --registry "$REGISTRY" > "$serve_log" 2>&1 &
 server=$!
-sessions=$("$BIN/streamrec" sessions list --json --limit 2 | "$BIN/python" -c \
-  'import json, sys; print(" ".join(s["session_id"] for s in json.load(sys.stdin)))')
-for session in $sessions; do
-  for _ in $(seq 1 360); do
-    # the server listens at once and answers from popularity until its models are loaded and checked
-    "$BIN/streamrec" recommend --session "$session" --k 10 > var/logs/demo-recommend.txt 2>&1 &&
-      ! grep -q "from no model" var/logs/demo-recommend.txt && break
-    kill -0 $server 2>/dev/null || { echo "the server exited:"; tail -30 "$serve_log"; exit 1; }
-    sleep 0.5
-  done
-  echo "== live recommendations for session $session"
-  cat var/logs/demo-recommend.txt
-done
+echo "== live: $LIVE_SESSIONS held-out test sessions, $LIVE_RATE clicks/s, each answer scored by the next click"
+# `live` waits until the server reports its pipeline loaded (it answers from popularity before that)
+if ! "$BIN/streamrec" live --sessions "$LIVE_SESSIONS" --rate "$LIVE_RATE" --registry "$REGISTRY" --wait-server 600; then
+  echo "streamrec live failed; the server's log:"; tail -30 "$serve_log"; exit 1
+fi
 
 echo "== stopping the server and the worker; Kafka and Redis stay up (make infra-down stops them)"

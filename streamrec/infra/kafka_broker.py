@@ -71,7 +71,8 @@ class KafkaBroker:
 
     @property
     def address(self) -> str:
-        return self.settings.kafka_bootstrap
+        # the broker `infra up` runs: always its own PLAINTEXT listener, whatever remote Kafka is configured
+        return f"{self.settings.kafka_host}:{self.settings.kafka_port}"
 
     def resolve_jars(self) -> Path:
         """Copy the broker's runtime classpath from Maven Central into the cache (once)."""

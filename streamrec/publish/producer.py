@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from streamrec.errors import InfraError
+from streamrec.kafka_security import kafka_python_kwargs
 from streamrec.settings import Settings
 
 __all__ = ["EventProducer", "PublishStats", "Pacer"]
@@ -52,7 +53,7 @@ class EventProducer:
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         config: dict[str, Any] = dict(
-            bootstrap_servers=settings.kafka_bootstrap,
+            **kafka_python_kwargs(settings.kafka_access),
             acks="all",
             enable_idempotence=True,
             compression_type=None if settings.compression == "none" else settings.compression,

@@ -19,6 +19,8 @@ from streamrec.models.base import top_k
 
 __all__ = ["Candidates", "union_top_n"]
 
+_ROWS_PER_TOP_K = 16  # rows per stacked top-k call: enough to share its overhead, few enough to stay in cache
+
 
 @dataclass(frozen=True, eq=False)
 class Candidates:
@@ -36,6 +38,14 @@ class Candidates:
 
     def proposed_by(self, row: int, col: int) -> tuple[str, ...]:
         return tuple(s for s, r in zip(self.sources, self.ranks[row, col], strict=True) if r > 0)
+
+    def proposers(self, row: int, cols: np.ndarray) -> list[tuple[str, ...]]:
+        """``proposed_by`` for several columns of a row: each set of sources is named once, by its bits."""
+        bits = (self.ranks[row, cols] > 0).astype(np.int64) @ (1 << np.arange(len(self.sources), dtype=np.int64))
+        names: dict[int, tuple[str, ...]] = {}
+        for code in set(bits.tolist()):
+            names[code] = tuple(s for i, s in enumerate(self.sources) if code >> i & 1)
+        return [names[code] for code in bits.tolist()]
 
     def recall(self, targets: np.ndarray) -> float:
         """Share of rows whose target is among their candidates: the ceiling of any ranker."""
@@ -58,26 +68,48 @@ def union_top_n(
     if not sources:
         raise ValueError("candidate generation needs at least one source")
     B, V = next(iter(scores.values())).shape
-    rank = np.zeros((len(sources), B, V), dtype=np.int32)  # (S, B, V) 1-based, 0 = not proposed
-    for s, name in enumerate(sources):
-        n = int(n_per_source.get(name, 0))
-        if n <= 0:
-            continue
-        idx, vals = top_k(scores[name], n, exclude)
-        finite = np.isfinite(vals)
-        rows = np.repeat(np.arange(B), idx.shape[1])[finite.ravel()]
-        rank[s, rows, idx[finite]] = (np.tile(np.arange(1, idx.shape[1] + 1), B)[finite.ravel()])
-    proposed = rank > 0
-    best = np.where(proposed, rank, np.iinfo(np.int32).max).min(axis=0)  # (B, V)
-    any_source = proposed.any(axis=0)  # (B, V)
-    width = max(int(any_source.sum(axis=1).max(initial=0)), 1)
-    # order by (not proposed, best rank, item): candidates first, best first, deterministic
-    key = np.where(any_source, best.astype(np.int64) * V + np.arange(V)[None, :], np.iinfo(np.int64).max)
-    order = np.argsort(key, axis=1, kind="stable")[:, :width]  # (B, C)
-    real = np.take_along_axis(any_source, order, axis=1)
-    items = np.where(real, order, 0).astype(np.int64)
+    S = len(sources)
+    # each proposal (row, item, rank, source) packed in one int64, so that plain sorts order them
+    ns = {name: int(n_per_source.get(name, 0)) for name in sources}
+    R = max(ns.values(), default=0) + 1  # ranks are 1..R-1
+    codes: list[np.ndarray] = []  # per proposal: (row * V + item) * R + rank
+    srcs: list[np.ndarray] = []
+    per_call = max(1, _ROWS_PER_TOP_K // max(B, 1))
+    for n in sorted({n for n in ns.values() if n > 0}):
+        same_n = [(s, name) for s, name in enumerate(sources) if ns[name] == n]
+        for lo in range(0, len(same_n), per_call):
+            group = same_n[lo:lo + per_call]
+            # one top-k over the stacked rows of several sources: one selection call instead of one each
+            idx_all, vals_all = top_k(np.concatenate([scores[name] for _, name in group]), n,
+                                      None if exclude is None else list(exclude) * len(group))  # (len(group) B, n)
+            for j, (s, _) in enumerate(group):
+                idx, vals = idx_all[j * B:(j + 1) * B], vals_all[j * B:(j + 1) * B]
+                finite = np.isfinite(vals).ravel()
+                pair = (np.arange(B)[:, None] * V + idx).ravel()[finite]
+                codes.append(pair * R + np.tile(np.arange(1, idx.shape[1] + 1), B)[finite])
+                srcs.append(np.full(len(pair), s, dtype=np.int64))
+    code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
+    src = np.concatenate(srcs) if srcs else np.zeros(0, dtype=np.int64)
+    pair, rank = code // R, (code % R).astype(np.int32)
+    # best rank of each (row, item): the first of its run once sorted
+    ordered = np.sort(code)
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = ordered[1:] // R != ordered[:-1] // R
+    unique_pair, best = ordered[first] // R, ordered[first] % R  # unique_pair is sorted
+    # candidates by (row, best rank, item)
+    cand = np.sort((unique_pair // V * R + best) * V + unique_pair % V)
+    cand_row, cand_item = cand // (R * V), cand % V
+    per_row = np.bincount(cand_row, minlength=B)
+    width = max(int(per_row.max(initial=0)), 1)
+    col = np.arange(len(cand)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    items = np.zeros((B, width), dtype=np.int64)
+    items[cand_row, col] = cand_item
+    col_of_pair = np.empty(len(cand), dtype=np.int64)
+    col_of_pair[np.searchsorted(unique_pair, cand_row * V + cand_item)] = col
+    cand_ranks = np.zeros((B, width, S), dtype=np.int32)
+    cand_ranks[pair // V, col_of_pair[np.searchsorted(unique_pair, pair)], src] = rank
+    real = items > 0
     rows = np.arange(B)[:, None]
     cand_scores = np.stack([np.asarray(scores[name], dtype=np.float32)[rows, items] for name in sources], axis=-1)
     cand_scores = np.where(real[..., None] & np.isfinite(cand_scores), cand_scores, 0.0).astype(np.float32)
-    cand_ranks = np.moveaxis(rank[:, rows, items], 0, -1) * real[..., None]  # (B, C, S)
-    return Candidates(sources, items, cand_scores, cand_ranks.astype(np.int32))
+    return Candidates(sources, items, cand_scores, cand_ranks)

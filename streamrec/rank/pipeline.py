@@ -20,9 +20,9 @@ from streamrec.models.base import Recommender, TrainData
 from streamrec.models.recommend import clean_histories
 from streamrec.rank.candidates import Candidates, union_top_n
 from streamrec.rank.features import Features, ItemTable, SessionContext, build_features
-from streamrec.rank.rerank import RerankConfig, allowed, mmr
+from streamrec.rank.rerank import RerankConfig, allowed_many, mmr, top_allowed
 
-__all__ = ["Pipeline", "RankerFn", "Recommendation"]
+__all__ = ["Pipeline", "Query", "RankerFn", "Recommendation"]
 
 #: ``(sparse (N, F), multi (N, G), dense (N, D)) -> logits (N,)``: a torch DeepFM or its ONNX session.
 RankerFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -35,6 +35,18 @@ class Recommendation:
     item: int  # item index
     score: float
     sources: tuple[str, ...]  # the generators that proposed it
+
+
+@dataclass(frozen=True)
+class Query:
+    """One session to recommend for: what ``Pipeline.recommend`` takes, as a value so that many
+    can be answered by one batched pass (``recommend_many``)."""
+
+    history: np.ndarray  # item indices, oldest first
+    k: int
+    context: SessionContext | None = None
+    exclude: Collection[int] = ()  # item indices never shown
+    rerank: RerankConfig | None = None  # None: the pipeline's rules
 
 
 class Pipeline:
@@ -121,11 +133,36 @@ class Pipeline:
     def recommend(self, history: np.ndarray, k: int, context: SessionContext | None = None,
                   exclude: Collection[int] = (), rerank: RerankConfig | None = None) -> list[Recommendation]:
         """The final top-``k`` for one session, after the re-ranking rules, best first."""
-        rules = rerank or self.rerank
-        history = clean_histories([history], self.table.n_items)[0]
-        cands, ranked = self.ranked(self.source_scores([history]), [history], [context or SessionContext()],
-                                    rules.exclude_seen)
-        items, scores = cands.items[0], ranked[0]
-        ok = allowed(items, rules, seen=history.tolist(), exclude=exclude)
-        picks = np.flatnonzero(ok)[mmr(scores[ok], self.table.genres[items[ok]], k, rules.diversity)]
-        return [Recommendation(int(items[p]), float(scores[p]), cands.proposed_by(0, int(p))) for p in picks]
+        return self.recommend_many([Query(history, k, context, exclude, rerank)])[0]
+
+    def recommend_many(self, queries: Sequence[Query]) -> list[list[Recommendation]]:
+        """``recommend`` for many sessions in one pass: each generator, the candidate union and the
+        ranker run once over the batch, which costs far less per session than one call each.
+
+        Row ``i``'s answer depends on query ``i`` only (padding is masked everywhere), so it is the
+        answer ``recommend`` gives alone, up to the float rounding of batched matrix products.
+        """
+        if not queries:
+            return []
+        rules = [q.rerank or self.rerank for q in queries]
+        histories = clean_histories([q.history for q in queries], self.table.n_items)
+        empty = np.zeros(0, dtype=np.int64)
+        exclude = [h if r.exclude_seen else empty for h, r in zip(histories, rules, strict=True)]
+        scores = self.source_scores(histories)
+        cands = union_top_n({s: scores[s] for s in self.sources}, self.n_per_source, exclude)
+        contexts = [q.context or SessionContext() for q in queries]
+        ranked = self.rank(cands, build_features(cands, histories, self.table, contexts))
+        ok = allowed_many(cands.items, rules, histories, [q.exclude for q in queries])
+        plain = top_allowed(ranked, ok, [q.k for q in queries])
+        out = []
+        for row, (q, r) in enumerate(zip(queries, rules, strict=True)):
+            items, row_scores = cands.items[row], ranked[row]
+            if r.diversity > 0 and q.k > 1:
+                allowed_cols = np.flatnonzero(ok[row])
+                picks = allowed_cols[mmr(row_scores[allowed_cols], self.table.genres[items[allowed_cols]], q.k,
+                                         r.diversity)]
+            else:
+                picks = plain[row]
+            out.append([Recommendation(int(i), float(s), src) for i, s, src in
+                        zip(items[picks].tolist(), row_scores[picks].tolist(), cands.proposers(row, picks), strict=True)])
+        return out

@@ -6,12 +6,12 @@ optional genre diversification by maximal marginal relevance (Carbonell & Goldst
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["RerankConfig", "allowed", "mmr"]
+__all__ = ["RerankConfig", "allowed", "allowed_many", "mmr", "top_allowed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,13 +30,39 @@ class RerankConfig:
 def allowed(items: np.ndarray, config: RerankConfig, seen: Collection[int] = (),
             exclude: Collection[int] = ()) -> np.ndarray:
     """bool mask over ``items`` (int64 (C,)): real items that pass every rule."""
+    return allowed_many(items[None, :], [config], [seen], [exclude])[0]
+
+
+def allowed_many(items: np.ndarray, configs: Sequence[RerankConfig], seen: Sequence[Collection[int]],
+                 exclude: Sequence[Collection[int]]) -> np.ndarray:
+    """``allowed`` for each row of ``items`` (int64 (B, C)) under its own rules, seen and excluded items,
+    in a few array operations for the whole batch rather than a few per row."""
+    B, C = items.shape
     ok = items > 0
-    banned = set(config.blocklist) | set(exclude) | (set(seen) if config.exclude_seen else set())
-    if banned:
-        ok &= ~np.isin(items, np.fromiter(banned, dtype=np.int64, count=len(banned)))
-    if config.allowlist is not None:
-        ok &= np.isin(items, np.fromiter(config.allowlist, dtype=np.int64, count=len(config.allowlist)))
+    banned = [list(e) + (list(s) if c.exclude_seen else []) for c, s, e in zip(configs, seen, exclude, strict=True)]
+    lengths = [len(b) for b in banned]
+    if sum(lengths):
+        cols = np.fromiter((i for b in banned for i in b), dtype=np.int64, count=sum(lengths))
+        width = int(max(items.max(initial=0), cols.max(initial=0))) + 1
+        pairs = np.repeat(np.arange(B, dtype=np.int64), lengths) * width + cols
+        ok &= ~np.isin(np.arange(B, dtype=np.int64)[:, None] * width + items, pairs)
+    for config in {id(c): c for c in configs}.values():  # the catalogue-wide rules, once per distinct config
+        rows = [b for b, c in enumerate(configs) if c is config]
+        if config.blocklist:
+            block = np.fromiter(config.blocklist, dtype=np.int64, count=len(config.blocklist))
+            ok[rows] &= ~np.isin(items[rows], block)
+        if config.allowlist is not None:
+            allow = np.fromiter(config.allowlist, dtype=np.int64, count=len(config.allowlist))
+            ok[rows] &= np.isin(items[rows], allow)
     return ok
+
+
+def top_allowed(scores: np.ndarray, ok: np.ndarray, k: Sequence[int]) -> list[np.ndarray]:
+    """Per row of ``scores`` (B, C), the positions of its ``k[b]`` best allowed entries, best first, ties
+    to the lower position: ``mmr`` without diversity, for the whole batch in one sort."""
+    order = np.lexsort((-scores, ~ok), axis=-1)  # allowed first, then by score, stable
+    n_ok = ok.sum(axis=-1)
+    return [order[b, :min(int(k[b]), int(n_ok[b]))] for b in range(len(order))]
 
 
 def mmr(scores: np.ndarray, vectors: np.ndarray, k: int, diversity: float) -> np.ndarray:

@@ -43,6 +43,8 @@ class ServeBenchConfig:
     load_sessions: bool = True
     timeout_s: float = 1.0
     seed: int = 0
+    # TCP connections, used in turn: a server of several processes (SO_REUSEPORT) shares out connections
+    channels: int = 4
 
 
 def store_sessions(settings: Settings, config: ServeBenchConfig) -> list[str]:
@@ -80,6 +82,28 @@ def _summary(latencies_s: Sequence[float], errors: int, elapsed_s: float) -> dic
     p50, p90, p99 = (float(np.percentile(ms, q)) if len(ms) else float("nan") for q in (50, 90, 99))
     return {"qps": round(len(ms) / elapsed_s, 1), "p50_ms": round(p50, 3), "p90_ms": round(p90, 3),
             "p99_ms": round(p99, 3), "errors": errors, "requests": len(ms) + errors}
+
+
+class _Stubs:
+    """Round-robin over one stub per connection, counting the answers that did not run the pipeline:
+    a cold start (the session expired from Redis: its TTL is STREAMREC_SESSION_TTL_S) is not a figure
+    of the full pipeline."""
+
+    def __init__(self, stubs: Sequence[Any]) -> None:
+        self.stubs = stubs
+        self.n = 0
+        self.cold_start = 0
+        self.degraded = 0
+
+    async def Recommend(self, request: Any, timeout: float) -> Any:  # noqa: N802 - the stub's name
+        self.n += 1
+        response = await self.stubs[self.n % len(self.stubs)].Recommend(request, timeout=timeout)
+        self.cold_start += response.cold_start
+        self.degraded += response.degraded
+        return response
+
+    def counts(self) -> tuple[int, int]:
+        return self.cold_start, self.degraded
 
 
 async def _fixed_rate(stub: Any, requests: Sequence[Any], config: ServeBenchConfig) -> dict[str, float | int]:
@@ -133,13 +157,23 @@ async def _saturation(stub: Any, requests: Sequence[Any], config: ServeBenchConf
 
 async def _drive(session_ids: Sequence[str], config: ServeBenchConfig) -> dict[str, Any]:
     requests = [pb2.RecommendRequest(session_id=s, k=config.k) for s in session_ids]
-    async with grpc.aio.insecure_channel(config.target) as channel:
-        stub = pb2_grpc.RecommenderStub(channel)
+    # a local subchannel pool per channel: otherwise channels to one target share one connection
+    channels = [grpc.aio.insecure_channel(config.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(max(config.channels, 1))]
+    try:
+        stub = _Stubs([pb2_grpc.RecommenderStub(c) for c in channels])
         first = await stub.Recommend(requests[0], timeout=5.0)  # fails fast when no server is there
         for r in requests[:200]:  # warm-up
             await stub.Recommend(r, timeout=5.0)
+        before = stub.counts()
         fixed = await _fixed_rate(stub, requests, config)
+        middle = stub.counts()
         saturation = await _saturation(stub, requests, config)
+        after = stub.counts()
+        for phase, (a, b) in ((fixed, (before, middle)), (saturation, (middle, after))):
+            phase["cold_start"], phase["degraded"] = b[0] - a[0], b[1] - a[1]
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
     return {"target": config.target, "sessions": len(session_ids), "k": config.k,
             "model_versions": dict(first.model_versions), "degraded": first.degraded,
             "fixed_rate": fixed, "saturation": saturation}
@@ -167,4 +201,7 @@ def format_result(result: dict[str, Any]) -> str:
         r = result[name]
         lines.append(f"{label:24} {r['qps']:9.1f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
                      f"{r['errors']:7d}")
+        if r.get("cold_start") or r.get("degraded"):
+            lines.append(f"  WARNING: {r['cold_start']} cold-start and {r['degraded']} degraded answers of "
+                         f"{r['requests']}: not the full pipeline (sessions expired? run without --no-load)")
     return "\n".join(lines)

@@ -67,9 +67,10 @@ class _SplitCache:
 class RegistryLoader:
     """Builds ``ServingState``s from ``registry``; thread-safe (one load at a time)."""
 
-    def __init__(self, registry: Path, data_dir: Path) -> None:
+    def __init__(self, registry: Path, data_dir: Path, *, fold_ranker: bool = True) -> None:
         self.registry = Path(registry)
         self.data_dir = Path(data_dir)
+        self.fold_ranker = fold_ranker  # serve DeepFM through streamrec.rank.folded (same logits, less work)
         self._cache: _SplitCache | None = None
         self._lock = threading.Lock()
 
@@ -124,7 +125,12 @@ class RegistryLoader:
             raise LoadError(f"{RANKER} version {version} has another item vocabulary than dataset {cache.dataset}")
         if tuple(spec.get("genres", ())) != table.genre_names:
             raise LoadError(f"{RANKER} version {version}'s genre vocabulary differs from the data's; retrain it")
-        pipeline = Pipeline(generators, table, spec["n_per_source"], ranker.score)
+        ranker_fn = ranker.score
+        if self.fold_ranker:
+            from streamrec.rank.folded import fold_ranker
+
+            ranker_fn = fold_ranker(ranker, self.registry / RANKER / version / "model.onnx")
+        pipeline = Pipeline(generators, table, spec["n_per_source"], ranker_fn)
         popular = (np.argsort(-table.log_pop[1:], kind="stable") + 1).astype(np.int64)
         state = ServingState(pipeline, cache.vocab, versions, cache.dataset, popular)
         smoke_test(state)

@@ -34,6 +34,8 @@ class ServeMetrics:
                                    ["model", "version"], registry=r)
         self.swaps = Counter("streamrec_model_swaps_total", "Model version loads by outcome (swapped, refused)",
                              ["outcome"], registry=r)
+        self.batch_size = Histogram("streamrec_pipeline_batch_size", "Requests answered by one pipeline pass",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
         self.serving = Gauge("streamrec_model_loaded", "1 when a checked model is serving, 0 when none is", registry=r)
         self._http: Any = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,15 +21,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from streamrec.errors import ConfigError
+from streamrec.serve.batcher import BatcherConfig, MicroBatcher
 from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.metrics import ServeMetrics
-from streamrec.serve.servicer import RecommenderServicer, pb2, pb2_grpc
+from streamrec.serve.servicer import RecommenderServicer, pb2, pb2_grpc, recommend_batch
 from streamrec.serve.sessions import SessionSource
 from streamrec.serve.state import ServingState, StateHolder
 from streamrec.serve.validation import Limits
 from streamrec.settings import Settings
 
-__all__ = ["SERVICE_NAME", "RecommendServer", "serve"]
+__all__ = ["SERVICE_NAME", "RecommendServer", "run_server", "serve", "serve_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +64,13 @@ class RecommendServer:
     """
 
     def __init__(self, settings: Settings, *, port: int | None = None, metrics_port: int | None = None,
-                 loader: RegistryLoader | None = None) -> None:
+                 loader: RegistryLoader | None = None, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.reuse_port = reuse_port  # share the port with the other processes of a ``serve_processes`` group
         self.port = settings.grpc_port if port is None else port
         self.metrics_port = settings.metrics_port if metrics_port is None else metrics_port
-        self.loader = loader or RegistryLoader(settings.registry, settings.data_dir)
+        self.loader = loader or RegistryLoader(settings.registry, settings.data_dir,
+                                               fold_ranker=settings.serve_fold_ranker)
         self.holder = StateHolder()
         self.metrics = ServeMetrics()
         self.bound_port = 0
@@ -87,14 +91,21 @@ class RecommendServer:
 
         _limit_threads()
         s = self.settings
-        self._sessions = SessionSource(s.redis_address, s.redis_prefix, timeout_s=s.redis_timeout_s)
+        self._sessions = SessionSource(s.redis_address, s.redis_prefix, timeout_s=s.redis_timeout_s,
+                                       cluster=s.redis_is_cluster)
         self._pool = (ThreadPoolExecutor(max_workers=s.serve_workers, thread_name_prefix="streamrec-serve")
                       if s.serve_workers else None)
         limits = Limits(max_id_len=s.max_id_len)
-        servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, self._pool)
+        batcher = None
+        if self._pool is not None and s.serve_max_batch > 1:
+            config = BatcherConfig(s.serve_max_batch, s.serve_batch_wait_ms / 1e3, workers=s.serve_workers)
+            batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe)
+        servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, self._pool,
+                                       batcher=batcher)
         options = [("grpc.max_receive_message_length", s.serve_max_message_bytes),
                    ("grpc.max_send_message_length", 4 * 1024 * 1024),
-                   ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+                   # a second server on the same port must fail, not share it, unless it is one of a group
+                   ("grpc.so_reuseport", int(self.reuse_port)),
                    ("grpc.keepalive_permit_without_calls", 1)]
         server = grpc.aio.server(options=options)
         pb2_grpc.add_RecommenderServicer_to_server(servicer, server)
@@ -103,8 +114,11 @@ class RecommendServer:
         reflection.enable_server_reflection(names, server)
         address = f"{s.grpc_host}:{self.port}"
         credentials = _credentials(s)
-        self.bound_port = (server.add_secure_port(address, credentials) if credentials
-                           else server.add_insecure_port(address))
+        try:
+            self.bound_port = (server.add_secure_port(address, credentials) if credentials
+                               else server.add_insecure_port(address))
+        except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
+            self.bound_port = 0
         if not self.bound_port:
             raise ConfigError(f"cannot listen on {address}; is another server there? set STREAMREC_GRPC_PORT")
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -190,15 +204,66 @@ class RecommendServer:
         await self.stop()
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = RecommendServer(settings)
+    server = RecommendServer(settings, reuse_port=reuse_port)
     try:
         await server.start()
         await stop.wait()
     finally:
         await server.stop()
+
+
+def run_server(settings: Settings, reuse_port: bool = False) -> None:
+    """``serve`` on uvloop when it is installed (blocking)."""
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings, reuse_port=reuse_port))
+    except ImportError:
+        asyncio.run(serve(settings, reuse_port=reuse_port))
+
+
+def serve_processes(settings: Settings, processes: int) -> None:
+    """``processes`` servers sharing one port (SO_REUSEPORT: the kernel spreads connections over them).
+
+    One Python process runs one pipeline pass at a time at best (the GIL); several use every core.
+    Each loads its own models and watches the registry itself. Process ``i`` serves metrics on
+    ``metrics_port + i`` (none when metrics are off). Blocks until SIGINT/SIGTERM, which every
+    process gets and answers by stopping gracefully.
+    """
+    import multiprocessing
+
+    if processes < 1:
+        raise ConfigError(f"--processes must be >= 1, got {processes}")
+    if processes == 1:
+        run_server(settings)
+        return
+    if settings.grpc_port == 0:
+        raise ConfigError("several processes need a fixed port to share; set STREAMREC_GRPC_PORT or --port")
+    context = multiprocessing.get_context("spawn")
+    level = logging.getLogger("streamrec").getEffectiveLevel()
+    children = [context.Process(target=_serve_child, name=f"streamrec-serve-{i}", args=(
+        settings.replace(metrics_port=settings.metrics_port + i if settings.metrics_port else 0), level))
+        for i in range(1, processes)]
+    for child in children:
+        child.start()
+    try:
+        run_server(settings, reuse_port=True)
+    finally:
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+        for child in children:
+            child.join(settings.serve_grace_s + 5)
+
+
+def _serve_child(settings: Settings, level: int) -> None:
+    """A spawned process starts with no logging configured: the CLI's, then the server."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
+    logging.getLogger("streamrec").setLevel(level)
+    run_server(settings, reuse_port=True)

@@ -4,14 +4,15 @@ Each RPC reads ``holder.state`` once and serves the whole request from that obje
 ``streamrec.serve.state``). The pipeline runs on a small thread pool so the event loop keeps
 accepting requests, bounded by the request's deadline. Answers that could not use everything they
 should (Redis down, no model loaded) carry ``degraded = true``; sessions with no known item get a
-``cold_start`` popularity answer. Neither is an error.
+``cold_start`` answer (co-occurrence, then popularity). Neither is an error. Items new since the
+last retrain reach answers through the worker's live counts (``streamrec.serve.fresh``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,6 +24,9 @@ import grpc
 import numpy as np
 
 from streamrec.rank.features import SessionContext
+from streamrec.rank.pipeline import Pipeline, Query, Recommendation
+from streamrec.serve.batcher import MicroBatcher
+from streamrec.serve.fresh import FreshConfig, blend, fresh_candidates, neighbour_totals
 from streamrec.serve.metrics import ServeMetrics
 from streamrec.serve.protos import load_stubs
 from streamrec.serve.sessions import RedisUnavailable, SessionSource
@@ -30,7 +34,7 @@ from streamrec.serve.state import ServingState, StateHolder
 from streamrec.serve.validation import InvalidRequest, Limits, validate_id, validate_ids, validate_k, \
     validate_known_fields
 
-__all__ = ["Answer", "RecommenderServicer", "similar_items"]
+__all__ = ["Answer", "RecommenderServicer", "recommend_batch", "similar_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +77,38 @@ def similar_items(state: ServingState, item: int, k: int) -> list[tuple[int, flo
     return picks
 
 
+def recommend_batch(jobs: Sequence[tuple[Pipeline, Query]]) -> list[list[Recommendation]]:
+    """The batch function of the servicer's ``MicroBatcher``: one ``recommend_many`` per pipeline (a
+    model swap can leave requests of the old and the new state in one batch), answers in order."""
+    out: list[list[Recommendation]] = [[] for _ in jobs]
+    groups: dict[int, list[int]] = {}
+    for i, (pipeline, _) in enumerate(jobs):
+        groups.setdefault(id(pipeline), []).append(i)
+    for rows in groups.values():
+        answers = jobs[rows[0]][0].recommend_many([jobs[i][1] for i in rows])
+        for i, answer in zip(rows, answers, strict=True):
+            out[i] = answer
+    return out
+
+
 class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,name-defined]
+    """``batcher`` (over ``recommend_batch``) runs the pipeline for concurrent requests together;
+    without one, each request runs alone on ``executor``, or on the event loop when that is None too."""
+
     def __init__(self, holder: StateHolder, sessions: SessionSource, metrics: ServeMetrics,
                  limits: Limits = Limits(), executor: Executor | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 batcher: MicroBatcher[tuple[Pipeline, Query], list[Recommendation]] | None = None,
+                 fresh: FreshConfig | None = FreshConfig()) -> None:
         self.holder = holder
         self.sessions = sessions
         self.metrics = metrics
         self.limits = limits
-        self.executor = executor  # None: run the pipeline on the event loop
+        self.executor = executor
         self.clock = clock
+        self.batcher = batcher
+        self.fresh = fresh  # None: never mix in items the models do not know
+        self._fresh_memo: tuple[object, object, list[str]] = (None, None, [])
 
     # ---------------------------------------------------------------- RPCs
 
@@ -115,9 +141,11 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         known = [(state.index[e.item_id], e) for e in events if e.item_id in state.index]
         history = np.array([i for i, _ in known], dtype=np.int64)
         times = np.array([e.timestamp / 1000.0 for _, e in known], dtype=np.float64)
-        last_type = events[-1].event_type if events else None
-        context_ = SessionContext(times=times, now=self.clock(), last_type=last_type)
-        return await self._answer(state, "Recommend", history, context_, request, context)
+        # no last_type: the ranker learns from logs without event types (MovieLens ratings), so a type
+        # here would feed it an embedding it never trained
+        context_ = SessionContext(times=times, now=self.clock())
+        return await self._answer(state, "Recommend", history, context_, request, context,
+                                  [e.item_id for e in events])
 
     async def _for_sequence(self, request: Any, context: grpc.aio.ServicerContext) -> Answer:
         validate_ids(request.item_ids, "item_ids", self.limits)
@@ -125,7 +153,8 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         validate_ids(request.exclude_item_ids, "exclude_item_ids", self.limits)
         state = self._state()
         history = np.array(state.indices(request.item_ids), dtype=np.int64)
-        return await self._answer(state, "RecommendForSequence", history, SessionContext(), request, context)
+        return await self._answer(state, "RecommendForSequence", history, SessionContext(), request, context,
+                                  list(request.item_ids))
 
     async def _similar(self, request: Any, context: grpc.aio.ServicerContext) -> Answer:
         validate_id(request.item_id, "item_id", self.limits)
@@ -147,43 +176,83 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         return state
 
     async def _answer(self, state: ServingState, rpc: str, history: np.ndarray, session: SessionContext,
-                      request: Any, context: grpc.aio.ServicerContext) -> Answer:
-        seen = [state.vocab[i] for i in history]
+                      request: Any, context: grpc.aio.ServicerContext, session_items: Sequence[str]) -> Answer:
+        """``history``: the session's items the models know, as indices; ``session_items``: all its item ids."""
+        seen = session_items
         if not len(history):
             self.metrics.cold_start.labels(rpc).inc()
             return await self._cold(state, seen, request.k, request.exclude_item_ids, context)
         exclude = state.indices(request.exclude_item_ids)
         rerank = dataclasses.replace(state.pipeline.rerank, exclude_seen=not request.include_seen)
-        run = functools.partial(state.pipeline.recommend, history, request.k, session, exclude, rerank)
-        if self.executor is None:
-            recs = run()
+        query = Query(history, request.k, session, exclude, rerank)
+        if self.batcher is not None:
+            recs = await self.batcher.submit((state.pipeline, query), context.time_remaining())
+        elif self.executor is None:
+            recs = state.pipeline.recommend_many([query])[0]
         else:
-            future = asyncio.get_running_loop().run_in_executor(self.executor, run)
-            recs = await asyncio.wait_for(future, context.time_remaining())
+            future = asyncio.get_running_loop().run_in_executor(self.executor, state.pipeline.recommend_many, [query])
+            recs = (await asyncio.wait_for(future, context.time_remaining()))[0]
         items = [(state.vocab[r.item], r.score, r.sources) for r in recs]
         if len(items) < request.k:  # fewer candidates than asked for: fill with popular items
             banned = {i for i, _, _ in items} | set(request.exclude_item_ids) | (set() if request.include_seen else set(seen))
             floor = min((s for _, s, _ in items), default=0.0)
             fill = [state.vocab[i] for i in state.popular[: request.k + len(banned)] if state.vocab[i] not in banned]
             items += [(i, floor - 1.0 - n, ("pop",)) for n, i in enumerate(fill[: request.k - len(items)])]
-        return Answer(items, dict(state.versions))
+        banned = {i for i, _, _ in items} | set(request.exclude_item_ids) | (set() if request.include_seen else set(seen))
+        fresh = await self._fresh(state, seen, banned, context)
+        return Answer(blend(items, fresh, request.k, self.fresh) if fresh else items, dict(state.versions))
+
+    async def _fresh(self, state: ServingState, seen: Sequence[str], banned: set[str],
+                     context: grpc.aio.ServicerContext) -> list[tuple[str, float]]:
+        """Items the models do not know, among the worker's recently popular ones, by how often they
+        co-occurred with the session's latest items (``streamrec.serve.fresh``). No Redis call while
+        nothing recently popular is new to the models."""
+        if self.fresh is None or not seen:
+            return []
+        try:
+            recent = await self.sessions.recent_popular(context.time_remaining())
+            candidates = [i for i in self._fresh_items(state, recent) if i not in banned]
+            if not candidates:
+                return []
+            latest = list(dict.fromkeys(seen[-self.fresh.window:]))
+            counts = await self.sessions.cooc_counts(candidates, latest, context.time_remaining())
+        except RedisUnavailable:
+            return []
+        return fresh_candidates([[(c, n) for c, n in zip(candidates, col, strict=True)] for col in zip(*counts, strict=True)],
+                                state.index, banned, self.fresh)
+
+    def _fresh_items(self, state: ServingState, recent: list[str]) -> list[str]:
+        """The recently popular items the models do not know, best first (memoised per list and state)."""
+        memo_recent, memo_state, fresh = self._fresh_memo
+        if memo_recent is not recent or memo_state is not state:
+            fresh = [i for i in recent if i not in state.index][: self.fresh.candidates if self.fresh else 0]
+            self._fresh_memo = (recent, state, fresh)
+        return fresh
 
     async def _cold(self, state: ServingState, seen: Sequence[str], k: int, exclude: Sequence[str],
                     context: grpc.aio.ServicerContext) -> Answer:
+        """No item the models know: the co-occurrence neighbours of the session's items (new ones included),
+        then recent popularity, then training popularity."""
+        banned = set(seen) | set(exclude)
         try:
+            rows = (await self.sessions.cooccurring(list(seen[-self.fresh.window:]), self.fresh.neighbours,
+                                                    context.time_remaining()) if seen and self.fresh else [])
             recent: list[str] | None = await self.sessions.recent_popular(context.time_remaining())
         except RedisUnavailable:
-            recent = None
-        return self._popular_answer(state, list(seen) + list(exclude), k, (), recent, degraded=recent is None,
-                                    cold_start=True)
+            rows, recent = [], None
+        first = [(i, 1.0 + c, ("cooc",)) for i, c in neighbour_totals(rows, banned)[:k]]
+        return self._popular_answer(state, list(banned), k, (), recent, degraded=recent is None, cold_start=True,
+                                    first=first)
 
     def _popular_answer(self, state: ServingState, seen: Sequence[str], k: int, exclude: Sequence[str],
-                        recent: list[str] | None, degraded: bool, cold_start: bool = False) -> Answer:
-        """Recent popularity (the worker's, from Redis) restricted to items the models know, topped up
-        with training popularity."""
-        banned = set(seen) | set(exclude)
-        ids = [i for i in (recent or []) if i in state.index and i not in banned][:k]
-        items = [(i, 1.0 / (1 + n), ("recent_pop",)) for n, i in enumerate(ids)]
+                        recent: list[str] | None, degraded: bool, cold_start: bool = False,
+                        first: Sequence[tuple[str, float, tuple[str, ...]]] = ()) -> Answer:
+        """``first``, then recent popularity (the worker's, from Redis: items new to the models included),
+        topped up with training popularity."""
+        items = list(first[:k])
+        banned = set(seen) | set(exclude) | {i for i, _, _ in items}
+        ids = list(itertools.islice((i for i in (recent or []) if i not in banned), k - len(items)))
+        items += [(i, 1.0 / (1 + n), ("recent_pop",)) for n, i in enumerate(ids)]
         if len(items) < k:
             taken = banned | set(ids)
             more = (state.vocab[i] for i in state.popular[: k + len(taken)])

@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from streamrec.errors import InfraError
-from streamrec.stream.session_store import SessionEvent, pop_keys, read_session
+from streamrec.redis_access import async_client
+from streamrec.stream.session_store import SessionEvent, cooc_key, pop_keys, read_session
 
 __all__ = ["RedisUnavailable", "SessionSource"]
 
@@ -35,16 +35,17 @@ class SessionSource:
 
     def __init__(self, url: str, prefix: str, *, timeout_s: float = 0.1, backoff_s: float = 1.0,
                  popular_ttl_s: float = 1.0, popular_n: int = 1000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, cluster: bool = False) -> None:
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
         self.popular_ttl_s = popular_ttl_s
         self.popular_n = popular_n
         self._clock = clock
-        # rediss:// URLs (TLS) and credentials in the URL are handled by redis-py
-        self._client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                               retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        # rediss:// URLs (TLS) and credentials in the URL are handled by redis-py; every read is one key,
+        # so a Redis Cluster (``cluster``) needs nothing more
+        self._client = async_client(url, cluster=cluster, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                    retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self._down_until = 0.0
         self._popular: tuple[float, list[str]] | None = None
 
@@ -80,3 +81,34 @@ class SessionSource:
         items = [r.decode() if isinstance(r, bytes) else str(r) for r in rows]  # type: ignore[union-attr]
         self._popular = (now, items)
         return items
+
+    async def cooccurring(self, item_ids: Sequence[str], n: int,
+                          timeout_s: float | None = None) -> list[list[tuple[str, float]]]:
+        """For each item, its ``n`` most frequent co-occurring items with their counts (one round trip)."""
+        if not item_ids:
+            return []
+
+        async def read() -> list[object]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for item in item_ids:
+                    pipe.zrevrange(cooc_key(self.prefix, item), 0, n - 1, withscores=True)
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        rows = await self._call("cooccurring", read, timeout_s)
+        return [[(m.decode() if isinstance(m, bytes) else str(m), float(s)) for m, s in row]  # type: ignore[union-attr]
+                for row in rows]  # type: ignore[union-attr]
+
+    async def cooc_counts(self, candidates: Sequence[str], item_ids: Sequence[str],
+                          timeout_s: float | None = None) -> list[list[float]]:
+        """For each candidate, how often it co-occurred with each of ``item_ids`` (0 for never; one round trip)."""
+        if not candidates or not item_ids:
+            return [[0.0] * len(item_ids) for _ in candidates]
+
+        async def read() -> list[object]:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for item in candidates:
+                    pipe.zmscore(cooc_key(self.prefix, item), list(item_ids))
+                return await pipe.execute()  # type: ignore[no-any-return]
+
+        rows = await self._call("cooc_counts", read, timeout_s)
+        return [[float(s) if s is not None else 0.0 for s in row] for row in rows]  # type: ignore[union-attr]

@@ -7,6 +7,7 @@ from typing import Any
 import faust
 from faust.sensors import Monitor
 
+from streamrec.kafka_security import faust_app_kwargs
 from streamrec.settings import Settings
 
 __all__ = ["QuietMonitor", "create_app"]
@@ -36,7 +37,7 @@ class QuietMonitor(Monitor):
 def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap}",
+        **faust_app_kwargs(settings.kafka_access),
         store="memory://",
         web_enabled=False,
         topic_partitions=settings.topic_partitions,

@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from kafka import KafkaConsumer, TopicPartition
 
+from streamrec.kafka_security import kafka_python_kwargs
+from streamrec.redis_access import async_client
 from streamrec.settings import Settings
 from streamrec.stream.session_store import SessionEvent, read_session
 
@@ -33,7 +34,7 @@ def _as_json(session_id: str, events: list[SessionEvent]) -> dict[str, Any]:
 
 
 async def show_sessions(settings: Settings, session_ids: list[str], as_json: bool = False) -> str:
-    async with aioredis.Redis.from_url(settings.redis_address) as client:
+    async with async_client(settings.redis_address, cluster=settings.redis_is_cluster) as client:
         out = []
         for sid in session_ids:
             events = await read_session(client, settings.redis_prefix, sid)
@@ -44,7 +45,7 @@ async def show_sessions(settings: Settings, session_ids: list[str], as_json: boo
 async def list_sessions(settings: Settings, limit: int, as_json: bool = False) -> str:
     prefix = settings.redis_prefix
     head, tail = f"{prefix}sess:{{", "}:items"
-    async with aioredis.Redis.from_url(settings.redis_address, decode_responses=True) as client:
+    async with async_client(settings.redis_address, cluster=settings.redis_is_cluster, decode_responses=True) as client:
         ids: list[str] = []
         async for key in client.scan_iter(match=f"{prefix}sess:*:items", count=1000):
             if key.startswith(head) and key.endswith(tail):
@@ -58,7 +59,7 @@ async def list_sessions(settings: Settings, limit: int, as_json: bool = False) -
 
 def tail_dead_letters(settings: Settings, n: int, timeout_s: float = 5.0) -> list[dict[str, Any]]:
     """The last ``n`` dead letters over all partitions, oldest first by failure time."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings.kafka_access), enable_auto_commit=False,
                              consumer_timeout_ms=int(timeout_s * 1000), client_id="streamrec-dlq-tail")
     try:
         parts = consumer.partitions_for_topic(settings.dead_letter_topic) or set()
@@ -89,8 +90,8 @@ def consumer_lag(settings: Settings) -> dict[int, int]:
     """Per partition of the clicks topic: messages not yet committed by the worker group."""
     from kafka import KafkaAdminClient
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-lag")
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-lag",
+    admin = KafkaAdminClient(**kafka_python_kwargs(settings.kafka_access), client_id="streamrec-lag")
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings.kafka_access), client_id="streamrec-lag",
                              enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(settings.clicks_topic) or set()
@@ -112,7 +113,7 @@ async def stats(settings: Settings, top: int = 10) -> dict[str, Any]:
     from streamrec.stream.session_store import pop_keys
 
     decayed, _, count, events = pop_keys(settings.redis_prefix)
-    async with aioredis.Redis.from_url(settings.redis_address, decode_responses=True) as client:
+    async with async_client(settings.redis_address, cluster=settings.redis_is_cluster, decode_responses=True) as client:
         sessions = 0
         async for _ in client.scan_iter(match=f"{settings.redis_prefix}sess:*:items", count=5000):
             sessions += 1

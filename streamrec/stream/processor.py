@@ -1,7 +1,8 @@
 """What the worker does with one batch of Kafka records; Faust-free, so tests call it directly.
 
 A batch goes: parse and validate -> dead letters for the bad ones -> one atomic script call
-that appends to every session of the batch and updates popularity and co-occurrence.
+that appends to every session of the batch and updates popularity and co-occurrence (on a Redis
+Cluster: a script per session, then the counters; see ``streamrec.stream.session_store``).
 Offsets are committed by the caller only after ``apply`` returns, so a crash anywhere here
 means redelivery, and redelivery is harmless because the script skips event ids already seen.
 """
@@ -12,20 +13,23 @@ import asyncio
 import base64
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import orjson
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamrec.errors import InvalidEvent
 from streamrec.events.schema import ClickEvent, EventLimits, parse_event
+from streamrec.redis_access import AsyncRedis, async_client
 from streamrec.settings import Settings
-from streamrec.stream.session_store import APPLY_LUA, half_life_to_tau_ms, pack, pop_keys, session_keys
+from streamrec.stream.session_store import (APPLY_LUA, FIELD, POP_LUA, SESSION_LUA, cooc_key, half_life_to_tau_ms,
+                                            pack, pop_keys, session_keys)
 
 __all__ = ["BatchResult", "CountingWriter", "DeadLetter", "Record", "SessionWriter", "limits_from", "validate"]
 
@@ -109,14 +113,17 @@ def group_by_session(events: Sequence[tuple[Record, ClickEvent]]) -> dict[str, l
 
 
 class SessionWriter:
-    """Applies batches to Redis. Owns its connection pool; use ``async with``."""
+    """Applies batches to Redis, one node or a cluster. Owns its connection pool; use ``async with``."""
 
-    def __init__(self, settings: Settings, client: aioredis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings, client: AsyncRedis | None = None) -> None:
         self.settings = settings
         self.limits = limits_from(settings)
-        self.client = client or aioredis.Redis.from_url(settings.redis_address, socket_timeout=10.0,
-                                                        socket_connect_timeout=5.0, health_check_interval=30)
+        self.client = client or async_client(settings.redis_address, cluster=settings.redis_is_cluster,
+                                             socket_timeout=10.0, socket_connect_timeout=5.0, health_check_interval=30)
+        self.cluster = isinstance(self.client, RedisCluster)
         self._apply = self.client.register_script(APPLY_LUA)
+        self._pop = self.client.register_script(POP_LUA)
+        self._session = self.client.register_script(SESSION_LUA)
         self._fixed_args = [settings.session_max_len, settings.session_ttl_s, settings.cooc_window,
                             half_life_to_tau_ms(settings.popularity_half_life_s), settings.redis_prefix]
 
@@ -142,6 +149,8 @@ class SessionWriter:
         return result
 
     async def _write(self, good: Sequence[tuple[Record, ClickEvent]]) -> tuple[int, int]:
+        if self.cluster:
+            return await self._write_by_slot(good)
         prefix = self.settings.redis_prefix
         keys: list[str] = list(pop_keys(prefix))
         args: list[str | int | float] = list(self._fixed_args)
@@ -152,6 +161,60 @@ class SessionWriter:
         applied, duplicates = await self._apply(keys=keys, args=args)
         return int(applied), int(duplicates)
 
+    async def _write_by_slot(self, good: Sequence[tuple[Record, ClickEvent]]) -> tuple[int, int]:
+        """The cluster path: what APPLY_LUA does, as scripts and commands that each stay in one slot."""
+        prefix = self.settings.redis_prefix
+        max_len, ttl, window, tau, _ = self._fixed_args
+        calls = [(session_keys(prefix, session_id),
+                  [max_len, ttl, window, pack((ev.event_id, ev.timestamp, f"{rec.offset:019d}", ev.item_id,
+                                               ev.event_type) for rec, ev in rows)])
+                 for session_id, rows in group_by_session(good).items()]
+        applied = duplicates = 0
+        events: list[tuple[str, str]] = []  # (item, ts) applied, in APPLY_LUA's order
+        cooc: Counter[tuple[str, str]] = Counter()
+        for reply in await self._sessions(calls):
+            applied, duplicates = applied + int(reply[0]), duplicates + int(reply[1])
+            for rec in reply[2:]:
+                item, ts, *partners = (rec.decode() if isinstance(rec, bytes) else rec).split(FIELD)
+                events.append((item, ts))
+                for other in partners:
+                    cooc[item, other] += 1
+                    cooc[other, item] += 1
+        if events:
+            await self._pop(keys=pop_keys(prefix), args=[tau, pack(events)])
+        if cooc:
+            pipe = self.client.pipeline(transaction=False)  # split by node, one round trip each
+            for (item, other), n in cooc.items():
+                pipe.zincrby(cooc_key(prefix, item), n, other)
+            await pipe.execute()
+        return applied, duplicates
+
+    async def _sessions(self, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list[list[object]]:
+        """SESSION_LUA for each (keys, args), pipelined by node. A call that meets a node without the
+        script (restarted, failed over) is run again once loaded; the others are not, since a second
+        run would find their events seen and report them as duplicates."""
+        replies: list[list[object] | None] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(3):
+            pipe = self.client.pipeline(transaction=False)
+            for i in todo:
+                keys, args = calls[i]
+                # redis-py blocks pipe.evalsha on a cluster; the command itself is routed by its keys
+                pipe.execute_command("EVALSHA", self._session.sha, len(keys), *keys, *args)
+            missing = []
+            for i, result in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+                if isinstance(result, NoScriptError):
+                    missing.append(i)
+                elif isinstance(result, BaseException):
+                    raise result
+                else:
+                    replies[i] = result
+            if not missing:
+                return replies  # type: ignore[return-value]
+            await self.client.script_load(SESSION_LUA)  # on every primary
+            todo = missing
+        raise RedisConnectionError("the session script could not be loaded on every cluster node")
+
 
 class CountingWriter:
     """A dry-run stand-in for ``SessionWriter``: counts batches' records and writes nothing else.
@@ -161,7 +224,7 @@ class CountingWriter:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self.client = aioredis.Redis.from_url(settings.redis_address)
+        self.client = async_client(settings.redis_address, cluster=settings.redis_is_cluster)
         self.counter = pop_keys(settings.redis_prefix)[3]
 
     async def __aenter__(self) -> CountingWriter:

@@ -10,6 +10,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamrec.errors import InfraError
+from streamrec.kafka_security import kafka_python_kwargs
 from streamrec.settings import Settings
 
 __all__ = ["Topics", "ensure_topics"]
@@ -24,7 +25,7 @@ def ensure_topics(settings: Settings) -> None:
     ``topic_partitions`` partitions: that count is the ceiling on parallel workers.
     """
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="streamrec-admin",
+        admin = KafkaAdminClient(**kafka_python_kwargs(settings.kafka_access), client_id="streamrec-admin",
                                  request_timeout_ms=15000)
     except KafkaError as exc:
         raise InfraError(f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}). Is it up? Try: streamrec infra up") from exc

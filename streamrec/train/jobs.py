@@ -152,6 +152,7 @@ class TrainJob:
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
     progress: bool = True
+    init_from: Mapping[str, Path] = field(default_factory=dict)  # model name -> version dir to warm-start from
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.models if n not in BUILDERS]
@@ -204,8 +205,15 @@ def make_split(dataset: Dataset, protocol: ProtocolName, data_dir: Path) -> tupl
     data = load(dataset, data_dir)
     if protocol == "loo":
         return split(data, LeaveOneOut()), list(data.vocab)
-    days = DEFAULT_TEST_DAYS[dataset]
+    days = DEFAULT_TEST_DAYS.get(dataset) or _snapshot_days(dataset, data_dir)
     return split(data, SessionSplit(test_days=days, validation_days=days)), list(data.vocab)
+
+
+def _snapshot_days(dataset: str, data_dir: Path) -> float:
+    """The test (and validation) days a snapshot was cut with (``streamrec retrain --test-days``)."""
+    from streamrec.data.snapshots import snapshot_meta
+
+    return float(snapshot_meta(dataset, data_dir)["test_days"])  # type: ignore[arg-type]
 
 
 def run_train_job(job: TrainJob, *, say: Say = logger.info) -> TrainJobResult:
@@ -225,6 +233,11 @@ def _run_model(job: TrainJob, name: str, model_class: type, config_class: type, 
     config, settings = builder.configs(config_class, parts.train.n_items, max_len, job.loop_settings(name))
     seed_everything(settings.seed)  # the initial weights; the loop seeds again for dropout and batches
     model = model_class(config)
+    if name in job.init_from:
+        from streamrec.train.warm import warm_start
+
+        fresh = warm_start(model, job.init_from[name], vocab)
+        say(f"{name}: warm start from {job.init_from[name]}" + (f" (fresh: {', '.join(fresh)})" if fresh else ""))
     # models that draw negatives by popularity (SASRec's sampled-ce) learn it from the training data
     if hasattr(model, "set_sampling_distribution"):
         model.set_sampling_distribution(item_counts(parts.train))
@@ -269,7 +282,12 @@ def _publish(job: TrainJob, model: torch.nn.Module, run: ModelRun, parts: Split,
         # on other batch sizes and lengths, and ``_run_model`` tests the published model again.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
         warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning)
-        return publish(model, run.config, name=run.name, vocab=vocab, dataset=job.dataset,
-                       protocol=dict(parts.summary), registry=job.registry or DEFAULT_REGISTRY,
-                       metrics={"validation": result.best_metrics, "test": run.test},
-                       extra={"training": training, "train_config": dataclasses.asdict(run.settings)})
+        version_dir = publish(model, run.config, name=run.name, vocab=vocab, dataset=job.dataset,
+                              protocol=dict(parts.summary), registry=job.registry or DEFAULT_REGISTRY,
+                              metrics={"validation": result.best_metrics, "test": run.test},
+                              extra={"training": training, "train_config": dataclasses.asdict(run.settings),
+                                     "warm_start": str(job.init_from.get(run.name, "")) or None})
+    from streamrec.train.warm import save_weights
+
+    save_weights(model, version_dir)  # for a later warm start; servers read only the ONNX graph
+    return version_dir

@@ -8,9 +8,9 @@ import pytest
 
 from streamrec.models.base import TrainData
 from streamrec.rank.features import ItemTable
-from streamrec.rank.pipeline import Pipeline
+from streamrec.rank.pipeline import Pipeline, Query, Recommendation
 from streamrec.rank.ranker_fit import RankerConfig, build_lists, fit_ranker, list_ranks
-from streamrec.rank.rerank import RerankConfig
+from streamrec.rank.rerank import RerankConfig, allowed, mmr
 from streamrec.rank.assemble import torch_ranker
 from tests.models.conftest import MakeData
 
@@ -112,3 +112,27 @@ def test_the_ranker_learns_which_source_to_trust(table: ItemTable) -> None:
 def test_sources_must_have_generators(table: ItemTable) -> None:
     with pytest.raises(ValueError, match="without a generator"):
         Pipeline({"good": Planted("good", 1)}, table, {"bad": 3})
+
+
+def test_recommend_many_answers_each_query_as_recommend_does_alone(table: ItemTable) -> None:
+    """Batched, each row is masked from the others: same items, scores and sources as one at a time,
+    with every per-query option (k, exclusions, include-seen, diversity) kept to its own query."""
+    gens = {"good": Planted("good", 1), "noise": Planted("noise", 0)}
+    pipe = Pipeline(gens, table, {"good": 4, "noise": 7})
+    rng = np.random.default_rng(3)
+    queries = [Query(rng.integers(1, N_ITEMS + 1, size=int(rng.integers(1, 8))), k=int(rng.integers(1, 9)),
+                     exclude=tuple(rng.integers(1, N_ITEMS + 1, size=2).tolist()),
+                     rerank=RerankConfig(exclude_seen=bool(i % 3), diversity=0.3 if i % 4 == 0 else 0.0))
+               for i in range(12)]
+    queries.append(Query(np.array([], dtype=np.int64), k=3))
+    batched = pipe.recommend_many(queries)
+    alone = [pipe.recommend(q.history, q.k, q.context, q.exclude, q.rerank) for q in queries]
+    assert batched == alone and all(batched[:-1])
+    assert pipe.recommend_many([]) == []
+    for q, got in zip(queries, batched, strict=True):  # the rules applied one candidate list at a time
+        rules = q.rerank or pipe.rerank
+        cands, ranked = pipe.ranked(pipe.source_scores([q.history]), [q.history], exclude_seen=rules.exclude_seen)
+        items, scores = cands.items[0], ranked[0]
+        ok = allowed(items, rules, seen=q.history.tolist(), exclude=q.exclude)
+        picks = np.flatnonzero(ok)[mmr(scores[ok], table.genres[items[ok]], q.k, rules.diversity)]
+        assert got == [Recommendation(int(items[p]), float(scores[p]), cands.proposed_by(0, int(p))) for p in picks]

@@ -44,4 +44,5 @@ def test_bench_serve_reports_latency_and_throughput(isolated: Settings, registry
     for phase in ("fixed_rate", "saturation"):
         r = result[phase]
         assert r["errors"] == 0 and r["qps"] > 0 and 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["cold_start"] == 0 and r["degraded"] == 0  # every answer ran the pipeline
     assert not result["degraded"] and result["model_versions"]["deepfm"]

@@ -252,3 +252,35 @@ def test_redis_stopped_mid_test_gives_degraded_answers_quickly(isolated: Setting
             assert time.perf_counter() - start < 0.5, "a dead Redis must not stall requests"
         assert stub.RecommendForSequence(pb2.RecommendForSequenceRequest(item_ids=["50"], k=3), timeout=5).items
     assert running.server.metrics.degraded.labels("Recommend", "redis")._value.get() >= 20
+
+
+def test_servers_of_a_group_share_their_port_and_no_other_server_can_take_it(isolated: Settings,
+                                                                             registry: Path) -> None:
+    """What ``streamrec serve --processes N`` relies on: SO_REUSEPORT for the group's servers only."""
+    import asyncio
+
+    from streamrec.errors import ConfigError
+    from streamrec.serve.loader import RegistryLoader
+    from streamrec.serve.server import RecommendServer
+
+    settings = settings_for(isolated, registry)
+    port = free_port()
+    loader = RegistryLoader(registry, settings.data_dir)
+
+    async def main() -> None:
+        group = [RecommendServer(settings, port=port, loader=loader, reuse_port=True) for _ in range(2)]
+        try:
+            for server in group:
+                await server.start()
+                await server.wait_loaded(120)
+            assert [s.bound_port for s in group] == [port, port]
+            with pytest.raises(ConfigError, match="cannot listen"):
+                await RecommendServer(settings, port=port, loader=loader).start()
+            request = pb2.RecommendForSequenceRequest(item_ids=["1", "2"], k=3)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                assert len((await pb2_grpc.RecommenderStub(channel).RecommendForSequence(request, timeout=10)).items) == 3
+        finally:
+            for server in group:
+                await server.stop(0)
+
+    asyncio.run(main())

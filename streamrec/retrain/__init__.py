@@ -1,0 +1,1 @@
+"""Retraining: snapshots of the event archive, the promotion gate, releases, rollback and warm starts."""

@@ -1,0 +1,143 @@
+"""The deployment files: schema-valid (deploy/validate.sh), and consistent with the code they run."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamrec.cli import build_parser
+from streamrec.settings import ENV_PREFIX, Settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+K8S = DEPLOY / "k8s"
+SETTINGS = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
+
+
+def k8s_resources() -> list[dict[str, Any]]:
+    return [doc for path in sorted(K8S.glob("*.yaml")) if path.name != "kustomization.yaml"
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def by_kind(kind: str) -> dict[str, dict[str, Any]]:
+    return {r["metadata"]["name"]: r for r in k8s_resources() if r["kind"] == kind}
+
+
+def pod_spec(resource: dict[str, Any]) -> dict[str, Any]:
+    spec = resource["spec"]
+    return (spec["jobTemplate"]["spec"] if resource["kind"] == "CronJob" else spec)["template"]["spec"]
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+
+
+def test_validators_pass() -> None:
+    """kubernetes-validate --strict, check-jsonschema (Compose Specification) and hadolint, all offline."""
+    result = subprocess.run([str(DEPLOY / "validate.sh")], capture_output=True, text=True, timeout=120,
+                            env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+                                 "BIN": str(Path(sys.executable).parent)}, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "manifest(s) valid" in result.stdout and "Dockerfile: hadolint clean" in result.stdout
+
+
+def test_kubernetes_validate_is_strict_offline(tmp_path: Path) -> None:
+    """The validator really rejects an unknown field (so a pass above means something)."""
+    from kubernetes_validate.utils import latest_version, validate
+
+    bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "bogus": 1}, "data": {}}
+    with pytest.raises(Exception, match="bogus"):
+        validate(bad, latest_version(), strict=True)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    listed = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert sorted(listed) == sorted(p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+def test_every_variable_named_is_a_setting() -> None:
+    """A misspelt STREAMREC_* variable would be ignored silently at run time."""
+    texts = [p.read_text() for p in [*K8S.glob("*.yaml"), DEPLOY / "docker-compose.yml", DEPLOY / "Dockerfile"]]
+    named = {m for text in texts for m in re.findall(r"\bSTREAMREC_[A-Z0-9_]+\b", text)}
+    named -= {"STREAMREC_IMAGE"}  # compose's own variable: which image tag to run
+    assert named and named <= SETTINGS, sorted(named - SETTINGS)
+    for key in ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_USERNAME", "KAFKA_PASSWORD",
+                "KAFKA_SSL_CAFILE", "REDIS_URL"):
+        assert ENV_PREFIX + key in named, key
+
+
+def test_configmap_and_secret_make_valid_settings() -> None:
+    env = {**by_kind("ConfigMap")["streamrec-config"]["data"],
+           **by_kind("Secret")["streamrec-credentials"]["stringData"]}
+    settings = Settings.from_env(env)
+    assert settings.kafka_security_protocol == "SASL_SSL" and settings.redis_address.startswith("rediss://")
+
+
+def test_every_command_run_parses() -> None:
+    """The commands of the compose services, the pods and the health checks are real CLI commands."""
+    parser = build_parser()
+    commands = [s["command"] for s in compose()["services"].values() if "command" in s and "image" in s]
+    commands += [c["args"] for r in k8s_resources() if r["kind"] in ("Deployment", "CronJob")
+                 for c in pod_spec(r)["containers"]]
+    commands += [s["healthcheck"]["test"][2:] for s in compose()["services"].values()
+                 if s.get("healthcheck", {}).get("test", [None, None])[1] == "streamrec"]
+    assert ["health", "-q"] in commands and ["retrain", "--every", "6h", "--archive", "/archive"] in commands
+    for argv in commands:
+        if argv[0] in ("redis-server",):
+            continue
+        parser.parse_args(argv)  # SystemExit on a bad command or option
+
+
+def test_compose_services() -> None:
+    services = compose()["services"]
+    assert services["kafka"]["image"] == "apache/kafka:4.1.1" and services["redis"]["image"] == "redis:7-alpine"
+    assert {"kafka", "redis", "worker", "server", "archiver", "trainer"} <= services.keys()
+    for name in ("kafka", "redis", "worker", "server", "archiver", "trainer"):
+        assert "healthcheck" in services[name], name
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker  # `--scale worker=3`
+    assert {"50051:50051", "9108:9108"} <= set(services["server"]["ports"])
+    for name in ("worker", "server", "archiver", "trainer"):
+        assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy", name
+
+
+def test_server_probes_scaling_and_disruption_budget() -> None:
+    server = pod_spec(by_kind("Deployment")["streamrec-server"])["containers"][0]
+    assert server["readinessProbe"]["grpc"] == {"port": 50051, "service": "streamrec.v1.Recommender"}
+    assert server["livenessProbe"]["grpc"]["port"] == 50051
+    hpas = by_kind("HorizontalPodAutoscaler")
+    assert hpas["streamrec-server"]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    assert "streamrec-server" in by_kind("PodDisruptionBudget") and "streamrec-server" in by_kind("Service")
+
+
+def test_workers_never_outnumber_partitions() -> None:
+    partitions = int(by_kind("ConfigMap")["streamrec-config"]["data"]["STREAMREC_TOPIC_PARTITIONS"])
+    assert by_kind("HorizontalPodAutoscaler")["streamrec-worker"]["spec"]["maxReplicas"] <= partitions
+    assert by_kind("Deployment")["streamrec-worker"]["spec"]["replicas"] <= partitions
+
+
+def test_archiver_is_alone_and_the_trainer_never_overlaps() -> None:
+    archiver = by_kind("Deployment")["streamrec-archiver"]["spec"]
+    assert archiver["replicas"] == 1 and archiver["strategy"]["type"] == "Recreate"
+    assert by_kind("CronJob")["streamrec-trainer"]["spec"]["concurrencyPolicy"] == "Forbid"
+    assert by_kind("PersistentVolumeClaim")["streamrec-shared"]["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+@pytest.mark.parametrize("name", ["streamrec-server", "streamrec-worker", "streamrec-archiver", "streamrec-trainer"])
+def test_pods_are_non_root_read_only_and_bounded(name: str) -> None:
+    resource = {**by_kind("Deployment"), **by_kind("CronJob")}[name]
+    spec = pod_spec(resource)
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    for container in spec["containers"]:
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert {"cpu", "memory"} <= container["resources"]["requests"].keys()
+        assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/tmp", "/var/lib/streamrec"} <= mounts  # the only places written besides the volumes

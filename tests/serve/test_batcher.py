@@ -1,0 +1,133 @@
+"""The micro-batcher's contract: own answers, batches formed from waiting requests, errors and
+deadlines confined to their own request. Pure asyncio and threads: no services."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from streamrec.serve.batcher import BatcherConfig, MicroBatcher
+
+
+class Recorder:
+    """A batch function that squares numbers, refuses negative ones, records each batch, and can be
+    held at a gate so that requests pile up behind the running batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.gate.wait(5)
+        if any(i < 0 for i in items):
+            raise ValueError("negative")
+        return [i * i for i in items]
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_waiting_requests_share_a_batch_and_each_gets_its_own_answer() -> None:
+    fn = Recorder()
+
+    async def main() -> list[int]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=4))
+            fn.gate.clear()
+            first = asyncio.ensure_future(batcher.submit(100))
+            await asyncio.sleep(0.05)  # the first batch ([100]) is running, held at the gate
+            rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(10)]
+            await asyncio.sleep(0.05)
+            fn.gate.set()
+            return [await first, *[await r for r in rest]]
+
+    assert run(main()) == [10000, *[i * i for i in range(10)]]
+    assert fn.batches == [[100], [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_a_failing_request_fails_alone() -> None:
+    fn = Recorder()
+
+    async def main() -> list[object]:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8))
+            fn.gate.clear()
+            blocker = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0.05)
+            calls = [asyncio.ensure_future(batcher.submit(i)) for i in (2, -3, 4)]
+            await asyncio.sleep(0.05)
+            fn.gate.set()
+            await blocker
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    got = run(main())
+    assert got[0] == 4 and got[2] == 16 and isinstance(got[1], ValueError)
+    assert fn.batches[1] == [2, -3, 4] and fn.batches[2:] == [[2], [-3], [4]]  # retried one by one
+
+
+def test_a_request_past_its_deadline_times_out_and_is_not_run() -> None:
+    fn = Recorder()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8))
+            fn.gate.clear()
+            blocker = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0.05)
+            late = asyncio.ensure_future(batcher.submit(7, timeout_s=0.05))
+            patient = asyncio.ensure_future(batcher.submit(8, timeout_s=5))
+            with pytest.raises(TimeoutError):
+                await late
+            fn.gate.set()
+            assert await blocker == 1 and await patient == 64
+
+    run(main())
+    assert [7] not in fn.batches and all(7 not in b for b in fn.batches)
+
+
+def test_max_wait_gathers_requests_that_arrive_close_together() -> None:
+    fn = Recorder()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8, max_wait_s=0.05))
+            calls = []
+            for i in range(3):
+                calls.append(asyncio.ensure_future(batcher.submit(i)))
+                await asyncio.sleep(0.005)
+            assert await asyncio.gather(*calls) == [0, 1, 4]
+
+    run(main())
+    assert fn.batches == [[0, 1, 2]]
+
+
+def test_bad_configs_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        BatcherConfig(max_batch=0)
+
+
+def test_a_request_whose_caller_went_away_is_not_run() -> None:
+    fn = Recorder()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8))
+            fn.gate.clear()
+            blocker = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0.05)
+            gone = asyncio.ensure_future(batcher.submit(5))
+            kept = asyncio.ensure_future(batcher.submit(6))
+            await asyncio.sleep(0.01)
+            gone.cancel()
+            fn.gate.set()
+            assert await blocker == 1 and await kept == 36
+
+    run(main())
+    assert fn.batches == [[1], [6]]
