@@ -17,13 +17,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from streamrec.errors import ConfigError
 from streamrec.retrain.gate import Decision, GateConfig, VocabBridge, decide
-from streamrec.retrain.registry import RANKER, move_in, promote, prune, release_of, set_status
+from streamrec.retrain.registry import move_in, promote, prune, release_of, set_status
 
 __all__ = ["RetrainConfig", "RetrainResult", "load_catalog", "run_retrain"]
 
@@ -111,7 +110,6 @@ def run_retrain(config: RetrainConfig, *, say: Say = logger.info, events: pd.Dat
 
 def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging: Path,
                     seconds: dict[str, float], say: Say) -> RetrainResult:
-    from streamrec.eval.evaluate import evaluate
     from streamrec.rank.assemble import PipelineSpec
     from streamrec.rank.job import RankerJob, run_ranker_job
     from streamrec.rank.ranker_fit import RankerConfig
@@ -119,9 +117,9 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
     from streamrec.train.jobs import TrainJob, run_train_job
 
     t = time.monotonic()
-    current = release_of(config.registry)
-    init_from = {name: Path(config.registry) / name / current[name] for name in config.models
-                 if config.warm_start and name in current}
+    serving = release_of(config.registry)
+    init_from = {name: Path(config.registry) / name / serving[name] for name in config.models
+                 if config.warm_start and name in serving}
     if config.warm_start:
         say(f"warm start from {', '.join(f'{n} {p.name}' for n, p in init_from.items()) or 'nothing (no release yet)'}")
     job = run_train_job(TrainJob(models=config.models, dataset=snapshot, protocol="session",  # type: ignore[arg-type]
@@ -147,12 +145,10 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
     except LoadError as exc:
         failures.append(f"the staged release fails the server's checks: {exc}")
     new = {"pipeline": dict(ranked.onnx_test), **{run.name: dict(run.onnx_test) for run in job.runs}}
-    current_metrics = _current_metrics(config, snapshot, evaluate, RegistryLoader, LoadError, say)
+    current = _current_metrics(config, snapshot, say)
     seconds["gate"] = time.monotonic() - t
     for name, m in new.items():
-        say(f"{name:9} new  {_described(m)}" + (f"   current  {_described(current_metrics[name])}"
-                                                 if name in current_metrics else ""))
-    current = current_metrics
+        say(f"{name:9} new  {_described(m)}" + (f"   current  {_described(current[name])}" if name in current else ""))
     decision = decide(new["pipeline"], current.get("pipeline"), failures, config.gate)
     for name in config.models:  # a sequence model may not fall behind its current version either
         if decision.promote and name in current:
@@ -178,16 +174,17 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
     return result
 
 
-def _current_metrics(config: RetrainConfig, snapshot: str, evaluate: Any, loader_class: Any, load_error: Any,
-                     say: Say) -> dict[str, dict[str, float]]:
+def _current_metrics(config: RetrainConfig, snapshot: str, say: Say) -> dict[str, dict[str, float]]:
     """The release now served, measured on the new snapshot's held-out slice; empty when none serves."""
+    from streamrec.eval.evaluate import evaluate
+    from streamrec.serve.loader import LoadError, RegistryLoader
     from streamrec.train.jobs import make_split
 
     if not release_of(config.registry):
         return {}
     try:
-        state = loader_class(config.registry, config.data_dir).load()
-    except load_error as exc:
+        state = RegistryLoader(config.registry, config.data_dir).load()
+    except LoadError as exc:
         say(f"the current release cannot be loaded ({exc}); the new one is judged on its own")
         return {}
     parts, vocab = make_split(snapshot, "session", config.data_dir)  # type: ignore[arg-type]
