@@ -111,7 +111,8 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.bench.ingest import IngestBenchConfig, run_ingest_bench
 
     config = IngestBenchConfig(events=args.events, fresh_rate=args.rate, fresh_seconds=args.fresh_seconds,
-                               source=args.source, keep=args.keep, faust_ceiling=not args.no_ceiling)
+                               source=args.source, keep=args.keep, faust_ceiling=not args.no_ceiling,
+                               workers=args.workers)
     result = run_ingest_bench(settings, config)
     print(json.dumps(result, indent=2))
     if args.json:
@@ -507,8 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks that print figures and can write them as JSON")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    bp = bsub.add_parser("ingest", help="end-to-end ingest: Kafka -> one worker -> Redis",
-                         description="Throughput: pre-publish N events, start one worker, time how fast they reach "
+    bp = bsub.add_parser("ingest", help="end-to-end ingest: Kafka -> worker(s) -> Redis",
+                         description="Throughput: pre-publish N events, start the worker(s), time how fast they reach "
                          "Redis. Freshness: publish at a fixed rate and time each event from publish until visible "
                          "in Redis (keyspace notifications). Runs on its own topic and key prefix, then cleans up.")
     bp.add_argument("--events", type=int, default=200_000, help="events for the throughput phase (default 200000)")
@@ -516,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--fresh-seconds", type=float, default=20.0, help="length of the freshness phase (default 20)")
     bp.add_argument("--source", choices=("ml-1m", "synthetic"), default="ml-1m",
                     help="events for the throughput phase: a MovieLens-1M replay or synthetic sessions")
+    bp.add_argument("--workers", type=int, default=1,
+                    help="worker processes, at most the topic's partitions (default 1); with more than one, "
+                    "throughput is timed once their group is stable")
     bp.add_argument("--keep", action="store_true", help="keep the bench topics and Redis keys")
     bp.add_argument("--no-ceiling", action="store_true",
                     help="skip the extra phase that measures a dry-run worker (Faust alone) on the same events")

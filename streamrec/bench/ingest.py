@@ -1,10 +1,14 @@
-"""``streamrec bench ingest``: Kafka -> one worker -> Redis, end to end, against the real services.
+"""``streamrec bench ingest``: Kafka -> N workers -> Redis, end to end, against the real services.
 
 Protocol:
 - **Throughput.** N events are published to a fresh topic *before* the worker starts, so the
-  producer cannot be the bottleneck. One worker process is then started, and a poller reads the
+  producer cannot be the bottleneck. The worker process is then started, and a poller reads the
   worker's applied-events counter in Redis every 10 ms. ``events_per_s`` is the slope between the
   first and the last change of that counter: sustained consumption, without start-up.
+- **Several workers** (``workers`` > 1). All N start at once on the preloaded topic; the first
+  to join consumes alone until the others have joined, so the slope starts only once the group
+  is stable with N members that each own partitions (``events_before_stable`` says how much of
+  the preload went before that). Every worker adds to the same counter.
 - **Freshness.** With the worker caught up, events are offered at a fixed rate, each to a new
   session, with ``timestamp`` = publish time. A separate process subscribes to Redis keyspace
   notifications for those sessions' keys; the notification fires when the write lands, so arrival
@@ -25,6 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -35,6 +40,7 @@ from streamrec.events.schema import encode_event
 from streamrec.kafka_security import kafka_python_kwargs
 from streamrec.publish.producer import EventProducer, Pacer
 from streamrec.settings import Settings
+from streamrec.stream.inspect import group_assignment
 from streamrec.stream.launcher import WorkerProcess
 from streamrec.stream.session_store import pop_keys
 from streamrec.stream.topics import ensure_topics
@@ -51,7 +57,8 @@ class IngestBenchConfig:
     fresh_seconds: float = 20.0
     source: str = "ml-1m"
     keep: bool = False
-    faust_ceiling: bool = True  # also time a dry-run worker (Faust alone) on the same events
+    faust_ceiling: bool = True  # also time dry-run workers (Faust alone) on the same events
+    workers: int = 1  # worker processes, at most the topic's partitions
 
 
 def synthetic_events(n: int, seed: int = 0, n_items: int = 20_000, session_len: int = 12,
@@ -109,27 +116,65 @@ def _percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] if len(values) > 1 else values[0]
 
 
-def _consume_rate(worker: WorkerProcess, client: redis.Redis, counter: str, total: int) -> float:
-    """Poll the worker's applied-events counter every 10 ms until it reaches ``total``; the
-    sustained rate is the slope from its first change to its last."""
+def _group_ready(settings: Settings, n: int) -> bool:
+    """The worker group is stable with ``n`` members that each own partitions of the clicks topic."""
+    try:
+        state, members = group_assignment(settings)
+    except KafkaError:
+        return False
+    return state == "Stable" and len(members) == n and all(members)
+
+
+def _consume_rate(workers: list[WorkerProcess], client: redis.Redis, counter: str, total: int,
+                  settings: Settings | None = None) -> tuple[float, int]:
+    """Poll the workers' applied-events counter every 10 ms until it reaches ``total``; the
+    sustained rate is the slope from its first change to its last. With several workers (and
+    ``settings`` to find their group) the slope starts once the group is stable with all of
+    them. Returns the rate and the count applied before the slope starts."""
     samples: list[tuple[float, int]] = []
     deadline = time.monotonic() + 900
+    start_at: float | None = None if settings is not None and len(workers) > 1 else 0.0
+    next_check = 0.0
     while time.monotonic() < deadline:
         n = int(client.get(counter) or 0)
         samples.append((time.perf_counter(), n))
         if n >= total:
             break
-        if worker.proc is not None and worker.proc.poll() is not None:
-            raise RuntimeError(f"bench worker died:\n{worker.log_text()[-3000:]}")
+        for worker in workers:
+            if worker.proc is not None and worker.proc.poll() is not None:
+                raise RuntimeError(f"bench worker died:\n{worker.log_text()[-3000:]}")
+        if start_at is None and time.monotonic() >= next_check:
+            assert settings is not None
+            if _group_ready(settings, len(workers)):
+                start_at = time.perf_counter()
+            next_check = time.monotonic() + 0.25
         time.sleep(0.01)
-    moving = [(t, n) for t, n in samples if n > 0]
+    if start_at is None:
+        raise RuntimeError(f"the preload ({total} events) was consumed before {len(workers)} workers formed a stable "
+                           "group: give more --events")
+    moving = [(t, n) for t, n in samples if n > 0 and t >= start_at]
     if not moving:
-        raise RuntimeError(f"the bench worker applied nothing in 15 minutes:\n{worker.log_text()[-3000:]}")
+        raise RuntimeError(f"the bench workers applied nothing in 15 minutes:\n{workers[0].log_text()[-3000:]}")
     first, last = moving[0], next(s for s in moving if s[1] == moving[-1][1])
-    return (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else float("nan")
+    rate = (last[1] - first[1]) / (last[0] - first[0]) if last[0] > first[0] else float("nan")
+    return rate, first[1]
+
+
+def _start(settings: Settings, logs: Path, n: int, name: str, dry_run: bool = False) -> list[WorkerProcess]:
+    """``n`` worker processes started together; none waits for the others."""
+    return [WorkerProcess(settings, logs / f"{name}-{i}.log", "warning", dry_run=dry_run).start(wait_ready_s=0)
+            for i in range(n)]
+
+
+def _stop(workers: list[WorkerProcess]) -> None:
+    for worker in workers:
+        worker.stop()
 
 
 def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any]:
+    if not 1 <= config.workers <= base.topic_partitions:
+        raise ValueError(f"workers must be between 1 and the topic's {base.topic_partitions} partitions, "
+                         f"got {config.workers}")
     run = uuid.uuid4().hex[:8]
     settings = base.replace(clicks_topic=f"streamrec.bench.{run}.clicks", dead_letter_topic=f"streamrec.bench.{run}.dlq",
                             app_id=f"streamrec-bench-{run}", redis_prefix=f"bench:{run}:")
@@ -146,19 +191,19 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
         for key, payload in _source(config, settings):
             producer.send(payload, key)
             published += 1
-    worker = WorkerProcess(settings, base.home / "logs" / f"bench-worker-{run}.log", loglevel="warning")
+    logs, n = base.home / "logs", config.workers
+    workers: list[WorkerProcess] = []
     dry = settings.replace(app_id=f"{settings.app_id}-dry", redis_prefix=f"{settings.redis_prefix}dry:")
     try:
         ceiling = None
         if config.faust_ceiling:
-            dry_worker = WorkerProcess(dry, base.home / "logs" / f"bench-dry-{run}.log", "warning", dry_run=True)
+            dry_workers = _start(dry, logs, n, f"bench-dry-{run}", dry_run=True)
             try:
-                ceiling = _consume_rate(dry_worker.start(wait_ready_s=0), client, pop_keys(dry.redis_prefix)[3],
-                                        published)
+                ceiling, _ = _consume_rate(dry_workers, client, pop_keys(dry.redis_prefix)[3], published, dry)
             finally:
-                dry_worker.stop()
-        worker.start(wait_ready_s=0)
-        events_per_s = _consume_rate(worker, client, counter, published)
+                _stop(dry_workers)
+        workers = _start(settings, logs, n, f"bench-worker-{run}")
+        events_per_s, before_stable = _consume_rate(workers, client, counter, published, settings)
 
         # freshness at a fixed offered rate, one new session per event
         fresh_n = int(config.fresh_rate * config.fresh_seconds)
@@ -196,7 +241,9 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
         result = {
             "events": total,
             "lost": total - applied(),
+            "workers": n,
             "events_per_s": round(events_per_s, 1),
+            "events_before_stable": before_stable,
             "faust_ceiling_events_per_s": round(ceiling, 1) if ceiling else None,
             "throughput_events": published,
             "throughput_source": config.source,
@@ -212,7 +259,7 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
             "batch_within_s": settings.batch_within_s,
         }
     finally:
-        worker.stop()
+        _stop(workers)
         if not config.keep:
             _cleanup(settings, client)
         client.close()

@@ -47,9 +47,15 @@ class RedisServer:
         require_free_port("Redis", s.redis_host, s.redis_port, "STREAMREC_REDIS_PORT")
         workdir = s.home / "redis"
         workdir.mkdir(parents=True, exist_ok=True)
+        # The append-only file makes a restart keep sessions, seen-ids and counters: without it a
+        # restart empties Redis while Kafka's committed offsets say those events were applied.
+        # fsync every second: a stop or a killed redis-server loses nothing (writes reach the OS
+        # before the reply), a crash of the machine up to about a second of them; "always" would
+        # close that gap at a large write cost.
         argv = [
             binary, "--bind", s.redis_host, "--port", str(s.redis_port), "--dir", str(workdir),
-            "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--daemonize", "no",
+            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+            "--protected-mode", "yes", "--daemonize", "no",
         ]
         self.process.start(argv)
         self._wait(timeout_s)

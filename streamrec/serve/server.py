@@ -12,6 +12,8 @@ import asyncio
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -60,12 +62,15 @@ class RecommendServer:
     """The whole server as one async resource: ``async with RecommendServer(settings) as s: ...``.
 
     ``port`` overrides ``settings.grpc_port`` (0 picks a free one; read ``bound_port``); ``loader``
-    lets tests share one loaded registry between servers.
+    lets tests share one loaded registry between servers; ``clock`` (wall time, seconds) is the
+    "now" of the session features, so servers given one clock answer a session identically.
     """
 
     def __init__(self, settings: Settings, *, port: int | None = None, metrics_port: int | None = None,
-                 loader: RegistryLoader | None = None, reuse_port: bool = False) -> None:
+                 loader: RegistryLoader | None = None, reuse_port: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
         self.reuse_port = reuse_port  # share the port with the other processes of a ``serve_processes`` group
         self.port = settings.grpc_port if port is None else port
         self.metrics_port = settings.metrics_port if metrics_port is None else metrics_port
@@ -101,7 +106,7 @@ class RecommendServer:
             config = BatcherConfig(s.serve_max_batch, s.serve_batch_wait_ms / 1e3, workers=s.serve_workers)
             batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe)
         servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, self._pool,
-                                       batcher=batcher)
+                                       clock=self.clock, batcher=batcher)
         options = [("grpc.max_receive_message_length", s.serve_max_message_bytes),
                    ("grpc.max_send_message_length", 4 * 1024 * 1024),
                    # a second server on the same port must fail, not share it, unless it is one of a group

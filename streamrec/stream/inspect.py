@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -14,7 +15,7 @@ from streamrec.redis_access import async_client
 from streamrec.settings import Settings
 from streamrec.stream.session_store import SessionEvent, read_session
 
-__all__ = ["format_session", "list_sessions", "show_sessions", "tail_dead_letters"]
+__all__ = ["consumer_lag", "format_session", "group_assignment", "list_sessions", "show_sessions", "tail_dead_letters"]
 
 
 def format_session(session_id: str, events: list[SessionEvent], ttl_s: int | None = None, last: int = 8) -> str:
@@ -102,6 +103,31 @@ def consumer_lag(settings: Settings) -> dict[int, int]:
     finally:
         consumer.close()
         admin.close()
+
+
+def _faust_metadata_filter(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Unable to decode member_metadata")
+
+
+def group_assignment(settings: Settings) -> tuple[str, list[list[int]]]:
+    """The worker group's state (``Stable``, ``PreparingRebalance``...) and, per member, the
+    partitions of the clicks topic it owns: how a rebalance is watched from outside."""
+    from kafka import KafkaAdminClient
+
+    # kafka-python warns on every member of a Faust group: its subscription carries Faust's own data
+    logging.getLogger("kafka.admin._groups").addFilter(_faust_metadata_filter)
+    admin = KafkaAdminClient(**kafka_python_kwargs(settings.kafka_access), client_id="streamrec-group")
+    try:
+        group = admin.describe_groups([settings.app_id])[settings.app_id]
+    finally:
+        admin.close()
+    members = []
+    for member in group.get("members") or []:
+        assignment = member.get("member_assignment") or {}
+        owned = [p for tp in (assignment.get("assigned_partitions") if isinstance(assignment, dict) else None) or []
+                 if tp["topic"] == settings.clicks_topic for p in tp["partitions"]]
+        members.append(sorted(owned))
+    return str(group.get("group_state")), members
 
 
 def _offset(meta: Any) -> int:

@@ -24,3 +24,9 @@ def test_a_small_ingest_bench_reports_every_figure_and_loses_nothing(infra: Sett
     assert result["events_per_s"] > 0 and result["faust_ceiling_events_per_s"] > 0
     assert result["freshness_observed"] == 1000
     assert 0 < result["freshness_p50_ms"] <= result["freshness_p99_ms"] < 5000
+
+
+@pytest.mark.parametrize("workers", [0, 7])
+def test_the_bench_refuses_more_workers_than_partitions(workers: int) -> None:
+    with pytest.raises(ValueError, match="partitions"):
+        run_ingest_bench(Settings(topic_partitions=6), IngestBenchConfig(workers=workers))
