@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from streamrec.errors import StreamrecError
+from streamrec.files import write_atomic
 from streamrec.train.adapter import TorchSequenceRecommender
 
 __all__ = [
@@ -175,17 +176,6 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _new_version(model_dir: Path) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     version, n = stamp, 1
@@ -242,7 +232,7 @@ def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | 
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_jsonable) + "\n")
     final = model_dir / version
     os.replace(staging, final)
-    _write_atomic(model_dir / "CURRENT", version + "\n")
+    write_atomic(model_dir / "CURRENT", version + "\n")
     return final
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from streamrec.errors import ConfigError
+from streamrec.files import write_atomic
 
 __all__ = ["RANKER", "VersionRow", "list_versions", "move_in", "promote", "prune", "release_of", "rollback",
            "set_status"]
@@ -53,20 +54,11 @@ def _pointer(model_dir: Path) -> str | None:
         return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def set_status(version_dir: Path, status: str, reason: str = "", **extra: object) -> None:
     """Record a gate decision in the version's manifest (the sha256 there covers model.onnx only)."""
     manifest = _manifest(version_dir)
     manifest.update({"status": status, "status_reason": reason, "status_at": _now(), **extra})
-    _write_atomic(version_dir / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
+    write_atomic(version_dir / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
 
 
 def _now() -> str:
@@ -113,7 +105,7 @@ def _point(registry: Path, name: str, version: str, why: str) -> None:
     if not (model_dir / version / "manifest.json").is_file():
         raise ConfigError(f"{name} has no version {version} under {registry}")
     previous = _pointer(model_dir)
-    _write_atomic(model_dir / "CURRENT", version + "\n")
+    write_atomic(model_dir / "CURRENT", version + "\n")
     with open(model_dir / "HISTORY", "a") as f:
         f.write(json.dumps({"at": _now(), "version": version, "previous": previous, "why": why}) + "\n")
 
