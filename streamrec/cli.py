@@ -145,7 +145,7 @@ def _bench_pipeline_row(registry: Path, config: object, settings: Settings) -> d
     from streamrec.data.movielens import load
     from streamrec.eval.protocols import protocol_from_summary, split
     from streamrec.export import load_ranker
-    from streamrec.rank.assemble import RANKER_NAME, load_pipeline
+    from streamrec.offline.assemble import RANKER_NAME, load_pipeline
 
     manifest = load_ranker(registry / RANKER_NAME).manifest
     parts = split(load(manifest["dataset"], settings.data_dir), protocol_from_summary(manifest["protocol"]))
@@ -153,9 +153,9 @@ def _bench_pipeline_row(registry: Path, config: object, settings: Settings) -> d
 
 
 def _train_ranker(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.rank.assemble import DEFAULT_SOURCES, PipelineSpec
-    from streamrec.rank.job import RankerJob, format_report, plot_report, run_ranker_job
-    from streamrec.rank.ranker_fit import RankerConfig
+    from streamrec.offline.assemble import DEFAULT_SOURCES, PipelineSpec
+    from streamrec.offline.ranker_job import RankerJob, format_report, plot_report, run_ranker_job
+    from streamrec.offline.ranker_fit import RankerConfig
 
     sources = tuple(dict.fromkeys(n.strip() for n in args.sources.split(",") if n.strip())) or DEFAULT_SOURCES
     spec = PipelineSpec(sources=sources, n_per_source=args.n, registry=Path(args.registry) if args.registry else None,
@@ -234,7 +234,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.eval import report
     from streamrec.eval.evaluate import fit_and_evaluate
     from streamrec.eval.protocols import DEFAULT_TEST_DAYS, LeaveOneOut, SessionSplit, split
-    from streamrec.eval.registry import create
+    from streamrec.eval.factory import create
 
     names = list(dict.fromkeys(n.strip() for n in args.models.split(",") if n.strip()))
     if not names or (args.limit_cases is not None and args.limit_cases < 1):
@@ -315,7 +315,7 @@ def _live(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.serve.bench import ServeBenchConfig, format_result, run_serve_bench
+    from streamrec.bench.serve import ServeBenchConfig, format_result, run_serve_bench
 
     target = args.target or f"{settings.grpc_host}:{settings.grpc_port}"
     config = ServeBenchConfig(target=target, rate=args.rate, seconds=args.seconds, concurrency=args.concurrency,

@@ -1,5 +1,5 @@
 """Offline evaluation: protocols that split a log (``protocols``), full-ranking metrics (``metrics``),
-one evaluation function for validation and test (``evaluate``), model names (``registry``) and
+one evaluation function for validation and test (``evaluate``), model names (``factory``) and
 reports (``report``). ``streamrec evaluate`` is the command line over these."""
 
 from __future__ import annotations

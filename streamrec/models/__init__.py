@@ -3,7 +3,7 @@
 
 The baselines exported here need only numpy and scipy, so importing this package never pulls in
 torch; neural models live in their own modules and are imported by name where they are used
-(see ``streamrec.eval.registry``).
+(see ``streamrec.eval.factory``).
 
 - ``MostPopular`` ("pop"): recency-decayed counts; also every other model's cold-start fallback.
 - ``ItemKNN`` ("itemknn"): cosine item-item similarity from co-occurrence within a window.

@@ -70,7 +70,7 @@ class Pipeline:
         return tuple(self.generators)
 
     def fit(self, data: TrainData) -> Pipeline:
-        """Already assembled from fitted parts (see ``streamrec.rank.experiment``); checks the catalogue."""
+        """Already assembled from fitted parts (see ``streamrec.offline.experiment``); checks the catalogue."""
         if data.n_items != self.table.n_items:
             raise ValueError(f"pipeline built for {self.table.n_items} items, data has {data.n_items}")
         return self

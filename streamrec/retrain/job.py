@@ -110,9 +110,9 @@ def run_retrain(config: RetrainConfig, *, say: Say = logger.info, events: pd.Dat
 
 def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging: Path,
                     seconds: dict[str, float], say: Say) -> RetrainResult:
-    from streamrec.rank.assemble import PipelineSpec
-    from streamrec.rank.job import RankerJob, run_ranker_job
-    from streamrec.rank.ranker_fit import RankerConfig
+    from streamrec.offline.assemble import PipelineSpec
+    from streamrec.offline.ranker_job import RankerJob, run_ranker_job
+    from streamrec.offline.ranker_fit import RankerConfig
     from streamrec.serve.loader import LoadError, RegistryLoader
     from streamrec.train.jobs import TrainJob, run_train_job
 

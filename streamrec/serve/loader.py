@@ -1,6 +1,6 @@
 """Load a ranker version from the registry into a checked ``ServingState``, or refuse it.
 
-The same assembly as ``streamrec.rank.assemble.load_pipeline``, with three differences a server
+The same assembly as ``streamrec.offline.assemble.load_pipeline``, with three differences a server
 needs (which is why it is not a plain call to it):
 
 - it loads *named* versions (the ranker's, and the neural generator versions its manifest says it
@@ -36,7 +36,7 @@ __all__ = ["LoadError", "RegistryLoader", "read_pointer"]
 
 logger = logging.getLogger(__name__)
 
-RANKER = "deepfm"  # streamrec.rank.assemble.RANKER_NAME, without importing torch-heavy modules first
+RANKER = "deepfm"  # streamrec.offline.assemble.RANKER_NAME, without importing torch-heavy modules first
 _NEURAL = ("sasrec", "gru4rec", "bert4rec")
 
 
@@ -156,7 +156,7 @@ class RegistryLoader:
     @staticmethod
     def _fitted(cache: _SplitCache, name: str) -> Recommender:
         if name not in cache.fitted:
-            from streamrec.rank.assemble import fit_generators
+            from streamrec.offline.assemble import fit_generators
 
             cache.fitted[name] = fit_generators([name], cache.split, progress=False)[name]
         return cache.fitted[name]

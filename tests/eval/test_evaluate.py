@@ -13,7 +13,7 @@ import pytest
 from streamrec.cli import main
 from streamrec.data.movielens import MovieLens, load
 from streamrec.errors import ConfigError
-from streamrec.eval import registry, report
+from streamrec.eval import factory, report
 from streamrec.eval.evaluate import evaluate, fit_and_evaluate, item_counts
 from streamrec.eval.protocols import Cases, LeaveOneOut, SessionSplit, split
 from streamrec.models.base import Recommender, TrainData
@@ -101,23 +101,23 @@ def test_evaluate_rejects_an_excluded_target() -> None:
         evaluate(FixedScorer([NEG, 1.0, 2.0]), make_cases([[2]], [2], True), progress=False)
 
 
-# ---------------------------------------------------------------- registry
+# ---------------------------------------------------------------- factory
 
 
-def test_registry_builds_the_random_scorer_and_refuses_unknown_names() -> None:
-    model = registry.create("random")
+def test_factory_builds_the_random_scorer_and_refuses_unknown_names() -> None:
+    model = factory.create("random")
     assert isinstance(model, Recommender) and model.name == "random"
     with pytest.raises(ConfigError, match="unknown model 'nope'"):
-        registry.create("nope")
+        factory.create("nope")
 
 
-def test_registry_names_a_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "MODULES", {"ghost": "no_such_model"})
+def test_factory_names_a_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(factory, "MODULES", {"ghost": "no_such_model"})
     with pytest.raises(ConfigError, match=r"streamrec\.models\.no_such_model, which does not exist"):
-        registry.create("ghost")
+        factory.create("ghost")
 
 
-def test_registry_finds_the_class_by_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_factory_finds_the_class_by_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
     module = types.ModuleType("streamrec.models._fake")
 
     class Fake(PopScorer):
@@ -129,16 +129,16 @@ def test_registry_finds_the_class_by_its_name(monkeypatch: pytest.MonkeyPatch) -
     Fake.__module__ = Other.__module__ = module.__name__
     module.Fake, module.Other = Fake, Other  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setattr(registry, "MODULES", {"fake": "_fake", "missing": "_fake"})
-    assert type(registry.create("fake")) is Fake
+    monkeypatch.setattr(factory, "MODULES", {"fake": "_fake", "missing": "_fake"})
+    assert type(factory.create("fake")) is Fake
     with pytest.raises(ConfigError, match=r"exactly one class with name = 'missing'.*Fake, Other"):
-        registry.create("missing")
+        factory.create("missing")
 
 
 def test_random_scorer_is_seeded() -> None:
     train = TrainData([np.array([1, 2])], [np.array([0, 1])], 5, None)  # type: ignore[arg-type]
-    a = registry.RandomScorer(seed=3).fit(train).score([np.array([1])] * 2)
-    b = registry.RandomScorer(seed=3).fit(train).score([np.array([1])] * 2)
+    a = factory.RandomScorer(seed=3).fit(train).score([np.array([1])] * 2)
+    b = factory.RandomScorer(seed=3).fit(train).score([np.array([1])] * 2)
     assert a.shape == (2, 6) and a.dtype == np.float32 and np.all(a[:, 0] == NEG)
     np.testing.assert_array_equal(a, b)
 
@@ -183,7 +183,7 @@ def test_a_popularity_scorer_beats_random_on_ml_100k(ml100k: MovieLens, protocol
     parts = split(ml100k, protocol)
     for part in ("validation", "test"):
         pop = fit_and_evaluate(PopScorer(), parts, part=part, progress=False)  # type: ignore[arg-type]
-        rnd = fit_and_evaluate(registry.RandomScorer(), parts, part=part, progress=False)
+        rnd = fit_and_evaluate(factory.RandomScorer(), parts, part=part, progress=False)
         assert pop["HR@20"] > 2 * rnd["HR@20"] and pop["NDCG@10"] > 2 * rnd["NDCG@10"], (part, pop, rnd)
         assert pop["Popularity@20"] > 0.95 and 0.4 < rnd["Popularity@20"] < 0.6
         assert pop["Coverage@20"] < rnd["Coverage@20"]

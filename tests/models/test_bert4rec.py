@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from streamrec.errors import ConfigError
-from streamrec.eval.registry import create
+from streamrec.eval.factory import create
 from streamrec.export import load_onnx, publish
 from streamrec.models.base import TrainData, top_k
 from streamrec.models.bert4rec import Bert4Rec, Bert4RecConfig

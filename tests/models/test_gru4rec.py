@@ -281,7 +281,7 @@ def test_beats_most_popular_on_ml100k_sessions(tmp_path: Path) -> None:
 
 
 def test_the_registry_builds_a_gru4rec_that_fits_and_scores_the_catalogue(make_data: MakeData) -> None:
-    from streamrec.eval.registry import create
+    from streamrec.eval.factory import create
 
     model = create("gru4rec")
     model.fit(make_data([[1, 2, 3, 4], [2, 3, 4, 5], [1, 3, 5]], n_items=6))

@@ -10,7 +10,7 @@ import torch
 from streamrec.data.movielens import MovieLens, load
 from streamrec.errors import ConfigError
 from streamrec.eval import LeaveOneOut, evaluate, split
-from streamrec.eval.registry import create
+from streamrec.eval.factory import create
 from streamrec.export import export_onnx
 from streamrec.models.base import TrainData
 from streamrec.models.popularity import MostPopular

@@ -9,9 +9,9 @@ import pytest
 from streamrec.models.base import TrainData
 from streamrec.rank.features import ItemTable
 from streamrec.rank.pipeline import Pipeline, Query, Recommendation
-from streamrec.rank.ranker_fit import RankerConfig, build_lists, fit_ranker, list_ranks
+from streamrec.offline.ranker_fit import RankerConfig, build_lists, fit_ranker, list_ranks
 from streamrec.rank.rerank import RerankConfig, allowed, mmr
-from streamrec.rank.assemble import torch_ranker
+from streamrec.offline.assemble import torch_ranker
 from tests.models.conftest import MakeData
 
 N_ITEMS = 30

@@ -23,9 +23,9 @@ RANKER = "deepfm"
 @pytest.fixture(scope="session")
 def trained_registry(tmp_path_factory: pytest.TempPathFactory, base_settings: Settings) -> Path:
     """A registry with one ranker version trained on ml-100k (about a minute on 2 busy cores)."""
-    from streamrec.rank.assemble import PipelineSpec
-    from streamrec.rank.job import RankerJob, run_ranker_job
-    from streamrec.rank.ranker_fit import RankerConfig
+    from streamrec.offline.assemble import PipelineSpec
+    from streamrec.offline.ranker_job import RankerJob, run_ranker_job
+    from streamrec.offline.ranker_fit import RankerConfig
 
     root = tmp_path_factory.mktemp("registry")
     spec = PipelineSpec(sources=("itemknn", "mf", "pop", "content"), registry=root, ranker=RankerConfig(epochs=3))

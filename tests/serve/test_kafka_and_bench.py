@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streamrec.serve.bench import ServeBenchConfig, run_serve_bench
+from streamrec.bench.serve import ServeBenchConfig, run_serve_bench
 from streamrec.serve.servicer import pb2, pb2_grpc
 from streamrec.settings import Settings
 from streamrec.stream.launcher import WorkerProcess

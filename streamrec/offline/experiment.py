@@ -19,11 +19,11 @@ from streamrec.eval.evaluate import evaluate_rows, item_counts
 from streamrec.eval.protocols import Split
 from streamrec.models.base import Recommender
 from streamrec.models.recommend import clean_histories
-from streamrec.rank.assemble import PipelineSpec, case_contexts, fit_generators, score_cases, torch_ranker
+from streamrec.offline.assemble import PipelineSpec, case_contexts, fit_generators, score_cases, torch_ranker
 from streamrec.rank.candidates import union_top_n
 from streamrec.rank.features import ItemTable
 from streamrec.rank.pipeline import Pipeline
-from streamrec.rank.ranker_fit import RankerFit, build_lists, fit_ranker
+from streamrec.offline.ranker_fit import RankerFit, build_lists, fit_ranker
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "candidate_recall", "run_experiment"]
 

@@ -22,7 +22,7 @@ from streamrec.eval.protocols import Cases, Split
 from streamrec.models.base import Recommender
 from streamrec.rank.features import ItemTable, SessionContext
 from streamrec.rank.pipeline import Pipeline
-from streamrec.rank.ranker_fit import RankerConfig, RankerFit, build_lists, fit_ranker
+from streamrec.offline.ranker_fit import RankerConfig, RankerFit, build_lists, fit_ranker
 
 __all__ = ["DEFAULT_SOURCES", "NEURAL_SOURCES", "RANKER_NAME", "PipelineSpec", "TwoStage", "case_contexts",
            "fit_generators", "load_pipeline", "publish_ranker", "score_cases", "torch_ranker"]
@@ -49,7 +49,7 @@ class PipelineSpec:
 
 def fit_generators(names: Sequence[str], split: Split, registry: Path | None = None,
                    progress: bool = True) -> dict[str, Recommender]:
-    from streamrec.eval.registry import create
+    from streamrec.eval.factory import create
     from streamrec.export import DEFAULT_REGISTRY, load_onnx
 
     root = Path(registry) if registry is not None else DEFAULT_REGISTRY
@@ -159,7 +159,7 @@ def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, dataset:
                      "dense_features": list(dense_names(pipeline.sources)),
                      "genres": list(pipeline.table.genre_names), "generator_versions": versions},
         "training": {"best_epoch": fit.best_epoch, "holdout_ndcg10": fit.best_ndcg, "stopped": fit.stopped,
-                     "history": fit.history, "cases": "the split's validation part (see streamrec.rank.ranker_fit)"},
+                     "history": fit.history, "cases": "the split's validation part (see streamrec.offline.ranker_fit)"},
     }
     config = fit.model.config
     return publish_model(fit.model, config, name=RANKER_NAME, dataset=dataset, protocol=dict(split.summary),

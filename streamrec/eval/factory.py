@@ -38,7 +38,7 @@ MODULES: Final[Mapping[str, str]] = MappingProxyType(
         "sasrec": "sasrec",
         "gru4rec": "gru4rec",
         "bert4rec": "bert4rec",
-        "pipeline": "streamrec.rank.assemble",
+        "pipeline": "streamrec.offline.assemble",
     }
 )
 

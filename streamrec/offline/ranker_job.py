@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from streamrec.data.movielens import Dataset  # noqa: E402
 from streamrec.eval.evaluate import evaluate, item_counts  # noqa: E402
 from streamrec.eval.protocols import ProtocolName  # noqa: E402
-from streamrec.rank.assemble import PipelineSpec, publish_ranker  # noqa: E402
-from streamrec.rank.experiment import ExperimentConfig, ExperimentResult, run_experiment  # noqa: E402
+from streamrec.offline.assemble import PipelineSpec, publish_ranker  # noqa: E402
+from streamrec.offline.experiment import ExperimentConfig, ExperimentResult, run_experiment  # noqa: E402
 
 __all__ = ["RankerJob", "RankerJobResult", "format_report", "plot_report", "run_ranker_job"]
 

@@ -13,11 +13,11 @@ from streamrec.errors import ConfigError
 from streamrec.eval import LeaveOneOut, split
 from streamrec.eval.evaluate import evaluate, fit_and_evaluate, item_counts
 from streamrec.eval.protocols import Split
-from streamrec.eval.registry import create
+from streamrec.eval.factory import create
 from streamrec.export import publish
 from streamrec.models.sasrec import SASRec, SASRecConfig
-from streamrec.rank.assemble import PipelineSpec, TwoStage, fit_generators, load_pipeline, publish_ranker
-from streamrec.rank.ranker_fit import RankerConfig
+from streamrec.offline.assemble import PipelineSpec, TwoStage, fit_generators, load_pipeline, publish_ranker
+from streamrec.offline.ranker_fit import RankerConfig
 
 SOURCES = ("itemknn", "mf", "pop")
 
