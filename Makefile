@@ -6,12 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help system venv infra-up infra-down test test-unit demo bench clean
+.PHONY: help system venv infra-up infra-down lint test test-unit demo bench clean
 
 help:
 	@echo "make demo       local Kafka + Redis, the worker, an ML-1M replay, live sessions"
 	@echo "make test       every test: unit, and integration against the real Kafka and Redis"
 	@echo "make test-unit  only the tests that need no services"
+	@echo "make lint       the import-linter contracts: layers, no cycles (make test runs it too)"
 	@echo "make bench      streamrec bench ingest, figures in var/bench-ingest.json"
 	@echo "make infra-down stop the local Kafka and Redis"
 
@@ -32,10 +33,13 @@ infra-up: system venv
 infra-down: venv
 	$(BIN)/streamrec infra down
 
-test: infra-up
+lint: venv
+	$(BIN)/lint-imports
+
+test: infra-up lint
 	$(BIN)/python -m pytest
 
-test-unit: venv
+test-unit: lint
 	$(BIN)/python -m pytest -m "not integration"
 
 demo: infra-up

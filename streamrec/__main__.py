@@ -1,3 +1,5 @@
+"""``python -m streamrec``: the same command line as ``streamrec``."""
+
 from streamrec.cli import main
 
 raise SystemExit(main())

@@ -1,8 +1,26 @@
-"""The package's exception hierarchy. Messages say what to do next."""
+"""The package's exception hierarchy. Messages say what to do next.
+
+Everything streamrec raises on purpose derives from ``StreamrecError``, so the CLI catches one
+class and prints its message as one line. Errors about a bad value also derive from ``ValueError``
+(``ConfigError``, ``InvalidEvent``, ``InvalidRequest``), so callers that only know the standard
+library still catch them.
+"""
 
 from __future__ import annotations
 
-__all__ = ["StreamrecError", "ArchiveError", "ConfigError", "InfraError", "InvalidEvent", "DataError"]
+__all__ = [
+    "ArchiveError",
+    "ArtifactError",
+    "ConfigError",
+    "DataError",
+    "InfraError",
+    "InvalidEvent",
+    "InvalidRequest",
+    "LoadError",
+    "PeerError",
+    "RedisUnavailable",
+    "StreamrecError",
+]
 
 
 class StreamrecError(Exception):
@@ -10,11 +28,15 @@ class StreamrecError(Exception):
 
 
 class ConfigError(StreamrecError, ValueError):
-    """A setting or option has a value that cannot work."""
+    """A setting, option or config field has a value that cannot work: raised before any work starts."""
 
 
 class InfraError(StreamrecError):
     """Local infrastructure (Kafka, Redis) could not be installed, started or reached."""
+
+
+class RedisUnavailable(InfraError):
+    """Redis did not answer a server's call in time; the request is answered without it (degraded)."""
 
 
 class InvalidEvent(StreamrecError, ValueError):
@@ -26,9 +48,28 @@ class InvalidEvent(StreamrecError, ValueError):
         self.detail = detail
 
 
+class InvalidRequest(StreamrecError, ValueError):
+    """A gRPC request breaks a rule (``streamrec.serve.validation``); the server answers INVALID_ARGUMENT
+    with the message, which says which rule and how to fix it."""
+
+
 class DataError(StreamrecError):
     """A dataset could not be fetched or is unusable as a whole."""
 
 
 class ArchiveError(StreamrecError):
     """The event archive cannot be written or read as asked (another archiver holds it, a file is unreadable)."""
+
+
+class ArtifactError(StreamrecError):
+    """A model artifact in the registry is missing, incomplete or does not match its manifest (a bad
+    name, pointer or sha256 included)."""
+
+
+class LoadError(StreamrecError):
+    """A model version could not be loaded into a serving state or failed a check there; the server
+    keeps what it serves."""
+
+
+class PeerError(StreamrecError):
+    """The peer benchmark's other side (its virtual environment or its run) failed; the message says where to look."""

@@ -14,14 +14,12 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
 
 from streamrec.errors import ConfigError
 
 if TYPE_CHECKING:
     import faust
-
-    from streamrec.settings import Settings
 
 __all__ = [
     "SASL_MECHANISMS", "SECURITY_PROTOCOLS", "KafkaAccess", "SaslMechanism", "SecurityProtocol",
@@ -81,12 +79,14 @@ class KafkaAccess:
                               f"SASL_SSL; got {self.protocol}")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KafkaAccess:
-        servers = (parse_bootstrap(settings.kafka_bootstrap_servers) if settings.kafka_bootstrap_servers
-                   else (f"{settings.kafka_host}:{settings.kafka_port}",))
-        return cls(servers, settings.kafka_security_protocol,  # type: ignore[arg-type]
-                   settings.kafka_sasl_mechanism, settings.kafka_username,  # type: ignore[arg-type]
-                   settings.kafka_password, settings.kafka_ssl_cafile)
+    def parse(cls, *, bootstrap_servers: str, default_server: str, protocol: str, sasl_mechanism: str,
+              username: str, password: str, ssl_cafile: str) -> KafkaAccess:
+        """From the ``STREAMREC_KAFKA_*`` strings (``Settings.kafka_access``): ``bootstrap_servers``,
+        when not empty, replaces ``default_server``; every value is checked (``ConfigError``)."""
+        servers = parse_bootstrap(bootstrap_servers) if bootstrap_servers else (default_server,)
+        # The casts are checked by __post_init__, which refuses any other string.
+        return cls(servers, cast(SecurityProtocol, protocol), cast(SaslMechanism, sasl_mechanism), username,
+                   password, ssl_cafile)
 
     @property
     def tls(self) -> bool:

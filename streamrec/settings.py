@@ -78,7 +78,9 @@ class Settings:
     grpc_host: str = "127.0.0.1"  # 0.0.0.0 to listen on every interface (then configure TLS)
     grpc_port: int = 50051
     metrics_port: int = 9108  # Prometheus /metrics over HTTP; 0 = off
-    registry: Path = field(default_factory=lambda: Path.cwd() / "models")  # the model registry served
+    # The model registry (streamrec.registry): the one place every command publishes to and loads from
+    # (train, train-ranker, retrain, serve, bench models, live...); their --registry overrides it.
+    registry: Path = field(default_factory=lambda: Path.cwd() / "models")
     registry_poll_s: float = 5.0  # how often the CURRENT pointers are checked for a new version
     serve_workers: int = 2  # threads that run the pipeline off the event loop; 0 = on it
     serve_max_batch: int = 32  # concurrent requests run as one pipeline pass; 1 = no batching
@@ -105,7 +107,16 @@ class Settings:
     @property
     def kafka_access(self) -> KafkaAccess:
         """Brokers, TLS and SASL; ``streamrec.kafka_security`` turns it into each client's arguments."""
-        return KafkaAccess.from_settings(self)
+        return KafkaAccess.parse(bootstrap_servers=self.kafka_bootstrap_servers,
+                                 default_server=f"{self.kafka_host}:{self.kafka_port}",
+                                 protocol=self.kafka_security_protocol, sasl_mechanism=self.kafka_sasl_mechanism,
+                                 username=self.kafka_username, password=self.kafka_password,
+                                 ssl_cafile=self.kafka_ssl_cafile)
+
+    @property
+    def models_channel(self) -> str:
+        """The Redis pub/sub channel on which a promotion is announced; servers check the registry at once."""
+        return f"{self.redis_prefix}models"
 
     @property
     def redis_address(self) -> str:
@@ -169,7 +180,7 @@ class Settings:
         if bool(self.tls_cert) != bool(self.tls_key) or (self.tls_client_ca and not self.tls_cert):
             raise ConfigError(f"TLS needs both {ENV_PREFIX}TLS_CERT and {ENV_PREFIX}TLS_KEY "
                               f"({ENV_PREFIX}TLS_CLIENT_CA only on top of them)")
-        KafkaAccess.from_settings(self)  # raises ConfigError for a bad Kafka address, TLS or SASL setting
+        _ = self.kafka_access  # built to be checked: ConfigError for a bad Kafka address, TLS or SASL setting
 
 
 def _redact_url(url: str) -> str:

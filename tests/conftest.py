@@ -3,27 +3,71 @@
 
 from __future__ import annotations
 
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
-import torch
 from kafka import KafkaAdminClient
 
-from streamrec.infra import infra_up
+from streamrec.infra.manager import infra_up
 from streamrec.infra.redis_cluster import LocalRedisCluster, free_cluster_ports
 from streamrec.settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tests.models.helpers import MakeData
+    from tests.serve.helpers import ServerThread
 
 
 @pytest.fixture(autouse=True)
 def one_torch_thread() -> Iterator[None]:
     """The models under test are small: a second intra-op thread gains nothing, and on cores shared
-    with the broker, Redis and workers its spin-waits made training steps 10 to 20 times slower."""
+    with the broker, Redis and workers its spin-waits made training steps 10 to 20 times slower.
+
+    Only once torch is imported (by the test's module, or by an earlier one): importing it here would
+    add seconds to every run of the tests that never touch it (events, archive, stream...)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def make_data() -> MakeData:
+    """``make_data([[1, 2], [2, 3]], n_items=5, timestamps=..., items=...)``: a ``TrainData`` (the model
+    and ranking tests).
+
+    Timestamps default to one event per day, counted from the start of each sequence."""
+    import numpy as np  # numpy, pandas and the models only for the tests that build data
+
+    from streamrec.models.base import TrainData
+    from tests.models.helpers import tiny_items
+
+    def make(
+        sequences: Sequence[Sequence[int]],
+        n_items: int,
+        timestamps: Sequence[Sequence[float]] | None = None,
+        items: pd.DataFrame | None = None,
+    ) -> TrainData:
+        seqs = [np.asarray(s, dtype=np.int32) for s in sequences]
+        if timestamps is None:
+            stamps = [np.arange(len(s), dtype=np.int64) * 86_400 for s in seqs]
+        else:
+            stamps = [np.asarray(t, dtype=np.int64) for t in timestamps]
+        return TrainData(seqs, stamps, n_items, items if items is not None else tiny_items(n_items))
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +92,38 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def trained_registry(tmp_path_factory: pytest.TempPathFactory, base_settings: Settings) -> Path:
+    """A registry with one ranker version trained on ml-100k, non-neural sources (about a minute on 2
+    busy cores, once per session: the serve, stream and bench tests share it)."""
+    from streamrec.offline.assemble import PipelineSpec
+    from streamrec.offline.ranker_fit import RankerConfig
+    from streamrec.offline.ranker_job import RankerJob, run_ranker_job
+
+    root = tmp_path_factory.mktemp("registry")
+    spec = PipelineSpec(sources=("itemknn", "mf", "pop", "content"), registry=root, ranker=RankerConfig(epochs=3))
+    run_ranker_job(RankerJob(dataset="ml-100k", data_dir=base_settings.data_dir, spec=spec, ablation=False),
+                   progress=False)
+    return root
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., ServerThread]]:
+    """``make(settings, wait_loaded_s=120.0, **server_kwargs)``: a started server, stopped after the test."""
+    from tests.serve.helpers import ServerThread  # grpc and the server only for the tests that start one
+
+    started: list[ServerThread] = []
+
+    def make(settings: Settings, wait_loaded_s: float | None = 120.0, **kwargs: Any) -> ServerThread:
+        s = ServerThread(settings, **kwargs)
+        started.append(s)
+        return s.start(wait_loaded_s)
+
+    yield make
+    for s in started:
+        s.stop()
 
 
 @pytest.fixture

@@ -1,14 +1,61 @@
 from __future__ import annotations
 
+import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from streamrec.cli import build_parser, main
+from streamrec.settings import Settings
 
 COMMANDS = [["infra"], ["worker"], ["publish"], ["sessions"], ["sessions", "show"], ["sessions", "list"], ["dlq"], ["stats"],
-            ["bench"], ["bench", "ingest"], ["bench", "models"], ["settings"], ["evaluate"], ["train"]]
+            ["bench"], ["bench", "ingest"], ["bench", "models"], ["settings"], ["evaluate"], ["train"],
+            ["archive"], ["archive", "seed"], ["archive", "stats"], ["bench", "peer"], ["bench", "serve"],
+            ["train-ranker"], ["serve"], ["recommend"], ["health"], ["live"], ["retrain"], ["models"],
+            ["models", "list"], ["models", "rollback"]]
+CLIENTS = [["recommend", "--session", "s"], ["health"], ["live"]]  # the commands that call the server over TLS
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+
+
+def test_the_help_lists_every_command_and_each_has_help() -> None:
+    commands = _subparsers(build_parser())
+    assert {c[0] for c in COMMANDS} == set(commands)
+
+
+def test_each_area_handles_its_own_commands() -> None:
+    """cli.py only assembles: every handler lives in the area that registers it (``settings`` excepted)."""
+    for name, parser in _subparsers(build_parser()).items():
+        module = parser.get_default("func").__module__
+        expected = r"streamrec\.cli" if name == "settings" else r"streamrec\.\w+\.commands"
+        assert re.fullmatch(expected, module), (name, module)
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """Every run builds every parser, so registering a command must not import what running it needs
+    (the container's ``streamrec health`` probe runs every few seconds)."""
+    code = "import sys; from streamrec.cli import build_parser; build_parser(); print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    heavy = {"torch", "faust", "pyarrow", "pandas", "grpc", "kafka", "redis", "onnxruntime", "matplotlib", "sklearn"}
+    assert not heavy & loaded, heavy & loaded
+
+
+@pytest.mark.parametrize("command", CLIENTS, ids=lambda c: c[0])
+def test_every_client_takes_the_same_target_and_tls_flags(command: list[str]) -> None:
+    from streamrec.serve.client import ClientTLS
+    from streamrec.serve.commands import client_tls, target_of
+
+    args = build_parser().parse_args([*command, "--target", "h:1", "--ca", "ca.pem", "--cert", "c.pem", "--key", "k.pem"])
+    assert target_of(args, Settings()) == "h:1"
+    assert client_tls(args) == ClientTLS(Path("ca.pem"), Path("c.pem"), Path("k.pem"))
+    plain = build_parser().parse_args(command)
+    assert client_tls(plain) == ClientTLS()
+    assert target_of(plain, Settings(grpc_host="0.0.0.0", grpc_port=7)) == "127.0.0.1:7"  # bound to all: loopback
 
 
 @pytest.mark.parametrize("command", [[], *COMMANDS], ids=lambda c: " ".join(c) or "streamrec")
@@ -27,7 +74,7 @@ def test_bad_settings_are_reported_without_a_traceback(monkeypatch: pytest.Monke
 
 
 def test_train_help_names_every_model_and_its_defaults(capsys: pytest.CaptureFixture[str]) -> None:
-    from streamrec.train.jobs import BUILDERS
+    from streamrec.offline.train_job import BUILDERS
 
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--help"])

@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="RecBole's seed")
     args = p.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config reads `--key=value` settings from the command line too
-    # torch.load reads it when called: without it RecBole cannot reload its best checkpoint (PEERS.md)
+    # torch.load reads it when called: without it RecBole cannot reload its best checkpoint
+    # (torch's weights_only default; seen with RecBole 1.2.1 and torch 2.13, 2026-11-26)
     os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)

@@ -20,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import date
 
+from streamrec.errors import ConfigError
+
 __all__ = ["SeenIds"]
 
 
@@ -28,7 +30,7 @@ class SeenIds:
 
     def __init__(self, load: Callable[[date], Iterable[str]], max_ids: int) -> None:
         if max_ids < 1:
-            raise ValueError(f"max_ids must be >= 1, got {max_ids}")
+            raise ConfigError(f"max_ids must be >= 1, got {max_ids}")
         self._load, self.max_ids = load, max_ids
         self._days: OrderedDict[date, set[str]] = OrderedDict()
         self._size = 0

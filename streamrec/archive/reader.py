@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from streamrec.archive.layout import date_dir, list_dates, list_parts
 from streamrec.archive.writer import SCHEMA
-from streamrec.errors import ArchiveError
+from streamrec.errors import ArchiveError, ConfigError
 
 __all__ = ["ArchiveStats", "DateStats", "archive_stats", "read_archive"]
 
@@ -83,7 +83,7 @@ def _selected_days(root: Path, since_days: int | None) -> list[date]:
     if since_days is None or not days:
         return days
     if since_days < 1:
-        raise ValueError(f"since_days must be >= 1, got {since_days}")
+        raise ConfigError(f"since_days must be >= 1, got {since_days}")
     first = days[-1] - timedelta(days=since_days - 1)
     return [d for d in days if d >= first]
 

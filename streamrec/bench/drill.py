@@ -35,6 +35,7 @@ import grpc
 import redis
 
 from streamrec.data.replay import expected_sessions
+from streamrec.errors import InfraError
 from streamrec.events.schema import encode_event
 from streamrec.infra.kafka_broker import KafkaBroker
 from streamrec.infra.manager import infra_up
@@ -139,7 +140,8 @@ def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
 def _restart(stop: Callable[[], bool], start: Callable[[], object], down_s: float) -> dict[str, float]:
     t0 = time.monotonic()
     if not stop():
-        raise RuntimeError("the service was not running under streamrec infra: nothing was restarted")
+        raise InfraError("the service was not running under streamrec infra: nothing was restarted; "
+                         "start it with streamrec infra up")
     t_down = time.monotonic()
     time.sleep(down_s)
     t_start = time.monotonic()

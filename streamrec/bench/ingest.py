@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import random
-import statistics
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,10 +35,12 @@ import redis
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from streamrec.errors import ConfigError
 from streamrec.events.schema import encode_event
 from streamrec.kafka_security import kafka_python_kwargs
 from streamrec.publish.producer import EventProducer, Pacer
 from streamrec.settings import Settings
+from streamrec.stats import percentile
 from streamrec.stream.inspect import group_assignment
 from streamrec.stream.launcher import WorkerProcess
 from streamrec.stream.session_store import pop_keys
@@ -55,7 +56,7 @@ class IngestBenchConfig:
     events: int = 200_000
     fresh_rate: float = 5000.0
     fresh_seconds: float = 20.0
-    source: str = "ml-1m"
+    source: str = "ml-1m"  # a MovieLens name, or "synthetic"
     keep: bool = False
     faust_ceiling: bool = True  # also time dry-run workers (Faust alone) on the same events
     workers: int = 1  # worker processes, at most the topic's partitions
@@ -90,10 +91,10 @@ def _source(config: IngestBenchConfig, settings: Settings) -> Iterator[tuple[byt
     if config.source == "synthetic":
         events: Iterator[dict[str, Any]] = synthetic_events(config.events)
     else:
-        from streamrec.data.movielens import load
+        from streamrec.data.datasets import load
         from streamrec.data.replay import replay_events
 
-        events = replay_events(load("ml-1m", settings.data_dir).interactions, limit=config.events)
+        events = replay_events(load(config.source, settings.data_dir).interactions, limit=config.events)
     return ((e["session_id"].encode(), encode_event(e)) for e in events)
 
 
@@ -112,8 +113,10 @@ def _listen(redis_url: str, pattern: str, ready: Any, stop: Any, out: Any) -> No
     out.put({k.decode(): v for k, v in arrivals.items()})
 
 
-def _percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 10) - 1] if len(values) > 1 else values[0]
+def _ms(values: list[float], q: float) -> float | None:
+    """A percentile for the report: None (JSON null) when nothing was observed."""
+    p = percentile(values, q)
+    return None if p is None else round(p, 2)
 
 
 def _group_ready(settings: Settings, n: int) -> bool:
@@ -173,7 +176,7 @@ def _stop(workers: list[WorkerProcess]) -> None:
 
 def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any]:
     if not 1 <= config.workers <= base.topic_partitions:
-        raise ValueError(f"workers must be between 1 and the topic's {base.topic_partitions} partitions, "
+        raise ConfigError(f"workers must be between 1 and the topic's {base.topic_partitions} partitions, "
                          f"got {config.workers}")
     run = uuid.uuid4().hex[:8]
     settings = base.replace(clicks_topic=f"streamrec.bench.{run}.clicks", dead_letter_topic=f"streamrec.bench.{run}.dlq",
@@ -251,9 +254,9 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
             "freshness_rate_achieved": round(fresh_n / offered_s, 1) if offered_s else None,
             "freshness_events": fresh_n,
             "freshness_observed": len(latencies),
-            "freshness_p50_ms": round(_percentile(latencies, 50), 2) if latencies else None,
-            "freshness_p90_ms": round(_percentile(latencies, 90), 2) if latencies else None,
-            "freshness_p99_ms": round(_percentile(latencies, 99), 2) if latencies else None,
+            "freshness_p50_ms": _ms(latencies, 50),
+            "freshness_p90_ms": _ms(latencies, 90),
+            "freshness_p99_ms": _ms(latencies, 99),
             "freshness_max_ms": round(latencies[-1], 2) if latencies else None,
             "batch_max": settings.batch_max,
             "batch_within_s": settings.batch_within_s,

@@ -11,7 +11,6 @@ Each is timed over ``runs`` calls after ``warmup`` untimed ones and reported as 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.export.onnx_export import INPUT, OUTPUT, load_onnx, load_ranker, resolve
+from streamrec import registry as reg
+from streamrec.export.onnx_export import INPUT, OUTPUT, load_onnx, load_ranker
+from streamrec.stats import percentile
 
-__all__ = ["ModelBenchConfig", "bench_models", "bench_pipeline", "format_rows"]
+__all__ = ["ModelBenchConfig", "bench_current_pipeline", "bench_models", "bench_pipeline", "format_rows"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,12 +44,17 @@ def _timed(call: Callable[[], object], config: ModelBenchConfig) -> dict[str, fl
         t0 = time.perf_counter()
         call()
         times[i] = time.perf_counter() - t0
-    return {"p50_ms": round(float(np.percentile(times, 50)) * 1e3, 3),
-            "p99_ms": round(float(np.percentile(times, 99)) * 1e3, 3)}
+    return {"p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99)}
+
+
+def _ms(times_s: np.ndarray, q: float) -> float:
+    """A percentile of ``times_s`` in ms; NaN for no runs (``runs=0``)."""
+    p = percentile(times_s, q)
+    return float("nan") if p is None else round(p * 1e3, 3)
 
 
 def _kind(model_dir: Path) -> str:
-    return json.loads((resolve(model_dir) / "manifest.json").read_text()).get("kind", "sequence")
+    return str(reg.read_manifest(reg.resolve(model_dir)).get("kind", "sequence"))
 
 
 def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) -> list[dict[str, object]]:
@@ -56,7 +62,8 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
     rows: list[dict[str, object]] = []
     rng = np.random.default_rng(config.seed)
     common = {"runs": config.runs, "threads": config.intra_op_threads}
-    for model_dir in sorted(p for p in Path(registry).iterdir() if (p / "CURRENT").is_file()):
+    for model_dir in (reg.model_dir(registry, name) for name in reg.model_names(registry)
+                      if reg.read_pointer(registry, name) is not None):
         if _kind(model_dir) == "ranker":
             ranker = load_ranker(model_dir, intra_op_threads=config.intra_op_threads)
             cfg, n = ranker.manifest["config"], config.candidates
@@ -95,6 +102,19 @@ def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: i
     return {"model": "pipeline", "version": "+".join(pipeline.sources), "batch": 1, "seq_len": config.seq_len,
             "candidates": int(sum(pipeline.n_per_source.values())), "runs": config.runs,
             "threads": config.intra_op_threads, **timing, "per_seq_p50_ms": timing["p50_ms"]}
+
+
+def bench_current_pipeline(registry: Path, data_dir: Path,
+                           config: ModelBenchConfig = ModelBenchConfig()) -> dict[str, object]:
+    """``bench_pipeline`` for the registry's CURRENT ranker, its pipeline rebuilt as a server would: on the
+    ranker's own split, with the non-neural generators fitted on its training part first."""
+    from streamrec.data.datasets import load
+    from streamrec.eval.protocols import protocol_from_summary, split
+    from streamrec.offline.assemble import load_pipeline
+
+    manifest = load_ranker(reg.model_dir(registry, reg.RANKER)).manifest
+    parts = split(load(manifest["dataset"], data_dir), protocol_from_summary(manifest["protocol"]))
+    return bench_pipeline(load_pipeline(parts, registry), config)
 
 
 def format_rows(rows: list[dict[str, object]]) -> str:

@@ -1,7 +1,8 @@
 """Side by side with a peer: RecBole 1.2.1's SASRec and ours, on the identical split, at an equal budget.
 
 There is no GPU here and RecBole costs about 23 minutes per ML-1M epoch at length 50 on two cores
-(PEERS.md), so the two sides are compared at an equal, fixed wall-clock training budget, one after
+(23.4 min at batch 512, peak 4 GB: measured on this 2-core, 24 GiB machine with torch's CPU build,
+2026-11-26), so the two sides are compared at an equal, fixed wall-clock training budget, one after
 the other, with the same torch thread count. The pieces, each with one job:
 
 - ``ensure_peer_venv``: RecBole lives in its own virtual environment (its pins conflict with ours),
@@ -41,8 +42,8 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from streamrec.data.movielens import Dataset
-from streamrec.errors import ConfigError, DataError, StreamrecError
+from streamrec.data.names import DEFAULT_DATASET, DatasetName
+from streamrec.errors import ConfigError, DataError, PeerError
 from streamrec.eval.protocols import Cases, Split
 
 __all__ = [
@@ -50,7 +51,6 @@ __all__ = [
     "DRIVER",
     "PEER_REQUIREMENTS",
     "PeerBenchConfig",
-    "PeerError",
     "SideResult",
     "SplitCheck",
     "atomic_rows",
@@ -82,25 +82,21 @@ _CASES_READY: Final = "CASES_READY"  # the driver's line once cases.npz is writt
 _ANSI: Final = re.compile(r"\x1b\[[0-9;]*m")  # RecBole colours its console log
 
 
-class PeerError(StreamrecError):
-    """The peer (its virtual environment or its run) failed; the message says where to look."""
-
-
 @dataclass(frozen=True, kw_only=True)
 class PeerBenchConfig:
-    dataset: Dataset = "ml-1m"
+    dataset: DatasetName = DEFAULT_DATASET
     max_len: int = 50
-    budget_min: float = 10.0  # wall-clock training minutes per side (validation included, test not)
+    budget_s: float = 600.0  # wall-clock training seconds per side (validation included, test not)
     threads: int = 2  # torch intra-op threads, the same on both sides
     seed: int = 0
-    peer_batch_size: int = 512  # RecBole's prefixes per batch (PEERS.md measured 512 at length 50)
+    peer_batch_size: int = 512  # RecBole's prefixes per batch: 23.4 min per epoch at length 50 (2-core, 2026-11-26)
     sides: tuple[Side, ...] = ("peer", "ours")
     python: str = "python3"  # the interpreter that creates the peer's venv
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_len < 1 or self.threads < 1 or self.peer_batch_size < 1 or not self.budget_min > 0:
-            raise ConfigError(f"max_len, threads, peer_batch_size and budget_min must be positive, got {self}")
+        if self.max_len < 1 or self.threads < 1 or self.peer_batch_size < 1 or not self.budget_s > 0:
+            raise ConfigError(f"max_len, threads, peer_batch_size and budget_s must be positive, got {self}")
         if not self.sides or set(self.sides) - {"ours", "peer"}:
             raise ConfigError(f"sides must name ours and/or peer, got {self.sides}")
 
@@ -177,7 +173,8 @@ def _step(cmd: Sequence[str], out: Any, what: str, log: Path, env: Mapping[str, 
 
 def _peer_env(threads: int | None = None) -> dict[str, str]:
     """The peer's environment: RecBole reloads its best checkpoint with ``torch.load``, which fails
-    on torch's ``weights_only`` default without this variable (PEERS.md)."""
+    on torch's ``weights_only`` default without this variable (seen with RecBole 1.2.1 and torch 2.13,
+    2026-11-26)."""
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)  # nothing of ours leaks into the peer's interpreter
     if threads is not None:
@@ -343,7 +340,7 @@ class SideResult:
 
     model: str
     side: Side
-    budget_min: float
+    budget_s: float
     epochs: float
     samples: int
     targets: int
@@ -361,12 +358,11 @@ def _train_config(config: PeerBenchConfig) -> Any:
     """Our training settings; the peer copies lr, epochs and patience from them."""
     from streamrec.train import TrainConfig
 
-    return TrainConfig(budget_min=config.budget_min, seed=config.seed, progress=config.progress)
+    return TrainConfig(budget_s=config.budget_s, seed=config.seed, progress=config.progress)
 
 
 def _train_ours(model: Any, split: Split, config: PeerBenchConfig) -> tuple[int, Any]:
-    """``(examples per epoch, TrainResult)``: the one call into the shared training loop, kept here
-    alone because ``streamrec.train`` is being refactored."""
+    """``(examples per epoch, TrainResult)``: the one call into the shared training loop."""
     from streamrec.train import sequence_examples, train
 
     examples = sequence_examples(split.train.sequences, config.max_len)
@@ -398,7 +394,7 @@ def run_ours(config: PeerBenchConfig, split: Split, *, say: Say = logger.info) -
     model = SASRec(model_config)
     hook = model.register_forward_pre_hook(count, with_kwargs=True)
     try:
-        say(f"ours: training SASRec for {config.budget_min:g} min on {pick_device()} with "
+        say(f"ours: training SASRec for {config.budget_s / 60:g} min on {pick_device()} with "
             f"{torch.get_num_threads()} thread(s)")
         started = time.monotonic()
         per_epoch, result = _train_ours(model, split, config)
@@ -411,7 +407,7 @@ def run_ours(config: PeerBenchConfig, split: Split, *, say: Say = logger.info) -
         hook.remove()
         torch.set_num_threads(threads)
     return SideResult(
-        model="SASRec (streamrec)", side="ours", budget_min=config.budget_min,
+        model="SASRec (streamrec)", side="ours", budget_s=config.budget_s,
         epochs=seen["samples"] / max(per_epoch, 1), samples=seen["samples"], targets=seen["targets"],
         batch_size=_train_config(config).batch_size, test={k: test[k] for k in REPORTED},
         test_history_not_excluded={k: raw[k] for k in REPORTED}, stopped=result.stopped,
@@ -436,14 +432,14 @@ def run_peer(config: PeerBenchConfig, split: Split, root: Path, *,
     name = f"streamrec-{config.dataset}"  # not "ml-100k": RecBole would apply its preset for that name
     rows = write_atomic(split, run_dir / "data" / name / f"{name}.inter")
     say(f"peer: wrote {rows:,} interactions of our split as {run_dir / 'data' / name / (name + '.inter')}")
-    model, train = SASRecConfig(), _train_config(config)
+    model, train = SASRecConfig(n_items=split.train.n_items, max_len=config.max_len), _train_config(config)
     cmd = [str(peer_python), str(DRIVER), "--data-path", str(run_dir / "data"), "--dataset", name,
-           "--out", str(run_dir / "out"), "--budget-min", str(config.budget_min), "--threads", str(config.threads),
+           "--out", str(run_dir / "out"), "--budget-min", str(config.budget_s / 60), "--threads", str(config.threads),
            "--max-len", str(config.max_len), "--batch-size", str(config.peer_batch_size),
            "--eval-batch-size", str(train.eval_batch_size), "--lr", str(train.lr), "--epochs", str(train.epochs),
            "--patience", str(train.patience), "--hidden", str(model.d_model), "--layers", str(model.n_layers),
            "--heads", str(model.n_heads), "--dropout", str(model.dropout), "--seed", str(config.seed)]
-    say(f"peer: training RecBole's SASRec for {config.budget_min:g} min (log: {run_dir / 'driver.log'})")
+    say(f"peer: training RecBole's SASRec for {config.budget_s / 60:g} min (log: {run_dir / 'driver.log'})")
     check: SplitCheck | None = None
     tail: list[str] = []
     with (run_dir / "driver.log").open("w") as log, subprocess.Popen(
@@ -472,7 +468,7 @@ def run_peer(config: PeerBenchConfig, split: Split, root: Path, *,
         test = peer_test_metrics(scored["scores"], scored["users"].astype(str), split.test)
     own = result["recbole_own_test"]
     return SideResult(
-        model=f"SASRec (RecBole {result['versions']['recbole']})", side="peer", budget_min=config.budget_min,
+        model=f"SASRec (RecBole {result['versions']['recbole']})", side="peer", budget_s=config.budget_s,
         epochs=result["samples"] / max(result["samples_per_epoch"], 1), samples=result["samples"],
         targets=result["samples"], batch_size=config.peer_batch_size, test=test["history_excluded"],
         test_history_not_excluded=test["history_not_excluded"], stopped=result["stopped"],
@@ -499,7 +495,7 @@ def run_peer_bench(config: PeerBenchConfig, data_dir: Path, cache_dir: Path, *,
 
     The peer's venv is made first, so a machine that cannot build it fails before any training.
     """
-    from streamrec.data.movielens import load
+    from streamrec.data.datasets import load
     from streamrec.eval.protocols import LeaveOneOut
     from streamrec.eval.protocols import split as split_log
     from streamrec.train import pick_device
@@ -526,9 +522,9 @@ def run_peer_bench(config: PeerBenchConfig, data_dir: Path, cache_dir: Path, *,
         "dataset": config.dataset,
         "test_cases": len(parts.test),
         "n_items": parts.train.n_items,
-        "budget": f"equal wall-clock training budget: {config.budget_min:g} min per side, validation included, "
+        "budget": f"equal wall-clock training budget: {config.budget_s / 60:g} min per side, validation included, "
                   "test not; one side after the other",
-        "budget_min": config.budget_min,
+        "budget_s": config.budget_s,
         "threads": config.threads,
         "device": str(pick_device()),
         "max_len": config.max_len,
@@ -551,7 +547,7 @@ def format_table(report: Mapping[str, Any]) -> str:
              head, "-" * len(head)]
     for r in report["rows"]:
         t = r["test"]
-        budget = f"{r['budget_min']:g} min"
+        budget = f"{r['budget_s'] / 60:g} min"
         lines.append(f"{r['model']:24} {r['side']:4} {budget:>7} {r['epochs']:>7.3f} {r['samples']:>10,} "
                      f"{r['targets']:>11,} {r['batch_size']:>5} {t['NDCG@10']:>7.4f} {t['HR@10']:>7.4f} "
                      f"{t['NDCG@20']:>7.4f} {t['HR@20']:>7.4f} {r['train_s']:>7.0f} {r['wall_s']:>7.0f}")

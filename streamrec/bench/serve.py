@@ -22,6 +22,7 @@ import numpy as np
 
 from streamrec.serve.protos import load_stubs
 from streamrec.settings import Settings
+from streamrec.stats import percentile
 
 __all__ = ["ServeBenchConfig", "format_result", "run_serve_bench", "store_sessions"]
 
@@ -49,11 +50,11 @@ class ServeBenchConfig:
 
 def store_sessions(settings: Settings, config: ServeBenchConfig) -> list[str]:
     """Write ``config.sessions`` real sessions into Redis; returns their ids."""
-    from streamrec.data.movielens import load
+    from streamrec.data.datasets import load
     from streamrec.events.schema import encode_event
     from streamrec.stream.processor import Record, SessionWriter
 
-    inter = load(config.dataset, settings.data_dir).interactions  # type: ignore[arg-type]
+    inter = load(config.dataset, settings.data_dir).interactions
     users = inter["user_id"].unique()
     rng = np.random.default_rng(config.seed)
     chosen = set(rng.choice(users, size=min(config.sessions, len(users)), replace=False).tolist())
@@ -79,7 +80,8 @@ def store_sessions(settings: Settings, config: ServeBenchConfig) -> list[str]:
 
 def _summary(latencies_s: Sequence[float], errors: int, elapsed_s: float) -> dict[str, float | int]:
     ms = np.asarray(latencies_s, dtype=np.float64) * 1e3
-    p50, p90, p99 = (float(np.percentile(ms, q)) if len(ms) else float("nan") for q in (50, 90, 99))
+    found = [percentile(ms, q) for q in (50, 90, 99)]
+    p50, p90, p99 = (float("nan") if p is None else p for p in found)  # NaN: no request was answered
     return {"qps": round(len(ms) / elapsed_s, 1), "p50_ms": round(p50, 3), "p90_ms": round(p90, 3),
             "p99_ms": round(p99, 3), "errors": errors, "requests": len(ms) + errors}
 

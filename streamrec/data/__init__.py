@@ -1,31 +1,6 @@
-"""Datasets: MovieLens loading (``movielens``) and replaying it as a click stream (``replay``)."""
+"""Datasets: which exist (``names``), loading any of them (``datasets``), MovieLens (``movielens``),
+snapshots of the event archive (``snapshots``), the shape they share in memory (``base``) and on
+disk (``cache``), and replaying one as a click stream (``replay``).
 
-from streamrec.data.movielens import (
-    PAD,
-    SOURCES,
-    DataError,
-    Dataset,
-    Malformed,
-    MovieLens,
-    ensure_raw,
-    load,
-    parse_inter,
-    parse_items,
-)
-from streamrec.data.replay import ReplayConfig, expected_sessions, replay_events
-
-__all__ = [
-    "PAD",
-    "SOURCES",
-    "DataError",
-    "Dataset",
-    "Malformed",
-    "MovieLens",
-    "ReplayConfig",
-    "ensure_raw",
-    "expected_sessions",
-    "load",
-    "parse_inter",
-    "parse_items",
-    "replay_events",
-]
+Nothing is imported here, so ``streamrec.data.names`` stays cheap to import (the CLI reads it).
+"""

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from streamrec.errors import ConfigError
+
 __all__ = ["ReplayConfig", "expected_sessions", "replay_events"]
 
 _DEFAULT_EVENT_TYPES: Mapping[int, str] = MappingProxyType(
@@ -41,7 +43,7 @@ class ReplayConfig:
 
     def __post_init__(self) -> None:
         if self.session_gap_s < 0:
-            raise ValueError(f"session_gap_s must be >= 0, got {self.session_gap_s}")
+            raise ConfigError(f"session_gap_s must be >= 0, got {self.session_gap_s}")
 
 
 def replay_events(
@@ -62,7 +64,7 @@ def replay_events(
     if missing:
         raise ValueError(f"interactions lack the column(s) {', '.join(sorted(missing))}")
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise ConfigError(f"limit must be >= 0, got {limit}")
     order = np.argsort(interactions["timestamp"].to_numpy(), kind="stable")[:limit]
     # A user's sessions depend only on their earlier events, so cutting at `limit` first is exact.
     frame = interactions.iloc[order]
@@ -103,7 +105,7 @@ def expected_sessions(events: Iterable[Mapping[str, Any]], max_len: int) -> dict
     correct stream worker ends with. Like the worker, a repeated ``event_id`` counts once (the
     first copy wins). Sessions appear in order of their first event in ``events``."""
     if max_len < 1:
-        raise ValueError(f"max_len must be >= 1, got {max_len}")
+        raise ConfigError(f"max_len must be >= 1, got {max_len}")
     seen: set[str] = set()
     by_session: dict[str, list[tuple[int, int, str]]] = {}
     for pos, event in enumerate(events):

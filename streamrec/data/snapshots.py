@@ -7,14 +7,13 @@ the snapshot as its dataset, and a server rebuilds the split (and refits the cou
 generators) from it: the snapshot folder must therefore be reachable by the servers, like the
 registry. Snapshots hold data only (Parquet and JSON), never code.
 
-Item numbering follows ``movielens.build``: items in order of first click, so an item new since
+Item numbering follows ``base.build``: items in order of first click, so an item new since
 the last snapshot gets a new index, and models carry their vocabulary by item id, not by index.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -22,17 +21,14 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from streamrec.data.movielens import MovieLens, build
+from streamrec.data.base import MovieLens, build
+from streamrec.data.cache import read_cache, read_meta, write_cache
+from streamrec.data.names import SNAPSHOT_PREFIX
 from streamrec.errors import DataError
 
-__all__ = ["SNAPSHOT_PREFIX", "events_to_dataset", "is_snapshot", "load_snapshot", "snapshot_meta", "write_snapshot"]
+__all__ = ["events_to_dataset", "load_snapshot", "snapshot_meta", "snapshot_name", "write_snapshot"]
 
-SNAPSHOT_PREFIX: Final = "snapshot-"
 _ITEM_COLUMNS: Final = ("item_id", "title", "year", "genres")
-
-
-def is_snapshot(dataset: str) -> bool:
-    return dataset.startswith(SNAPSHOT_PREFIX)
 
 
 def events_to_dataset(events: pd.DataFrame, catalog: pd.DataFrame | None = None) -> MovieLens:
@@ -79,29 +75,25 @@ def snapshot_name(data: MovieLens) -> str:
 def write_snapshot(data: MovieLens, data_dir: Path, meta: Mapping[str, object]) -> str:
     """Freeze ``data`` under ``<data_dir>/snapshots/<name>/`` (written before its meta.json, so a
     half-written snapshot is never read); ``meta`` is kept with it (e.g. ``test_days``). Returns the name."""
-    from streamrec.data.movielens import _write_cache
-
     name = snapshot_name(data)
     folder = Path(data_dir) / "snapshots" / name
     if (folder / "meta.json").is_file():
         return name
-    _write_cache(data, folder, {"snapshot": name, **meta})
+    write_cache(data, folder, {"snapshot": name, **meta})
     return name
 
 
 def snapshot_meta(dataset: str, data_dir: Path) -> dict[str, object]:
     try:
-        return json.loads((Path(data_dir) / "snapshots" / dataset / "meta.json").read_bytes())
+        return read_meta(Path(data_dir) / "snapshots" / dataset)
     except FileNotFoundError:
         raise DataError(f"no snapshot {dataset} under {Path(data_dir) / 'snapshots'}: the models name a dataset "
                         "this machine lacks; point STREAMREC_DATA_DIR at the trainer's data folder") from None
 
 
 def load_snapshot(dataset: str, data_dir: Path) -> MovieLens:
-    from streamrec.data.movielens import _read_cache
-
     meta = snapshot_meta(dataset, data_dir)
-    data = _read_cache(Path(data_dir) / "snapshots" / dataset, meta)
+    data = read_cache(Path(data_dir) / "snapshots" / dataset, meta)
     if data is None:
         raise DataError(f"snapshot {dataset} under {data_dir} is unreadable")
     return data

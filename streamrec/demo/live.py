@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from streamrec.errors import ConfigError
 from streamrec.eval.protocols import Cases
+from streamrec.stats import percentile
 
-__all__ = ["LiveSession", "Scoreboard", "Step", "StepResult", "choose_sessions", "interleave", "percentile",
-           "sessions_of", "step_event"]
+__all__ = ["LiveSession", "Scoreboard", "Step", "StepResult", "choose_sessions", "interleave", "sessions_of",
+           "step_event"]
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def choose_sessions(sessions: Sequence[tuple[str, tuple[str, ...]]], n: int, *, 
     run starts from empty sessions in Redis instead of appending to the first run's.
     """
     if n < 1 or min_clicks < 2 or max_clicks < min_clicks:
-        raise ValueError(f"need n >= 1 and 2 <= min_clicks <= max_clicks; got {n}, {min_clicks}, {max_clicks}")
+        raise ConfigError(f"need n >= 1 and 2 <= min_clicks <= max_clicks; got {n}, {min_clicks}, {max_clicks}")
     eligible = [i for i, (_, items) in enumerate(sessions) if len(items) >= min_clicks]
     chosen = sorted(random.Random(seed).sample(eligible, min(n, len(eligible))))
     live = []
@@ -130,11 +132,6 @@ def step_event(step: Step, now_ms: int) -> dict[str, Any]:
     session = step.session
     return {"event_id": f"{session.session_id}-{step.position}", "session_id": session.session_id,
             "user_id": session.user_id, "item_id": step.clicked, "event_type": "click", "timestamp": now_ms}
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (linear interpolation); 0.0 for no values."""
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else 0.0
 
 
 @dataclass
@@ -172,8 +169,14 @@ class Scoreboard:
             "hits": self.hits,
             "degraded": self.degraded,
             f"hr@{self.k}": round(self.hit_rate, 4),
-            "latency_p50_ms": round(percentile(self.latencies_ms, 50), 2),
-            "latency_p99_ms": round(percentile(self.latencies_ms, 99), 2),
-            "apply_p50_ms": round(percentile(self.apply_ms, 50), 2),
-            "apply_p99_ms": round(percentile(self.apply_ms, 99), 2),
+            "latency_p50_ms": _ms(self.latencies_ms, 50),
+            "latency_p99_ms": _ms(self.latencies_ms, 99),
+            "apply_p50_ms": _ms(self.apply_ms, 50),
+            "apply_p99_ms": _ms(self.apply_ms, 99),
         }
+
+
+def _ms(values: Sequence[float], q: float) -> float:
+    """A percentile for the scoreboard, 0.0 before the first measurement so that a view can always format it."""
+    p = percentile(values, q)
+    return 0.0 if p is None else round(p, 2)

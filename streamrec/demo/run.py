@@ -3,7 +3,6 @@ over gRPC. The decisions (which sessions, in what order, how the answers score) 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -75,12 +74,13 @@ def plan_live(settings: Settings, config: LiveConfig) -> LivePlan:
     sessions are exactly ones no model saw. A ranker fitted under leave-one-out saw most of every
     user's history, test period included; ``held_out`` says so rather than hiding it.
     """
-    from streamrec.data.movielens import load
+    from streamrec.data.datasets import load
+    from streamrec.data.names import DEFAULT_DATASET
     from streamrec.eval.protocols import DEFAULT_TEST_DAYS, SessionSplit, protocol_from_summary, split
     from streamrec.serve.client import dataset_of, titles_of
 
     served = dataset_of(settings.registry)
-    dataset = config.dataset or served or "ml-1m"
+    dataset = config.dataset or served or DEFAULT_DATASET
     if dataset not in DEFAULT_TEST_DAYS:
         raise ConfigError(f"no session protocol for dataset {dataset!r}; use one of {', '.join(DEFAULT_TEST_DAYS)}")
     trained = _ranker_protocol(settings.registry) if dataset == served else {}
@@ -88,7 +88,7 @@ def plan_live(settings: Settings, config: LiveConfig) -> LivePlan:
     if not isinstance(protocol, SessionSplit) or protocol.exclude_history:
         days = DEFAULT_TEST_DAYS[dataset]
         protocol = SessionSplit(test_days=days, validation_days=days)
-    data = load(dataset, settings.data_dir)  # type: ignore[arg-type]
+    data = load(dataset, settings.data_dir)
     parts = split(data, protocol)
     run_id = uuid.uuid4().hex[:6]
     sessions = choose_sessions(sessions_of(parts.test, data.vocab), config.sessions, run_id=run_id, seed=config.seed,
@@ -101,12 +101,11 @@ def plan_live(settings: Settings, config: LiveConfig) -> LivePlan:
 
 
 def _ranker_protocol(registry: Path) -> dict[str, Any]:
-    from streamrec.serve.loader import RANKER, read_pointer
+    from streamrec.registry import RANKER, current_manifest
 
     try:
-        manifest = json.loads((registry / RANKER / str(read_pointer(registry)) / "manifest.json").read_text())
-        return dict(manifest.get("protocol") or {})
-    except (OSError, ValueError, TypeError):
+        return dict((current_manifest(registry, RANKER) or {}).get("protocol") or {})
+    except (ValueError, TypeError):
         return {}
 
 

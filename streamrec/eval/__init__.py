@@ -4,7 +4,7 @@ reports (``report``). ``streamrec evaluate`` is the command line over these."""
 
 from __future__ import annotations
 
-from streamrec.eval.evaluate import evaluate, fit_and_evaluate, item_counts
+from streamrec.eval.evaluate import evaluate, fit_and_evaluate
 from streamrec.eval.protocols import DEFAULT_TEST_DAYS, Cases, LeaveOneOut, SessionSplit, Split, split
 
 __all__ = [
@@ -15,6 +15,5 @@ __all__ = [
     "Split",
     "evaluate",
     "fit_and_evaluate",
-    "item_counts",
     "split",
 ]

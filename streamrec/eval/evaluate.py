@@ -15,21 +15,15 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
-from streamrec.eval import metrics
+import streamrec.eval.metrics as metrics
 from streamrec.eval.protocols import Cases, Split
-from streamrec.models.base import Recommender, TrainData, top_k
+from streamrec.errors import ConfigError
+from streamrec.models.base import Recommender, top_k
+from streamrec.models.recommend import item_counts
 
-__all__ = ["evaluate", "evaluate_rows", "fit_and_evaluate", "item_counts"]
+__all__ = ["evaluate", "evaluate_rows", "fit_and_evaluate"]
 
 logger = logging.getLogger(__name__)
-
-
-def item_counts(train: TrainData) -> np.ndarray:
-    """``(n_items + 1,)`` int64: how often each item occurs in the training sequences."""
-    counts = np.zeros(train.n_items + 1, dtype=np.int64)
-    if len(train.sequences):
-        counts += np.bincount(np.concatenate(train.sequences), minlength=train.n_items + 1)
-    return counts
 
 
 def evaluate(
@@ -44,8 +38,9 @@ def evaluate(
     """Full-catalogue metrics of ``model`` on ``cases``.
 
     For each ``k`` in ``cutoffs``: ``HR@k`` (= Recall@k), ``NDCG@k``, ``MRR@k``, ``Coverage@k``, and
-    with ``train_counts`` (see ``item_counts``) ``Popularity@k``. Ranks are pessimistic under ties
-    and exclude padding, plus the history when ``cases.exclude_history`` (see ``metrics.ranks``).
+    with ``train_counts`` (``streamrec.models.recommend.item_counts``) ``Popularity@k``. Ranks are
+    pessimistic under ties and exclude padding, plus the history when ``cases.exclude_history``
+    (see ``metrics.ranks``).
 
     A model with ``score_in_context(histories, times, now)`` (the ranking pipeline, whose features
     include the session's recency) is given each case's event times and its target's time as
@@ -76,7 +71,7 @@ def evaluate_rows(
     """``evaluate`` for scores given by ``rows(lo, hi)``: the ``(hi - lo, n_items + 1)`` scores of
     cases ``lo..hi``. Lets an experiment score a model once and evaluate many variants of it."""
     if not cutoffs or min(cutoffs) < 1 or batch_size < 1:
-        raise ValueError(f"cutoffs and batch_size must be positive, got {tuple(cutoffs)} and {batch_size}")
+        raise ConfigError(f"cutoffs and batch_size must be positive, got {tuple(cutoffs)} and {batch_size}")
     k_max = max(cutoffs)
     n_cases = len(cases)
     all_ranks = np.zeros(n_cases, dtype=np.int64)
@@ -134,7 +129,7 @@ def fit_and_evaluate(
         cases = cases.sample(limit_cases)
     fit_split = getattr(model, "fit_split", None)
     if fit_split is not None and part != "test":
-        raise ValueError(f"{model.name} learns from the validation part, so it can only be evaluated on test")
+        raise ConfigError(f"{model.name} learns from the validation part, so it can only be evaluated on test")
     start = time.perf_counter()
     if fit_split is not None:
         fit_split(split)

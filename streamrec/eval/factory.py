@@ -5,7 +5,9 @@ module is missing fails with an error naming that module instead of breaking eve
 
 Convention for a model module: it defines a class whose class attribute ``name`` equals the
 registry name and which can be built with no arguments (its default config). ``sknn`` and
-``vsknn`` share a module, so the lookup is by ``name``, not by class name.
+``vsknn`` share a module, as do the neural models' adapters, so the lookup is by ``name``, not by
+class name. The neural networks' modules hold the networks only; what trains them on ``fit``
+lives in ``streamrec.train.recommenders``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from streamrec.models.base import Recommender, TrainData
 
 __all__ = ["MODULES", "RandomScorer", "available", "create"]
 
-#: registry name -> module under ``streamrec.models`` that holds it ("" = defined here), or a dotted
-#: module path for what is built from models rather than being one (the ranking pipeline).
+#: registry name -> module under ``streamrec.models`` that holds it ("" = defined here), or the dotted
+#: path of a module that builds it from models: the neural models' trainers, the ranking pipeline.
 MODULES: Final[Mapping[str, str]] = MappingProxyType(
     {
         "random": "",
@@ -35,9 +37,9 @@ MODULES: Final[Mapping[str, str]] = MappingProxyType(
         "vsknn": "sknn",
         "mf": "mf",
         "content": "content",
-        "sasrec": "sasrec",
-        "gru4rec": "gru4rec",
-        "bert4rec": "bert4rec",
+        "sasrec": "streamrec.train.recommenders",
+        "gru4rec": "streamrec.train.recommenders",
+        "bert4rec": "streamrec.train.recommenders",
         "pipeline": "streamrec.offline.assemble",
     }
 )
@@ -70,7 +72,7 @@ class RandomScorer:
 
 
 def available() -> tuple[str, ...]:
-    """Every registry name, whether or not its module exists yet."""
+    """Every registry name, whether or not its module can be imported here."""
     return tuple(MODULES)
 
 
@@ -97,7 +99,7 @@ def _factory(name: str) -> Callable[[], Recommender]:
         module = importlib.import_module(path)
     except ModuleNotFoundError as exc:
         if exc.name in (path, "streamrec.models"):
-            raise ConfigError(f"model {name!r} lives in the module {path}, which does not exist (yet)") from None
+            raise ConfigError(f"model {name!r} lives in the module {path}, which does not exist") from None
         raise ConfigError(f"model {name!r}: importing {path} failed: {exc}; install what it needs") from exc
     classes = [
         obj

@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import ClassVar, Final, Literal
 
 import numpy as np
 import pandas as pd
 
-from streamrec.data.movielens import MovieLens
+from streamrec.data.base import MovieLens
+from streamrec.data.datasets import load
+from streamrec.data.names import DatasetName
 from streamrec.errors import ConfigError
 from streamrec.models.base import TrainData
 
@@ -39,7 +42,9 @@ __all__ = [
     "SessionSplit",
     "Split",
     "leave_one_out",
+    "make_split",
     "protocol_from_summary",
+    "protocol_named",
     "session_split",
     "split",
 ]
@@ -168,6 +173,20 @@ def protocol_from_summary(summary: Mapping[str, object]) -> LeaveOneOut | Sessio
                             min_length=int(summary["min_length"]),  # type: ignore[call-overload]
                             exclude_history=bool(summary["exclude_history"]))
     raise ConfigError(f"unknown protocol in a split summary: {summary.get('protocol')!r}")
+
+
+def protocol_named(name: ProtocolName, dataset: str, *, gap_s: int | None = None,
+                   test_days: float | None = None) -> LeaveOneOut | SessionSplit:
+    """Protocol ``name`` for a MovieLens ``dataset``; for the session protocol, ``test_days`` test and as
+    many validation days (default ``DEFAULT_TEST_DAYS[dataset]``) and ``gap_s`` (default one hour).
+    Leave-one-out takes neither."""
+    if name == LeaveOneOut.name:
+        if gap_s is not None or test_days is not None:
+            raise ConfigError("gap_s and test_days apply to the session protocol only")
+        return LeaveOneOut()
+    days = DEFAULT_TEST_DAYS[dataset] if test_days is None else test_days
+    protocol = SessionSplit(test_days=days, validation_days=days)
+    return protocol if gap_s is None else replace(protocol, gap_s=gap_s)
 
 
 def split(data: MovieLens, protocol: LeaveOneOut | SessionSplit) -> Split:
@@ -388,3 +407,20 @@ def _cases(
 
 def _iso(ts: int) -> str:
     return pd.Timestamp(ts, unit="s", tz="UTC").isoformat()
+
+
+def make_split(dataset: DatasetName, protocol: ProtocolName, data_dir: Path) -> tuple[Split, list[str]]:
+    """The split the models train, validate and test on, and the dataset's vocabulary: a MovieLens
+    dataset with its ``DEFAULT_TEST_DAYS``, or a retraining snapshot with the days it was cut with."""
+    data = load(dataset, data_dir)
+    if protocol == "loo":
+        return split(data, LeaveOneOut()), list(data.vocab)
+    days = DEFAULT_TEST_DAYS.get(dataset) or _snapshot_days(dataset, data_dir)
+    return split(data, SessionSplit(test_days=days, validation_days=days)), list(data.vocab)
+
+
+def _snapshot_days(dataset: str, data_dir: Path) -> float:
+    """The test (and validation) days a snapshot was cut with (``streamrec retrain --test-days``)."""
+    from streamrec.data.snapshots import snapshot_meta
+
+    return float(snapshot_meta(dataset, data_dir)["test_days"])  # type: ignore[arg-type]

@@ -1,12 +1,11 @@
 """Ship a trained model as ONNX + JSON, and load it back for serving or evaluation.
 
-Layout of the registry (root defaults to ``<repo>/models``)::
+``publish`` adds a version to the model registry (its layout, pointers and history are
+``streamrec.registry``'s) and points ``CURRENT`` at it. What a version holds:
 
-    <root>/<name>/<version>/model.onnx      the model's ``score`` graph (see below)
-    <root>/<name>/<version>/manifest.json   kind, config, dataset, protocol, metrics, inputs and output,
-                                            sha256 of model.onnx, versions
-    <root>/<name>/<version>/vocab.json      item_id per item index (index 0 is padding); optional for a ranker
-    <root>/<name>/CURRENT                   the served version's name, replaced atomically
+    model.onnx      the model's ``score`` graph (see below)
+    manifest.json   kind, config, dataset, protocol, metrics, inputs and output, sha256 of model.onnx, versions
+    vocab.json      item_id per item index (index 0 is padding); optional for a ranker
 
 Two kinds of model share the registry, told apart by the manifest's ``kind`` and the ``GraphSpec``
 given to ``publish``:
@@ -22,10 +21,7 @@ Both loaders check the sha256 in the manifest before they create a session.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import tempfile
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,38 +34,28 @@ import onnx
 import torch
 from torch import nn
 
-from streamrec.errors import StreamrecError
-from streamrec.files import write_atomic
+from streamrec import registry as reg
+from streamrec.errors import ArtifactError
 from streamrec.train.adapter import TorchSequenceRecommender
 
 __all__ = [
-    "DEFAULT_REGISTRY",
-    "ArtifactError",
     "GraphInput",
     "GraphSpec",
     "OnnxRanker",
     "OnnxRecommender",
-    "current_version",
     "export_onnx",
     "load_onnx",
     "load_ranker",
     "publish",
     "ranker_graph",
-    "resolve",
     "sequence_graph",
-    "sha256_of",
 ]
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parents[2] / "models"
 OPSET = 17
 INPUT, OUTPUT = "seq", "scores"
 RANKER_INPUTS, RANKER_OUTPUT = ("sparse", "multi", "dense"), "logits"
 
 Kind = Literal["sequence", "ranker"]
-
-
-class ArtifactError(StreamrecError):
-    """A model artifact is missing, incomplete or does not match its manifest."""
 
 
 @dataclass(frozen=True)
@@ -168,28 +154,11 @@ def _describe(path: Path, graph: GraphSpec) -> tuple[list[dict[str, object]], di
     return inputs, tensor(model.graph.output[0])
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _new_version(model_dir: Path) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    version, n = stamp, 1
-    while (model_dir / version).exists():
-        n += 1
-        version = f"{stamp}-{n}"
-    return version
-
-
 def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | None = None, dataset: str,
-            protocol: Mapping[str, object], metrics: Mapping[str, object],
-            registry: Path | None = None, extra: Mapping[str, object] | None = None,
-            graph: GraphSpec | None = None) -> Path:
-    """Export ``model`` as a new version of ``name``, then point ``CURRENT`` at it; returns the version dir.
+            protocol: Mapping[str, object], metrics: Mapping[str, object], registry: Path,
+            extra: Mapping[str, object] | None = None, graph: GraphSpec | None = None) -> Path:
+    """Export ``model`` as a new version of ``name`` in ``registry``, then point ``CURRENT`` at it (a
+    ``HISTORY`` line records the move); returns the version dir.
 
     ``config`` is the model's dataclass config, stored in the manifest. ``graph`` says what to export
     (default: ``sequence_graph(config.max_len)``; a ranker passes ``ranker_graph(config)``).
@@ -201,13 +170,24 @@ def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | 
     if graph.kind == "sequence" and (vocab is None or len(vocab) != config.n_items + 1):
         raise ArtifactError(f"vocab has {'no' if vocab is None else len(vocab)} entries, "
                             f"the model {config.n_items} items + padding")
-    model_dir = Path(registry or DEFAULT_REGISTRY) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = _new_version(model_dir)
-    staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".{version}."))
-    onnx_path = export_onnx(model, staging / "model.onnx", graph)
+    version, staging = reg.stage_version(registry, name)
+    try:
+        _fill(staging, model, config, name, version, vocab, dataset, protocol, metrics, extra, graph)
+        final = reg.add_version(staging, registry, name, version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    reg.move_pointer(registry, name, final.name, "published")
+    return final
+
+
+def _fill(staging: Path, model: nn.Module, config: Any, name: str, version: str, vocab: Sequence[str] | None,
+          dataset: str, protocol: Mapping[str, object], metrics: Mapping[str, object],
+          extra: Mapping[str, object] | None, graph: GraphSpec) -> None:
+    """Export into ``staging``, the hidden directory that becomes ``version``; add the vocab and manifest."""
+    onnx_path = export_onnx(model, staging / reg.MODEL, graph)
     if vocab is not None:
-        (staging / "vocab.json").write_text(json.dumps(list(vocab)) + "\n")
+        reg.write_vocab(staging, vocab)
     inputs, output = _describe(onnx_path, graph)
     manifest = {
         "name": name,
@@ -223,67 +203,31 @@ def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | 
         **({"input": inputs[0]} if len(inputs) == 1 else {}),  # the form readers of sequence models know
         "output": output,
         "opset": OPSET,
-        "sha256": sha256_of(onnx_path),
-        "vocab": "vocab.json" if vocab is not None else None,
+        "sha256": reg.sha256_of(onnx_path),
+        "vocab": reg.VOCAB if vocab is not None else None,
         "torch_version": torch.__version__,
         "onnx_version": onnx.__version__,
         **dict(extra or {}),
     }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_jsonable) + "\n")
-    final = model_dir / version
-    os.replace(staging, final)
-    write_atomic(model_dir / "CURRENT", version + "\n")
-    return final
-
-
-def _jsonable(value: object) -> object:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def current_version(model_dir: Path) -> str:
-    pointer = Path(model_dir) / "CURRENT"
-    if not pointer.is_file():
-        raise ArtifactError(f"{model_dir} has no CURRENT pointer; publish a model there first")
-    return pointer.read_text().strip()
-
-
-def resolve(path: Path) -> Path:
-    """A version directory from: a version dir, its ``model.onnx``, or a model dir (via ``CURRENT``)."""
-    path = Path(path)
-    if path.is_file() and path.name == "model.onnx":
-        path = path.parent
-    if not (path / "manifest.json").is_file() and (path / "CURRENT").is_file():
-        path = path / current_version(path)
-    if not (path / "manifest.json").is_file() or not (path / "model.onnx").is_file():
-        raise ArtifactError(f"{path} is not a model version (no manifest.json and model.onnx there)")
-    return path
+    reg.write_manifest(staging, manifest)
 
 
 def _open(path: Path, kind: Kind, intra_op_threads: int) -> tuple[Any, dict[str, Any], list[str] | None]:
     """A checked version's onnxruntime session (CPUExecutionProvider), manifest and vocab (if it has one)."""
     import onnxruntime as ort
 
-    version_dir = resolve(path)
-    manifest = json.loads((version_dir / "manifest.json").read_text())
+    version_dir = reg.resolve(path)
+    manifest = reg.read_manifest(version_dir)
     found = manifest.get("kind", "sequence")  # manifests from before rankers have no kind
     if found != kind:
         loader = {"sequence": "load_onnx", "ranker": "load_ranker"}.get(found, "a loader for it")
         raise ArtifactError(f"{version_dir} holds a {found} model, not a {kind} model: open it with {loader}")
-    actual = sha256_of(version_dir / "model.onnx")
-    if actual != manifest.get("sha256"):
-        raise ArtifactError(f"{version_dir / 'model.onnx'} has sha256 {actual}, but its manifest says "
-                            f"{manifest.get('sha256')}; the file is corrupt or was replaced: publish the model again")
+    reg.check_sha256(version_dir, manifest)
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    vocab_file = manifest.get("vocab", "vocab.json")
-    vocab = json.loads((version_dir / vocab_file).read_text()) if vocab_file else None
-    return session, manifest, vocab
+    session = ort.InferenceSession(str(version_dir / reg.MODEL), options, providers=["CPUExecutionProvider"])
+    return session, manifest, reg.read_vocab(version_dir, manifest)
 
 
 class OnnxRecommender(TorchSequenceRecommender):

@@ -1,5 +1,5 @@
-"""Local infrastructure: a real Kafka broker (KRaft) and a real redis-server on loopback."""
+"""Local infrastructure: a real Kafka broker (KRaft) and a real redis-server on loopback.
 
-from streamrec.infra.manager import ServiceStatus, infra_down, infra_status, infra_up
-
-__all__ = ["ServiceStatus", "infra_down", "infra_status", "infra_up"]
+``manager`` starts, stops and checks both (``streamrec infra``, in ``commands``). Nothing is imported
+here: the command line imports this package on every run to register its commands.
+"""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.errors import InfraError
+from streamrec.files import write_atomic
 
 __all__ = ["OwnedProcess", "port_open", "wait_until"]
 
@@ -69,7 +70,8 @@ class OwnedProcess:
             if started is not None:
                 break
             time.sleep(0.01)
-        self.pidfile.write_text(json.dumps({"pid": pid, "start_time": started, "argv": list(argv)}))
+        # whole or absent: ``pid()`` in another process (``infra status``, a test) must never read half of it
+        write_atomic(self.pidfile, json.dumps({"pid": pid, "start_time": started, "argv": list(argv)}))
         return pid
 
     def stop(self, timeout_s: float = 30.0) -> bool:

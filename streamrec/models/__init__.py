@@ -2,8 +2,9 @@
 ``score`` the whole catalogue for a batch of histories, ``recommend`` the top-k of one.
 
 The baselines exported here need only numpy and scipy, so importing this package never pulls in
-torch; neural models live in their own modules and are imported by name where they are used
-(see ``streamrec.eval.factory``).
+torch. The neural networks (``sasrec``, ``gru4rec``, ``bert4rec``, and the ranker's ``deepfm``) live
+in their own modules with their configs and nothing else: what trains them, and adapts them to the
+contract, belongs to the training layer.
 
 - ``MostPopular`` ("pop"): recency-decayed counts; also every other model's cold-start fallback.
 - ``ItemKNN`` ("itemknn"): cosine item-item similarity from co-occurrence within a window.

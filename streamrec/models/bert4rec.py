@@ -20,24 +20,21 @@ Each query may attend to itself, so a fully padded row never produces NaNs (see 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from streamrec.errors import ConfigError
-from streamrec.models.base import TrainData
 from streamrec.models.sasrec import Block, SASRecConfig
 
-__all__ = ["Bert4Rec", "Bert4RecConfig", "Bert4RecRecommender"]
+__all__ = ["Bert4Rec", "Bert4RecConfig"]
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Bert4RecConfig:
-    n_items: int = 0
+    n_items: int
     max_len: int = 200  # the original's ML-1M setting
     d_model: int = 64
     n_layers: int = 2
@@ -47,6 +44,12 @@ class Bert4RecConfig:
     last_only_prob: float = 0.1  # rows that mask their last item only; ~1 in 11 in the original data
 
     def __post_init__(self) -> None:
+        if min(self.n_items, self.max_len, self.d_model, self.n_layers, self.n_heads) < 1:
+            raise ConfigError(f"n_items, max_len, d_model, n_layers and n_heads must be positive; got n_items="
+                              f"{self.n_items}, max_len={self.max_len}, d_model={self.d_model}, "
+                              f"n_layers={self.n_layers}, n_heads={self.n_heads}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
         if not 0 < self.mask_prob <= 1 or not 0 <= self.last_only_prob <= 1 or not 0 <= self.dropout < 1:
             raise ConfigError(f"mask_prob must lie in (0, 1], last_only_prob in [0, 1] and dropout in [0, 1); "
                               f"got {self.mask_prob}, {self.last_only_prob}, {self.dropout}")
@@ -55,14 +58,13 @@ class Bert4RecConfig:
 class Bert4Rec(nn.Module):
     def __init__(self, config: Bert4RecConfig) -> None:
         super().__init__()
-        if config.n_items < 1 or config.max_len < 1:
-            raise ValueError(f"Bert4Rec needs n_items >= 1 and max_len >= 1, got {config}")
         self.config = config
         self.mask_token = config.n_items + 1
         self.item_emb = nn.Embedding(config.n_items + 2, config.d_model, padding_idx=0)  # + padding, mask
         self.pos_emb = nn.Embedding(config.max_len + 1, config.d_model)  # history + the mask
         self.drop = nn.Dropout(config.dropout)
-        attention = SASRecConfig(d_model=config.d_model, n_heads=config.n_heads, dropout=config.dropout)
+        attention = SASRecConfig(n_items=config.n_items, max_len=config.max_len, d_model=config.d_model,
+                                 n_heads=config.n_heads, dropout=config.dropout)  # what the blocks read
         self.blocks = nn.ModuleList(Block(attention) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.d_model)
         self.out_bias = nn.Parameter(torch.zeros(config.n_items + 1))
@@ -127,25 +129,3 @@ class Bert4Rec(nn.Module):
         masked = torch.cat([seq, torch.full_like(seq[:, :1], self.mask_token)], dim=1)  # (B, T + 1)
         return self.logits(self.encode(masked)[:, -1, :])  # (B, n_items + 1)
 
-
-@dataclass
-class Bert4RecRecommender:
-    """``bert4rec`` for the model registry: ``fit`` trains with the shared loop for a fixed number of
-    epochs, like ``SASRecRecommender``. The Cloze task learns less per epoch than next-item training
-    (a fifth of the positions carry a loss), so it gets more epochs."""
-
-    config: Bert4RecConfig = field(default_factory=Bert4RecConfig)
-    epochs: int = 50
-    seed: int = 0
-    name: str = "bert4rec"
-
-    def fit(self, data: TrainData) -> Bert4RecRecommender:
-        from streamrec.train import fit_for_epochs, seed_everything
-
-        seed_everything(self.seed)
-        model = Bert4Rec(Bert4RecConfig(**{**self.config.__dict__, "n_items": data.n_items}))
-        self._scorer = fit_for_epochs(model, list(data.sequences), epochs=self.epochs, seed=self.seed, name=self.name)
-        return self
-
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        return self._scorer.score(histories)

@@ -22,12 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamrec.errors import ConfigError
+
 __all__ = ["DeepFM", "DeepFMConfig", "RankLoss", "listwise_loss"]
 
 RankLoss = Literal["bce", "listwise"]
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class DeepFMConfig:
     sparse_sizes: tuple[int, ...]  # cardinality of each categorical field
     n_multi: int  # vocabulary of the multi-valued field
@@ -39,26 +41,26 @@ class DeepFMConfig:
     dense_std: tuple[float, ...] = ()  # empty: 1
 
     def __post_init__(self) -> None:
-        # plain tuples, whether given numpy values or the lists of a manifest's JSON
-        self.sparse_sizes, self.hidden = tuple(map(int, self.sparse_sizes)), tuple(map(int, self.hidden))
-        self.dense_mean, self.dense_std = tuple(map(float, self.dense_mean)), tuple(map(float, self.dense_std))
+        # plain tuples, whether given numpy values or the lists of a manifest's JSON (frozen: set once, here)
+        for name, kind in (("sparse_sizes", int), ("hidden", int), ("dense_mean", float), ("dense_std", float)):
+            object.__setattr__(self, name, tuple(map(kind, getattr(self, name))))
         if not self.sparse_sizes or min(self.sparse_sizes) < 1:
-            raise ValueError(f"DeepFMConfig.sparse_sizes needs at least one field, each of size >= 1; "
+            raise ConfigError(f"DeepFMConfig.sparse_sizes needs at least one field, each of size >= 1; "
                              f"got {self.sparse_sizes}")
         for name in ("n_multi", "n_dense", "d_embed"):
             if getattr(self, name) < 1:
-                raise ValueError(f"DeepFMConfig.{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"DeepFMConfig.{name} must be >= 1, got {getattr(self, name)}")
         if any(h < 1 for h in self.hidden):
-            raise ValueError(f"DeepFMConfig.hidden sizes must be >= 1, got {self.hidden}")
+            raise ConfigError(f"DeepFMConfig.hidden sizes must be >= 1, got {self.hidden}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"DeepFMConfig.dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"DeepFMConfig.dropout must be in [0, 1), got {self.dropout}")
         for name in ("dense_mean", "dense_std"):
             stats = getattr(self, name)
             if stats and (len(stats) != self.n_dense or not all(math.isfinite(v) for v in stats)):
-                raise ValueError(f"DeepFMConfig.{name} must be empty or {self.n_dense} finite values "
+                raise ConfigError(f"DeepFMConfig.{name} must be empty or {self.n_dense} finite values "
                                  f"(one per dense feature), got {len(stats)}: {stats}")
         if any(s <= 0 for s in self.dense_std):
-            raise ValueError(f"DeepFMConfig.dense_std must be > 0 (1 for a constant feature), got {self.dense_std}")
+            raise ConfigError(f"DeepFMConfig.dense_std must be > 0 (1 for a constant feature), got {self.dense_std}")
 
 
 def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, list_size: int) -> torch.Tensor:
@@ -139,4 +141,4 @@ class DeepFM(nn.Module):
             if list_size is None:
                 raise ValueError("the listwise loss needs list_size (candidates per list)")
             return logits, listwise_loss(logits, labels, list_size)
-        raise ValueError(f"loss must be 'bce' or 'listwise', got {loss!r}")
+        raise ConfigError(f"loss must be 'bce' or 'listwise', got {loss!r}")

@@ -2,7 +2,7 @@
 
 Training is session-parallel and one step at a time: each lane of the mini-batch holds one
 session, the hidden state is carried from step to step (detached, as in the original) and reset
-when a lane starts a new session (``streamrec.train.gru4rec_iterator``). The output scores only
+when a lane starts a new session (the training side's ``gru4rec_iterator``). The output scores only
 the mini-batch's own targets plus ``n_sample`` negatives shared by the whole mini-batch, drawn
 from popularity ** ``sample_alpha``; the diagonal of that ``(B, B + S)`` matrix holds the targets.
 
@@ -13,22 +13,18 @@ over the whole catalogue out, from the hidden state after each history's last it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from streamrec.errors import ConfigError
-from streamrec.models.base import TrainData
 
-__all__ = ["GRU4Rec", "GRU4RecConfig", "GRU4RecRecommender", "Loss", "Optimizer", "bpr_max_loss", "cross_entropy_loss"]
+__all__ = ["GRU4Rec", "GRU4RecConfig", "Loss", "bpr_max_loss", "cross_entropy_loss"]
 
 Loss = Literal["cross-entropy", "bpr-max"]
-Optimizer = Literal["adagrad", "adam"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,12 +44,6 @@ class GRU4RecConfig:
     # The official default: items enter through the output embedding, so one matrix serves both.
     constrained_embedding: bool = True
     embedding_size: int = 0  # separate input embedding when not constrained; 0 means hidden_size
-    optimizer: Optimizer = "adam"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    epochs: int = 10
-    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.n_items < 1 or self.max_len < 1 or self.hidden_size < 1 or self.n_layers < 1:
@@ -62,10 +52,10 @@ class GRU4RecConfig:
             raise ConfigError(f"dropout must lie in [0, 1); got {self.dropout_embed}, {self.dropout_hidden}")
         if self.loss not in ("cross-entropy", "bpr-max"):
             raise ConfigError(f"loss must be 'cross-entropy' or 'bpr-max', got {self.loss!r}")
-        if self.optimizer not in ("adagrad", "adam"):
-            raise ConfigError(f"optimizer must be 'adagrad' or 'adam', got {self.optimizer!r}")
-        if self.n_sample < 0 or self.sample_cache < 1 or self.batch_size < 1 or self.epochs < 0:
-            raise ConfigError(f"n_sample >= 0, sample_cache >= 1, batch_size >= 1 and epochs >= 0 needed; got {self}")
+        if self.n_sample < 0 or self.sample_cache < 1 or self.embedding_size < 0:
+            raise ConfigError(f"n_sample >= 0, sample_cache >= 1 and embedding_size >= 0 needed; got n_sample="
+                              f"{self.n_sample}, sample_cache={self.sample_cache}, "
+                              f"embedding_size={self.embedding_size}")
 
 
 def cross_entropy_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -182,28 +172,3 @@ class GRU4Rec(nn.Module):
         h = h * (lengths > 0).unsqueeze(1).to(h.dtype)  # empty history: the initial (zero) state
         return self._logits(h, None)  # (B, n_items + 1)
 
-
-@dataclass
-class GRU4RecRecommender:
-    """``gru4rec`` for ``streamrec evaluate``: trains with the shared loop (``fit_gru4rec``) for
-    ``epochs`` under a time budget (the evaluate command fits every model it names, so an unbounded
-    fit would stall it; no validation cases reach ``fit``, so the last epoch's weights are kept) and
-    scores through the shared torch adapter. The catalogue size comes from the training data."""
-
-    epochs: int = 10
-    time_budget_s: float | None = 300.0
-    seed: int = 0
-    name: str = "gru4rec"
-
-    def fit(self, data: TrainData) -> GRU4RecRecommender:
-        from streamrec.train.adapter import TorchSequenceRecommender
-        from streamrec.train.gru4rec_fit import fit_gru4rec, train_config
-
-        config = GRU4RecConfig(n_items=data.n_items, epochs=self.epochs, seed=self.seed)
-        budget_min = self.time_budget_s / 60 if self.time_budget_s is not None else None
-        model, _ = fit_gru4rec(data, config, None, train_config(config, budget_min=budget_min, progress=False))
-        self._scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=self.name)
-        return self
-
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        return self._scorer.score(histories)

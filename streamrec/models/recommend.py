@@ -114,10 +114,17 @@ def demote_history(scores: np.ndarray, histories: Sequence[np.ndarray]) -> np.nd
 
 
 def item_counts(data: TrainData) -> np.ndarray:
-    """``(n_items + 1,)`` interaction counts over the training sequences; index 0 stays 0."""
+    """``(n_items + 1,)`` int64: how often each item occurs in the training sequences; index 0 stays 0.
+
+    The one count of popularity, for every user of it: the baselines' cold-start fallback, SASRec's and
+    GRU4Rec's negative sampling, and evaluation's Popularity@k. Integers, because they are counts
+    (exact, and what ``metrics.popularity_percentiles`` ranks); callers that divide get floats anyway.
+    Padding (0) and indices outside ``1..n_items`` are not items and are dropped, so a stray index can
+    neither grow the array nor count as padding.
+    """
     flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in data.sequences] or [np.zeros(0, np.int64)])
     flat = flat[(flat >= 1) & (flat <= data.n_items)]
-    return np.bincount(flat, minlength=data.n_items + 1).astype(np.float64)
+    return np.bincount(flat, minlength=data.n_items + 1)
 
 
 def backfill(scores: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -22,23 +22,22 @@ from streamrec.eval.protocols import Cases, Split
 from streamrec.models.base import Recommender
 from streamrec.rank.features import ItemTable, SessionContext
 from streamrec.rank.pipeline import Pipeline
+from streamrec.registry import RANKER, SEQUENCE_MODELS
 from streamrec.offline.ranker_fit import RankerConfig, RankerFit, build_lists, fit_ranker
 
-__all__ = ["DEFAULT_SOURCES", "NEURAL_SOURCES", "RANKER_NAME", "PipelineSpec", "TwoStage", "case_contexts",
+__all__ = ["DEFAULT_SOURCES", "PipelineSpec", "TwoStage", "case_contexts",
            "fit_generators", "load_pipeline", "publish_ranker", "score_cases", "torch_ranker"]
 
 logger = logging.getLogger(__name__)
 
-RANKER_NAME = "deepfm"  # the ranker's name in the model registry
-NEURAL_SOURCES = ("sasrec", "gru4rec", "bert4rec")
-DEFAULT_SOURCES = (*NEURAL_SOURCES, "itemknn", "vsknn", "mf", "content", "pop")
+DEFAULT_SOURCES = (*SEQUENCE_MODELS, "itemknn", "vsknn", "mf", "content", "pop")
 
 
 @dataclass(frozen=True, kw_only=True)
 class PipelineSpec:
     sources: tuple[str, ...] = DEFAULT_SOURCES
     n_per_source: int = 50  # candidates each source proposes
-    registry: Path | None = None  # where the neural generators are; None = <repo>/models
+    registry: Path | None = None  # where the neural generators are (Settings.registry); None: no neural source
     ranker: RankerConfig = field(default_factory=RankerConfig)
     use_ranker: bool = True  # False: plain score fusion (the ablation)
 
@@ -47,16 +46,20 @@ class PipelineSpec:
             raise ConfigError(f"a pipeline needs distinct sources and n_per_source >= 1, got {self}")
 
 
-def fit_generators(names: Sequence[str], split: Split, registry: Path | None = None,
+def fit_generators(names: Sequence[str], split: Split, registry: Path | None,
                    progress: bool = True) -> dict[str, Recommender]:
+    """Each generator of ``names``: a neural one loaded from ``registry`` (its CURRENT version, which must
+    have been trained on ``split``), the others fitted on ``split.train``."""
     from streamrec.eval.factory import create
-    from streamrec.export import DEFAULT_REGISTRY, load_onnx
+    from streamrec.export import load_onnx
 
-    root = Path(registry) if registry is not None else DEFAULT_REGISTRY
     expected = json.loads(json.dumps(dict(split.summary)))
     out: dict[str, Recommender] = {}
     for name in tqdm(names, desc="generators", unit=" model", leave=False, disable=None if progress else True):
-        if name in NEURAL_SOURCES:
+        if name in SEQUENCE_MODELS:
+            if registry is None:
+                raise ConfigError(f"{name} comes from the model registry, and none was given (PipelineSpec.registry)")
+            root = Path(registry)
             model = load_onnx(root / name)
             recorded = model.manifest.get("protocol")
             if recorded != expected:
@@ -146,7 +149,7 @@ class TwoStage:
 
 
 def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, dataset: str,
-                   metrics: Mapping[str, object], registry: Path | None = None) -> Path:
+                   metrics: Mapping[str, object], registry: Path) -> Path:
     """Export the ranker to ``<registry>/deepfm/<version>`` with everything needed to rebuild its pipeline:
     the sources and their N, the feature layout, and the generator versions it was trained with."""
     from streamrec.export import ranker_graph
@@ -162,20 +165,20 @@ def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, dataset:
                      "history": fit.history, "cases": "the split's validation part (see streamrec.offline.ranker_fit)"},
     }
     config = fit.model.config
-    return publish_model(fit.model, config, name=RANKER_NAME, dataset=dataset, protocol=dict(split.summary),
+    return publish_model(fit.model, config, name=RANKER, dataset=dataset, protocol=dict(split.summary),
                          metrics=metrics, registry=registry, extra=extra, graph=ranker_graph(config))
 
 
-def load_pipeline(split: Split, registry: Path | None = None, *, progress: bool = False) -> Pipeline:
+def load_pipeline(split: Split, registry: Path, *, progress: bool = False) -> Pipeline:
     """The served pipeline: the CURRENT ranker, its neural generators from the registry (checked against
     ``split``), and the other generators fitted on ``split.train``."""
-    from streamrec.export import DEFAULT_REGISTRY, load_ranker
+    from streamrec.export import load_ranker
 
-    root = Path(registry) if registry is not None else DEFAULT_REGISTRY
-    ranker = load_ranker(root / RANKER_NAME)
+    root = Path(registry)
+    ranker = load_ranker(root / RANKER)
     spec = ranker.manifest.get("pipeline") or {}
     if ranker.manifest.get("protocol") != json.loads(json.dumps(dict(split.summary))):
-        raise ConfigError(f"the CURRENT ranker under {root / RANKER_NAME} was trained on another split; "
+        raise ConfigError(f"the CURRENT ranker under {root / RANKER} was trained on another split; "
                           "rebuild it with streamrec train-ranker")
     generators = fit_generators(spec["sources"], split, root, progress)
     table = ItemTable.build(split.train, getattr(generators.get("itemknn"), "similarity", None))

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from streamrec.eval.evaluate import evaluate_rows, item_counts
+from streamrec.eval.evaluate import evaluate_rows
 from streamrec.eval.protocols import Split
 from streamrec.models.base import Recommender
-from streamrec.models.recommend import clean_histories
+from streamrec.models.recommend import clean_histories, item_counts
 from streamrec.offline.assemble import PipelineSpec, case_contexts, fit_generators, score_cases, torch_ranker
 from streamrec.rank.candidates import union_top_n
 from streamrec.rank.features import ItemTable

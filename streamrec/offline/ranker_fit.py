@@ -12,34 +12,41 @@ Each training list holds the true next item and ``list_size - 1`` hard negatives
 every epoch from the other candidates of the same case; cases whose target is not among the
 candidates cannot teach the ranker anything and are left out of training (but not of the
 held-out metric, where they count as misses).
+
+The epochs run in the shared training loop (``streamrec.train.loop.run_loop``: best state,
+patience, time budget); what is the ranker's own is one epoch's steps (``ListBatches``) and the
+held-out list NDCG@10 it validates on.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
+from streamrec.errors import ConfigError
 from streamrec.eval import metrics
-from streamrec.models.deepfm import DeepFM, DeepFMConfig
+from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankLoss
 from streamrec.rank.features import Features, SessionContext, build_features, dense_names, sparse_sizes
 from streamrec.rank.pipeline import Pipeline
+from streamrec.train.loop import METRIC, TrainConfig, run_loop, seed_everything
 
-__all__ = ["Lists", "RankerConfig", "RankerFit", "build_lists", "fit_ranker", "list_ranks"]
+__all__ = ["ListBatches", "Lists", "RankerConfig", "RankerFit", "build_lists", "fit_ranker", "list_ranks"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
 class RankerConfig:
-    loss: Literal["listwise", "bce"] = "listwise"
+    """The ranker's lists and network, and its training settings (see ``train_config``)."""
+
+    loss: RankLoss = "listwise"
     list_size: int = 64  # rows per training list: the target plus hard negatives
     epochs: int = 40
     batch_lists: int = 64
@@ -51,13 +58,25 @@ class RankerConfig:
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.1
     seed: int = 0
-    budget_s: float | None = None
+    budget_s: float | None = None  # wall-clock seconds for training and held-out validation together
 
     def __post_init__(self) -> None:
-        if self.loss not in ("listwise", "bce"):
-            raise ValueError(f"loss must be 'listwise' or 'bce', got {self.loss!r}")
-        if self.list_size < 2 or self.epochs < 1 or self.batch_lists < 1 or not 0 < self.holdout < 1:
-            raise ValueError(f"need list_size >= 2, epochs >= 1, batch_lists >= 1, 0 < holdout < 1; got {self}")
+        if self.loss not in get_args(RankLoss):
+            raise ConfigError(f"loss must be one of {', '.join(map(repr, get_args(RankLoss)))}, got {self.loss!r}")
+        if self.list_size < 2:
+            raise ConfigError(f"list_size must be at least 2 (the target and a negative), got {self.list_size}")
+        if self.batch_lists < 1:
+            raise ConfigError(f"batch_lists must be at least 1, got {self.batch_lists}")
+        if not 0 < self.holdout < 1:
+            raise ConfigError(f"holdout must lie in (0, 1), got {self.holdout}")
+        self.train_config()  # the loop's settings check themselves: epochs, lr, patience, budget_s
+
+    def train_config(self, *, progress: bool = False) -> TrainConfig:
+        """The shared loop's settings: a step takes ``batch_lists`` lists. On the CPU, where the ranker has
+        always trained: the network is small and its lists are numpy arrays in memory."""
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_lists, lr=self.lr, weight_decay=self.weight_decay,
+                           patience=self.patience, budget_s=self.budget_s, seed=self.seed, device="cpu",
+                           progress=progress)
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,66 +141,61 @@ def list_ranks(scores: np.ndarray, mask: np.ndarray, target_col: np.ndarray) -> 
 def fit_ranker(lists: Lists, pipeline: Pipeline, config: RankerConfig = RankerConfig(), *,
                progress: bool = True) -> RankerFit:
     """A DeepFM trained on ``lists`` (built by ``build_lists`` for ``pipeline``), best held-out epoch kept."""
-    rng = np.random.default_rng(config.seed)
-    torch.manual_seed(config.seed)
-    order = rng.permutation(len(lists))
+    order = np.random.default_rng(config.seed).permutation(len(lists))
     n_hold = max(1, round(config.holdout * len(lists)))
     hold, train_idx = order[:n_hold], order[n_hold:]
     train_idx = train_idx[lists.target_col[train_idx] >= 0]
     if len(train_idx) == 0:
-        raise ValueError("no training list has its target among the candidates; raise n_per_source")
+        raise ConfigError("no training list has its target among the candidates; raise n_per_source")
 
     real = lists.features.dense[lists.mask]  # (rows, D)
+    if len(dense_names(pipeline.sources)) != real.shape[1]:
+        raise ValueError("feature layout and pipeline sources disagree")
+    seed_everything(config.seed)  # the initial weights; the loop seeds again for dropout and sampling
     model = DeepFM(DeepFMConfig(
         sparse_sizes=sparse_sizes(pipeline.table, len(pipeline.sources)), n_multi=lists.features.multi.shape[-1],
         n_dense=real.shape[1], d_embed=config.d_embed, hidden=config.hidden, dropout=config.dropout,
         dense_mean=tuple(float(v) for v in real.mean(axis=0)),
         dense_std=tuple(float(v) for v in np.maximum(real.std(axis=0), 1e-6)),
     ))
-    if len(dense_names(pipeline.sources)) != real.shape[1]:
-        raise ValueError("feature layout and pipeline sources disagree")
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    fit = RankerFit(model)
-    best_state, stale = copy.deepcopy(model.state_dict()), 0
-    start = time.monotonic()
-    for epoch in range(1, config.epochs + 1):
-        model.train()
-        rows = _sample_rows(lists, rng.permutation(train_idx), config.list_size, rng)  # (L, list_size) columns
-        total, steps = 0.0, 0
-        batches = range(0, len(rows.case), config.batch_lists)
-        for lo in tqdm(batches, desc=f"ranker epoch {epoch}", unit=" batch", leave=False,
-                       disable=None if progress else True):
-            case, cols = rows.case[lo:lo + config.batch_lists], rows.cols[lo:lo + config.batch_lists]
-            sparse, multi, dense = (torch.from_numpy(a[case[:, None], cols].reshape(-1, a.shape[-1]))
-                                    for a in (lists.features.sparse, lists.features.multi, lists.features.dense))
-            labels = torch.from_numpy((cols == lists.target_col[case][:, None]).reshape(-1).astype(np.float32))
-            _, loss = model(sparse, multi, dense, labels, list_size=config.list_size, loss=config.loss)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        ndcg = _held_out_ndcg(model, lists, hold)
-        fit.history.append({"epoch": epoch, "loss": total / max(steps, 1), "holdout_ndcg10": ndcg,
-                            "seconds": time.monotonic() - start})
-        logger.info("ranker epoch %d loss %.4f held-out list NDCG@10 %.4f", epoch, total / max(steps, 1), ndcg)
-        if progress:
-            tqdm.write(f"ranker epoch {epoch:2d}  loss {total / max(steps, 1):.4f}  held-out NDCG@10 {ndcg:.4f}")
-        if not ndcg <= fit.best_ndcg:  # also true for the first (nan) best
-            fit.best_ndcg, fit.best_epoch, stale = ndcg, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-        if config.budget_s is not None and time.monotonic() - start > config.budget_s:
-            fit.stopped = "budget"
-            break
-        if stale >= config.patience:
-            fit.stopped = "patience"
-            break
-    else:
-        fit.stopped = "epochs"
-    model.load_state_dict(best_state)
-    model.eval()
-    return fit
+
+    def validate() -> dict[str, float]:
+        return {METRIC: _held_out_ndcg(model, lists, hold)}
+
+    result = run_loop(model, ListBatches(lists, train_idx, config.list_size, config.loss), validate,
+                      config.train_config(progress=progress))
+    history = [{"epoch": r.epoch, "loss": r.loss, "holdout_ndcg10": r.val[METRIC], "seconds": r.seconds}
+               for r in result.history]
+    logger.info("ranker: best epoch %d of %d (stopped: %s), held-out list NDCG@10 %.4f", result.best_epoch,
+                len(history), result.stopped, result.best_metrics.get(METRIC, float("nan")))
+    return RankerFit(model, history, result.best_epoch, result.best_metrics.get(METRIC, float("nan")), result.stopped)
+
+
+@dataclass(frozen=True, eq=False)
+class ListBatches:
+    """``EpochSteps`` for the ranker: each epoch, every training case's target with ``list_size - 1``
+    negatives drawn afresh from its other candidates, in shuffled order, a step's worth at a time."""
+
+    lists: Lists
+    cases: np.ndarray  # int64: the training cases, each with its target among its candidates
+    list_size: int
+    loss: RankLoss
+
+    def n_steps(self, batch_size: int) -> int:
+        return -(-len(self.cases) // batch_size)
+
+    def losses(self, model: nn.Module, batch_size: int, device: torch.device,
+               rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        rows = _sample_rows(self.lists, rng.permutation(self.cases), self.list_size, rng)  # (L, list_size) columns
+        features = (self.lists.features.sparse, self.lists.features.multi, self.lists.features.dense)
+        for lo in range(0, len(rows.case), batch_size):
+            case, cols = rows.case[lo:lo + batch_size], rows.cols[lo:lo + batch_size]
+            sparse, multi, dense = (torch.from_numpy(a[case[:, None], cols].reshape(-1, a.shape[-1])).to(device)
+                                    for a in features)
+            labels = (cols == self.lists.target_col[case][:, None]).reshape(-1).astype(np.float32)  # (N,)
+            _, loss = model(sparse, multi, dense, torch.from_numpy(labels).to(device), list_size=self.list_size,
+                            loss=self.loss)
+            yield loss
 
 
 @dataclass(frozen=True)
@@ -206,12 +220,13 @@ def _sample_rows(lists: Lists, cases: np.ndarray, size: int, rng: np.random.Gene
 @torch.no_grad()
 def _held_out_ndcg(model: DeepFM, lists: Lists, cases: np.ndarray, batch: int = 256) -> float:
     model.eval()
+    device = next(model.parameters()).device
     ranks = []
     for lo in range(0, len(cases), batch):
         idx = cases[lo:lo + batch]
         B, C = lists.mask[idx].shape
-        flat = [torch.from_numpy(a[idx].reshape(B * C, -1)) for a in
+        flat = [torch.from_numpy(a[idx].reshape(B * C, -1)).to(device) for a in
                 (lists.features.sparse, lists.features.multi, lists.features.dense)]
-        scores = model.score(*flat).numpy().reshape(B, C)
+        scores = model.score(*flat).cpu().numpy().reshape(B, C)
         ranks.append(list_ranks(np.where(lists.mask[idx], scores, -np.inf), lists.mask[idx], lists.target_col[idx]))
     return metrics.ndcg(np.concatenate(ranks), 10) if ranks else float("nan")

@@ -19,9 +19,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from streamrec.data.movielens import Dataset  # noqa: E402
-from streamrec.eval.evaluate import evaluate, item_counts  # noqa: E402
+from streamrec.data.names import DEFAULT_DATASET, DatasetName  # noqa: E402
+from streamrec.eval.evaluate import evaluate  # noqa: E402
+from streamrec.errors import ConfigError  # noqa: E402
 from streamrec.eval.protocols import ProtocolName  # noqa: E402
+from streamrec.models.recommend import item_counts  # noqa: E402
 from streamrec.offline.assemble import PipelineSpec, publish_ranker  # noqa: E402
 from streamrec.offline.experiment import ExperimentConfig, ExperimentResult, run_experiment  # noqa: E402
 
@@ -34,7 +36,7 @@ COLUMNS = ("NDCG@10", "HR@10", "MRR@20", "HR@20", "NDCG@20", "Coverage@20")
 
 @dataclass(frozen=True, kw_only=True)
 class RankerJob:
-    dataset: Dataset = "ml-1m"
+    dataset: DatasetName = DEFAULT_DATASET
     protocol: ProtocolName = "loo"
     data_dir: Path = Path("data")
     spec: PipelineSpec = field(default_factory=PipelineSpec)
@@ -53,8 +55,10 @@ class RankerJobResult:
 
 def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
     from streamrec.export import load_ranker
-    from streamrec.train.jobs import make_split
+    from streamrec.eval.protocols import make_split
 
+    if job.publish and job.spec.registry is None:
+        raise ConfigError("publishing the ranker needs a registry (PipelineSpec.registry); or do not publish")
     parts, _ = make_split(job.dataset, job.protocol, job.data_dir)
     described = f"{job.dataset.upper()}, {parts.summary['description']}"
     result = run_experiment(parts, ExperimentConfig(spec=job.spec, ablation=job.ablation), progress=progress)

@@ -27,10 +27,10 @@ def jsonl_lines(path: str | Path, limit: int | None = None) -> Iterator[tuple[in
 def dataset_events(dataset: str, data_dir: Path, limit: int | None = None,
                    session_gap_s: int = 3600) -> Iterator[tuple[int, bytes]]:
     """A MovieLens replay as wire events, in timestamp order."""
-    from streamrec.data.movielens import load
+    from streamrec.data.datasets import load
     from streamrec.data.replay import ReplayConfig, replay_events
 
-    data = load(dataset, data_dir)  # type: ignore[arg-type]
+    data = load(dataset, data_dir)
     events = replay_events(data.interactions, ReplayConfig(session_gap_s=session_gap_s), limit=limit, dataset=dataset)
     for n, event in enumerate(events, 1):
         yield n, encode_event(event)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.errors import ConfigError
 from streamrec.models.base import top_k
 
 __all__ = ["Candidates", "union_top_n"]
@@ -66,7 +67,7 @@ def union_top_n(
     """
     sources = tuple(scores)
     if not sources:
-        raise ValueError("candidate generation needs at least one source")
+        raise ConfigError("candidate generation needs at least one source")
     B, V = next(iter(scores.values())).shape
     S = len(sources)
     # each proposal (row, item, rank, source) packed in one int64, so that plain sorts order them

@@ -1,9 +1,14 @@
 """The two-stage recommender as one object: generate candidates, rank them, re-rank.
 
 It is a ``Recommender`` (``score`` over the whole catalogue), so ``streamrec evaluate`` measures
-it exactly as it measures its members, and it has ``recommend`` for the server, which returns
-the final items with their scores and the sources that proposed them. Both go through the same
-``_ranked`` path, so what is evaluated is what is served.
+it exactly as it measures its members, and it has ``recommend``/``recommend_many`` for the server,
+which return the final items with their scores and the sources that proposed them.
+
+Both go through one private path, ``Pipeline._served`` (candidates, features, rank, then the
+re-ranking rules and order), and ``score`` is derived from its output: the items it would show, in
+the order it would show them, sit above every other item. So the top-k of ``score`` is what
+``recommend`` returns for the same history and the pipeline's own rules: what is evaluated is what
+is served, by construction rather than by two copies kept in step.
 
 Without a ranker the candidates are ordered by plain score fusion: the mean over sources of each
 source's within-list z-score (CombSUM of normalised scores), the ablation the ranker must beat.
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.errors import ConfigError
 from streamrec.models.base import Recommender, TrainData
 from streamrec.models.recommend import clean_histories
 from streamrec.rank.candidates import Candidates, union_top_n
@@ -27,7 +33,7 @@ __all__ = ["Pipeline", "Query", "RankerFn", "Recommendation"]
 #: ``(sparse (N, F), multi (N, G), dense (N, D)) -> logits (N,)``: a torch DeepFM or its ONNX session.
 RankerFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
-_FLOOR = -1e6  # non-candidates sit below every candidate, ordered by popularity
+_FLOOR = -1e6  # in ``score``, items not shown sit below every shown item, ordered by popularity
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,15 @@ class Query:
     rerank: RerankConfig | None = None  # None: the pipeline's rules
 
 
+@dataclass(frozen=True, eq=False)
+class _Served:
+    """The one path's output for a batch."""
+
+    cands: Candidates
+    ranked: np.ndarray  # float32 (B, C): ranking scores, before the rules
+    picks: list[np.ndarray]  # per row, the candidate columns shown, in display order
+
+
 class Pipeline:
     """``generators`` are fitted ``Recommender``s by source name; ``n_per_source`` how many each proposes."""
 
@@ -58,7 +73,7 @@ class Pipeline:
                  ranker: RankerFn | None = None, rerank: RerankConfig = RerankConfig()) -> None:
         missing = [s for s in n_per_source if s not in generators]
         if missing or not generators:
-            raise ValueError(f"n_per_source names sources without a generator: {missing}")
+            raise ConfigError(f"n_per_source names sources without a generator: {missing}")
         self.generators = dict(generators)
         self.table = table
         self.n_per_source = {s: int(n_per_source.get(s, 0)) for s in self.generators}
@@ -82,9 +97,10 @@ class Pipeline:
 
     def candidates(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
                    exclude_seen: bool | None = None) -> Candidates:
+        """The first stage alone, as the ranker is trained on it (``streamrec.offline.ranker_fit``)."""
         exclude_seen = self.rerank.exclude_seen if exclude_seen is None else exclude_seen
-        exclude = clean_histories(histories, self.table.n_items) if exclude_seen else None
-        return union_top_n({s: scores[s] for s in self.sources}, self.n_per_source, exclude)
+        hists = clean_histories(histories, self.table.n_items)
+        return self._candidates(scores, hists, [exclude_seen] * len(hists))
 
     def rank(self, cands: Candidates, features: Features) -> np.ndarray:
         """(B, C) float32 scores of the candidates, -inf on padding."""
@@ -100,8 +116,43 @@ class Pipeline:
     def ranked(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
                contexts: Sequence[SessionContext] | None = None,
                exclude_seen: bool | None = None) -> tuple[Candidates, np.ndarray]:
-        cands = self.candidates(scores, histories, exclude_seen)
+        """Candidates and their ranking scores, before the re-ranking rules: what the ranker is judged on."""
+        exclude_seen = self.rerank.exclude_seen if exclude_seen is None else exclude_seen
+        hists = clean_histories(histories, self.table.n_items)
+        return self._ranked(scores, hists, contexts, [exclude_seen] * len(hists))
+
+    # ---------------------------------------------------------------- the one path
+
+    def _candidates(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+                    exclude_seen: Sequence[bool]) -> Candidates:
+        """``histories`` already clean; row ``i`` leaves its seen items out when ``exclude_seen[i]``."""
+        empty = np.zeros(0, dtype=np.int64)
+        exclude = [h if e else empty for h, e in zip(histories, exclude_seen, strict=True)]
+        return union_top_n({s: scores[s] for s in self.sources}, self.n_per_source, exclude)
+
+    def _ranked(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+                contexts: Sequence[SessionContext] | None,
+                exclude_seen: Sequence[bool]) -> tuple[Candidates, np.ndarray]:
+        cands = self._candidates(scores, histories, exclude_seen)
         return cands, self.rank(cands, build_features(cands, histories, self.table, contexts))
+
+    def _served(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+                contexts: Sequence[SessionContext] | None, rules: Sequence[RerankConfig],
+                exclude: Sequence[Collection[int]], k: Sequence[int]) -> _Served:
+        """What would be shown for each clean history: candidates, features, rank, then row ``i``'s
+        ``rules[i]`` and ``exclude[i]`` and its first ``k[i]`` items in display order.
+
+        Greedy MMR picks its first items the same whatever ``k``, so a longer ``k`` only extends the
+        list (except ``diversity == 1`` with ``k == 1``, where one pick is plain relevance).
+        """
+        cands, ranked = self._ranked(scores, histories, contexts, [r.exclude_seen for r in rules])
+        ok = allowed_many(cands.items, rules, histories, exclude)
+        picks = top_allowed(ranked, ok, k)
+        for row, (r, n) in enumerate(zip(rules, k, strict=True)):
+            if r.diversity > 0 and n > 1:
+                cols = np.flatnonzero(ok[row])
+                picks[row] = cols[mmr(ranked[row, cols], self.table.genres[cands.items[row, cols]], n, r.diversity)]
+        return _Served(cands, ranked, picks)
 
     # ---------------------------------------------------------------- the Recommender contract
 
@@ -118,13 +169,21 @@ class Pipeline:
 
     def scores_from(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
                     contexts: Sequence[SessionContext] | None = None) -> np.ndarray:
-        """Full-catalogue scores from precomputed source scores: candidates by their ranking score,
-        then every other item below them by popularity. Column 0 is -inf."""
-        cands, ranked = self.ranked(scores, histories, contexts)
-        B = len(histories)
+        """Full-catalogue scores from precomputed source scores: every item the pipeline's rules would
+        show, by its ranking score and in display order, then every other item below them by
+        popularity. Column 0 is -inf.
+
+        A shown item keeps its ranking score unless that would contradict the display order (ties,
+        or a diversified order): then it sits just below the item shown before it.
+        """
+        hists = clean_histories(histories, self.table.n_items)
+        B = len(hists)
+        every = [self.table.n_items] * B  # the whole display order, not only a top-k
+        served = self._served(scores, hists, contexts, [self.rerank] * B, [()] * B, every)
+        rows = np.repeat(np.arange(B), [len(p) for p in served.picks])  # one entry per shown item
+        cols = np.concatenate(served.picks) if B else np.zeros(0, dtype=np.int64)
         out = np.broadcast_to(_FLOOR + self.table.log_pop, (B, self.table.n_items + 1)).astype(np.float32)
-        rows, cols = np.nonzero(cands.mask)
-        out[rows, cands.items[rows, cols]] = ranked[rows, cols]
+        out[rows, served.cands.items[rows, cols]] = _descending(served.ranked[rows, cols], rows)
         out[:, 0] = -np.inf
         return out
 
@@ -144,25 +203,28 @@ class Pipeline:
         """
         if not queries:
             return []
-        rules = [q.rerank or self.rerank for q in queries]
         histories = clean_histories([q.history for q in queries], self.table.n_items)
-        empty = np.zeros(0, dtype=np.int64)
-        exclude = [h if r.exclude_seen else empty for h, r in zip(histories, rules, strict=True)]
-        scores = self.source_scores(histories)
-        cands = union_top_n({s: scores[s] for s in self.sources}, self.n_per_source, exclude)
         contexts = [q.context or SessionContext() for q in queries]
-        ranked = self.rank(cands, build_features(cands, histories, self.table, contexts))
-        ok = allowed_many(cands.items, rules, histories, [q.exclude for q in queries])
-        plain = top_allowed(ranked, ok, [q.k for q in queries])
-        out = []
-        for row, (q, r) in enumerate(zip(queries, rules, strict=True)):
-            items, row_scores = cands.items[row], ranked[row]
-            if r.diversity > 0 and q.k > 1:
-                allowed_cols = np.flatnonzero(ok[row])
-                picks = allowed_cols[mmr(row_scores[allowed_cols], self.table.genres[items[allowed_cols]], q.k,
-                                         r.diversity)]
-            else:
-                picks = plain[row]
-            out.append([Recommendation(int(i), float(s), src) for i, s, src in
-                        zip(items[picks].tolist(), row_scores[picks].tolist(), cands.proposers(row, picks), strict=True)])
-        return out
+        rules = [q.rerank or self.rerank for q in queries]
+        served = self._served(self.source_scores(histories), histories, contexts, rules,
+                              [q.exclude for q in queries], [q.k for q in queries])
+        cands = served.cands
+        return [[Recommendation(int(i), float(s), src) for i, s, src in
+                 zip(cands.items[row, picks].tolist(), served.ranked[row, picks].tolist(), cands.proposers(row, picks),
+                     strict=True)]
+                for row, picks in enumerate(served.picks)]
+
+
+def _descending(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values`` (each row's in display order; ``rows`` sorted) made strictly decreasing within each
+    row, changed only where they must be: lowered to the float32 just below their predecessor."""
+    wrong = (rows[1:] == rows[:-1]) & ~(values[1:] < values[:-1])
+    if not wrong.any():
+        return values
+    out = values.astype(np.float32, copy=True)
+    for row in np.unique(rows[1:][wrong]):  # a lowered value may push its successors down too
+        seg = out[np.searchsorted(rows, row):np.searchsorted(rows, row, side="right")]  # a view
+        for j in range(1, len(seg)):
+            if not seg[j] < seg[j - 1]:
+                seg[j] = np.nextafter(seg[j - 1], np.float32(-np.inf))
+    return out

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamrec.errors import ConfigError
+
 __all__ = ["RerankConfig", "allowed", "allowed_many", "mmr", "top_allowed"]
 
 
@@ -24,7 +26,7 @@ class RerankConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.diversity <= 1.0:
-            raise ValueError(f"diversity must lie in [0, 1], got {self.diversity}")
+            raise ConfigError(f"diversity must lie in [0, 1], got {self.diversity}")
 
 
 def allowed(items: np.ndarray, config: RerankConfig, seen: Collection[int] = (),

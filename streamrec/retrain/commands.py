@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 from streamrec.errors import ConfigError
+from streamrec.registry import RANKER
 from streamrec.settings import Settings
 
-__all__ = ["add_parsers", "parse_every"]
+__all__ = ["parse_every", "register"]
 
 logger = logging.getLogger(__name__)
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -34,8 +35,8 @@ def _notifier(settings: Settings):  # type: ignore[no-untyped-def]
 
         try:
             client = redis.Redis.from_url(settings.redis_address, socket_timeout=2, socket_connect_timeout=2)
-            receivers = client.publish(f"{settings.redis_prefix}models", "promoted")
-            print(f"notified {receivers} server(s) on {settings.redis_prefix}models (the others poll the registry)")
+            receivers = client.publish(settings.models_channel, "promoted")
+            print(f"notified {receivers} server(s) on {settings.models_channel} (the others poll the registry)")
         except redis.RedisError as exc:  # servers also poll the registry, so a lost notice only delays the swap
             print(f"could not notify the servers through Redis ({exc}); they will find the release by polling")
     return notify
@@ -49,7 +50,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
         archive=Path(args.archive or settings.archive_dir), registry=Path(args.registry or settings.registry),
         data_dir=settings.data_dir, since_days=args.since_days, catalog=args.catalog,
         models=tuple(m for m in args.models.split(",") if m), sources=tuple(s for s in args.sources.split(",") if s),
-        budget_min=args.budget_min, max_len=args.max_len, ranker_epochs=args.ranker_epochs, test_days=args.test_days,
+        budget_s=args.budget_min * 60, max_len=args.max_len, ranker_epochs=args.ranker_epochs, test_days=args.test_days,
         gate=GateConfig(metric=args.metric, tolerance=args.tolerance), keep=args.keep, warm_start=args.warm_start,
         notify=_notifier(settings), seed=args.seed, progress=not args.quiet)
     every = parse_every(args.every) if args.every else None
@@ -102,7 +103,7 @@ def _models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "retrain", help="retrain every model on the event archive, gate it against what serves, promote it",
         description="Read the event archive (optionally its newest days), freeze it as a snapshot, train the "
@@ -111,7 +112,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
                     "slice, and promote it (atomically, then notify the servers over Redis) only if it is not worse "
                     "than the current one by more than --tolerance. Otherwise it is kept as rejected, with the "
                     "reason in its manifests. Old versions are pruned. With --every it repeats.")
-    p.add_argument("--archive", metavar="DIR", help="the event archive (default $STREAMREC_ARCHIVE_DIR, $STREAMREC_HOME/archive)")
+    p.add_argument("--archive", metavar="DIR",
+                   help="the event archive (default $STREAMREC_ARCHIVE_DIR, $STREAMREC_HOME/archive)")
     p.add_argument("--since-days", type=float, metavar="D", help="only the newest D days of the archive (default all)")
     p.add_argument("--catalog", metavar="SRC", help="item metadata: ml-1m, ml-100k or a .parquet/.csv file with "
                                                     "item_id, title, genres (default: none, titles are ids)")
@@ -121,7 +123,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--budget-min", type=float, default=5.0, metavar="M",
                    help="training minutes per sequence model (default %(default)s)")
     p.add_argument("--max-len", type=int, default=50, metavar="L", help="history length (default %(default)s)")
-    p.add_argument("--ranker-epochs", type=int, default=20, metavar="E", help="ranker epochs at most (default %(default)s)")
+    p.add_argument("--ranker-epochs", type=int, default=20, metavar="E",
+                   help="ranker epochs at most (default %(default)s)")
     p.add_argument("--test-days", type=float, default=7.0, metavar="D",
                    help="the held-out slice: the newest D days (and D days of validation before) (default %(default)s)")
     p.add_argument("--metric", default="NDCG@10", help="the gate's metric (default %(default)s)")
@@ -131,7 +134,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--warm-start", action="store_true",
                    help="initialise the sequence models from the current release and fine-tune (use with --since-days)")
     p.add_argument("--every", metavar="PERIOD", help="repeat every PERIOD (e.g. 6h, 30m); default: once")
-    p.add_argument("--registry", metavar="DIR", help="model registry (default $STREAMREC_REGISTRY or models/)")
+    p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
     p.add_argument("--json", metavar="PATH", help="write the round's summary as JSON")
     p.add_argument("--fail-on-reject", action="store_true", help="exit with status 3 when the gate rejects")
     p.add_argument("--seed", type=int, default=0)
@@ -147,8 +150,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     mp = msub.add_parser("list", help="versions, statuses, metrics and CURRENT")
     mp.add_argument("name", nargs="?", help="only this model")
     mp.add_argument("--json", action="store_true")
-    mp.add_argument("--registry", metavar="DIR")
+    mp.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
     mp = msub.add_parser("rollback", help="point a model (deepfm: the release) back at its previous version")
-    mp.add_argument("name", nargs="?", default="deepfm", help="default deepfm, the release the servers follow")
-    mp.add_argument("--registry", metavar="DIR")
+    mp.add_argument("name", nargs="?", default=RANKER, help=f"default {RANKER}, the release the servers follow")
+    mp.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
     p.set_defaults(func=_models)

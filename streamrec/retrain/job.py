@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from streamrec.errors import ConfigError
+from streamrec import registry as reg
+from streamrec.errors import ConfigError, LoadError
 from streamrec.retrain.gate import Decision, GateConfig, VocabBridge, decide
 from streamrec.retrain.registry import move_in, promote, prune, release_of, set_status
 
@@ -39,7 +40,7 @@ class RetrainConfig:
     catalog: str | None = None  # item metadata: a MovieLens name (ml-1m) or a .parquet/.csv path
     models: tuple[str, ...] = ("sasrec", "gru4rec")
     sources: tuple[str, ...] = ("sasrec", "gru4rec", "itemknn", "mf", "pop")
-    budget_min: float = 5.0  # per sequence model
+    budget_s: float = 300.0  # per sequence model
     max_len: int = 50
     ranker_epochs: int = 20
     test_days: float = 7.0  # the held-out slice, and as many validation days before it
@@ -51,8 +52,8 @@ class RetrainConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.test_days <= 0 or self.budget_min <= 0 or self.keep < 1:
-            raise ConfigError("test_days and budget_min must be positive and keep at least 1")
+        if self.test_days <= 0 or self.budget_s <= 0 or self.keep < 1:
+            raise ConfigError("test_days and budget_s must be positive and keep at least 1")
         missing = [m for m in self.models if m not in self.sources]
         if missing:
             raise ConfigError(f"models {missing} are trained but not among the pipeline's sources {self.sources}")
@@ -74,13 +75,15 @@ class RetrainResult:
 def load_catalog(catalog: str | None, data_dir: Path) -> pd.DataFrame | None:
     if catalog is None:
         return None
-    if catalog in ("ml-1m", "ml-100k"):
-        from streamrec.data.movielens import load
+    from streamrec.data.movielens import load
+    from streamrec.data.names import MOVIELENS
 
-        return load(catalog, data_dir).items  # type: ignore[arg-type]
+    if catalog in MOVIELENS:
+        return load(catalog, data_dir).items
     path = Path(catalog)
     if not path.is_file():
-        raise ConfigError(f"no catalog {catalog}: give ml-1m, ml-100k or a .parquet/.csv file with item_id, title, genres")
+        raise ConfigError(f"no catalog {catalog}: give {', '.join(MOVIELENS)} or a .parquet/.csv file with item_id, "
+                          "title, genres")
     return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype={"item_id": str})
 
 
@@ -100,7 +103,7 @@ def run_retrain(config: RetrainConfig, *, say: Say = logger.info, events: pd.Dat
         f"{data.interactions['user_id'].nunique():,} users or sessions")
     seconds["snapshot"] = time.monotonic() - started
 
-    staging = Path(config.registry) / ".staging" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    staging = Path(config.registry) / reg.STAGING / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     staging.mkdir(parents=True, exist_ok=True)
     try:
         return _train_and_gate(config, snapshot, len(events), staging, seconds, say)
@@ -113,24 +116,24 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
     from streamrec.offline.assemble import PipelineSpec
     from streamrec.offline.ranker_job import RankerJob, run_ranker_job
     from streamrec.offline.ranker_fit import RankerConfig
-    from streamrec.serve.loader import LoadError, RegistryLoader
-    from streamrec.train.jobs import TrainJob, run_train_job
+    from streamrec.serve.loader import RegistryLoader
+    from streamrec.offline.train_job import TrainJob, run_train_job
 
     t = time.monotonic()
     serving = release_of(config.registry)
-    init_from = {name: Path(config.registry) / name / serving[name] for name in config.models
+    init_from = {name: reg.version_dir(config.registry, name, serving[name]) for name in config.models
                  if config.warm_start and name in serving}
     if config.warm_start:
         say(f"warm start from {', '.join(f'{n} {p.name}' for n, p in init_from.items()) or 'nothing (no release yet)'}")
-    job = run_train_job(TrainJob(models=config.models, dataset=snapshot, protocol="session",  # type: ignore[arg-type]
+    job = run_train_job(TrainJob(models=config.models, dataset=snapshot, protocol="session",
                                  data_dir=config.data_dir, registry=staging, max_len=config.max_len,
-                                 budget_min=config.budget_min, seed=config.seed, progress=config.progress,
+                                 budget_s=config.budget_s, seed=config.seed, progress=config.progress,
                                  init_from=init_from), say=say)
     seconds["sequence_models"] = time.monotonic() - t
     t = time.monotonic()
     spec = PipelineSpec(sources=config.sources, registry=staging,
                         ranker=RankerConfig(epochs=config.ranker_epochs, seed=config.seed))
-    ranked = run_ranker_job(RankerJob(dataset=snapshot, protocol="session", data_dir=config.data_dir,  # type: ignore[arg-type]
+    ranked = run_ranker_job(RankerJob(dataset=snapshot, protocol="session", data_dir=config.data_dir,
                                       spec=spec, ablation=False), progress=config.progress)
     seconds["ranker"] = time.monotonic() - t
     assert ranked.version_dir is not None
@@ -177,8 +180,8 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
 def _current_metrics(config: RetrainConfig, snapshot: str, say: Say) -> dict[str, dict[str, float]]:
     """The release now served, measured on the new snapshot's held-out slice; empty when none serves."""
     from streamrec.eval.evaluate import evaluate
-    from streamrec.serve.loader import LoadError, RegistryLoader
-    from streamrec.train.jobs import make_split
+    from streamrec.serve.loader import RegistryLoader
+    from streamrec.eval.protocols import make_split
 
     if not release_of(config.registry):
         return {}
@@ -187,7 +190,7 @@ def _current_metrics(config: RetrainConfig, snapshot: str, say: Say) -> dict[str
     except LoadError as exc:
         say(f"the current release cannot be loaded ({exc}); the new one is judged on its own")
         return {}
-    parts, vocab = make_split(snapshot, "session", config.data_dir)  # type: ignore[arg-type]
+    parts, vocab = make_split(snapshot, "session", config.data_dir)
     out = {"pipeline": evaluate(VocabBridge(state.pipeline, state.vocab, vocab), parts.test, progress=False)}
     for name in config.models:
         model = state.pipeline.generators.get(name)

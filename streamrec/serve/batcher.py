@@ -25,6 +25,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from streamrec.errors import ConfigError
+
 __all__ = ["BatcherConfig", "MicroBatcher"]
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class BatcherConfig:
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.workers < 1 or self.max_wait_s < 0:
-            raise ValueError(f"a batcher needs max_batch >= 1, workers >= 1 and max_wait_s >= 0, got {self}")
+            raise ConfigError(f"a batcher needs max_batch >= 1, workers >= 1 and max_wait_s >= 0, got {self}")
 
 
 @dataclass(eq=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,19 +48,16 @@ def recommend(channel: grpc.Channel, session_id: str, k: int, *, exclude: tuple[
 
 def dataset_of(registry: Path) -> str | None:
     """The dataset the registry's CURRENT ranker was trained on (read from its manifest), if any."""
-    from streamrec.serve.loader import RANKER, read_pointer
+    from streamrec.registry import RANKER, current_manifest
 
-    version = read_pointer(registry)
-    try:
-        return str(json.loads((registry / RANKER / str(version) / "manifest.json").read_text())["dataset"])
-    except (OSError, KeyError, ValueError):
-        return None
+    dataset = (current_manifest(registry, RANKER) or {}).get("dataset")
+    return str(dataset) if dataset else None
 
 
 def titles_of(dataset: str, data_dir: Path) -> dict[str, str]:
-    from streamrec.data.movielens import load
+    from streamrec.data.datasets import load
 
-    items = load(dataset, data_dir).items  # type: ignore[arg-type]
+    items = load(dataset, data_dir).items
     return dict(zip(items["item_id"].astype(str), items["title"].fillna("").astype(str), strict=True))
 
 

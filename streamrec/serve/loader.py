@@ -8,8 +8,9 @@ needs (which is why it is not a plain call to it):
   mix versions;
 - the dataset, the split and the generators fitted on it are cached per split, so a new ranker
   version for the same split swaps in seconds instead of refitting everything;
-- everything is checked before the state is handed over: the sha256 (by the loaders), that every
-  part was trained on the same split and vocabulary, and a smoke inference.
+- everything is checked before the state is handed over: the version names (``streamrec.registry``),
+  the sha256 (by the loaders), that every part was trained on the same split and vocabulary, and a
+  smoke inference.
 
 Only ONNX and JSON are read from the registry (``load_onnx``/``load_ranker``): no pickle, no code.
 """
@@ -26,31 +27,16 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.errors import StreamrecError
+from streamrec import registry as reg
+from streamrec.errors import LoadError
 from streamrec.models.base import Recommender
 from streamrec.rank.features import ItemTable, SessionContext
 from streamrec.rank.pipeline import Pipeline
 from streamrec.serve.state import ServingState
 
-__all__ = ["LoadError", "RegistryLoader", "read_pointer"]
+__all__ = ["RegistryLoader"]
 
 logger = logging.getLogger(__name__)
-
-RANKER = "deepfm"  # streamrec.offline.assemble.RANKER_NAME, without importing torch-heavy modules first
-_NEURAL = ("sasrec", "gru4rec", "bert4rec")
-
-
-class LoadError(StreamrecError):
-    """A model version could not be loaded or failed a check; the server keeps what it serves."""
-
-
-def read_pointer(registry: Path, name: str = RANKER) -> str | None:
-    """The version ``<registry>/<name>/CURRENT`` names, or None when there is none."""
-    try:
-        return (Path(registry) / name / "CURRENT").read_text().strip() or None
-    except FileNotFoundError:
-        return None
-
 
 @dataclass
 class _SplitCache:
@@ -77,38 +63,43 @@ class RegistryLoader:
     def load(self, version: str | None = None) -> ServingState:
         """The state for ranker ``version`` (default: CURRENT). Raises ``LoadError`` with the reason."""
         with self._lock:
-            version = version or read_pointer(self.registry)
+            version = version or reg.read_pointer(self.registry, reg.RANKER)
             if version is None:
-                raise LoadError(f"no {RANKER} version is CURRENT under {self.registry}; "
+                raise LoadError(f"no {reg.RANKER} version is CURRENT under {self.registry}; "
                                 "train one with `streamrec train-ranker --registry ...`")
             try:
                 return self._load(version)
             except LoadError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever a bad artifact raises, the old state keeps serving
-                # ArtifactError (sha256, layout), onnxruntime's errors on a corrupt graph, bad JSON...
-                raise LoadError(f"{RANKER} version {version} under {self.registry} refused: "
+                # ArtifactError (sha256, layout, a bad version name), onnxruntime's errors on a corrupt graph...
+                raise LoadError(f"{reg.RANKER} version {version} under {self.registry} refused: "
                                 f"{type(exc).__name__}: {exc}") from exc
 
     def _load(self, version: str) -> ServingState:
         from streamrec.export import load_onnx, load_ranker
 
-        ranker = load_ranker(self.registry / RANKER / version)  # checks the sha256
+        ranker_dir = reg.version_dir(self.registry, reg.RANKER, version)
+        ranker = load_ranker(ranker_dir)  # checks the sha256
         manifest = ranker.manifest
         spec = manifest.get("pipeline") or {}
         if not spec.get("sources"):
-            raise LoadError(f"{RANKER} version {version} has no pipeline spec in its manifest; publish it again")
+            raise LoadError(f"{reg.RANKER} version {version} has no pipeline spec in its manifest; publish it again")
         cache = self._split(manifest["dataset"], manifest["protocol"])
         expected = json.loads(cache.key)
-        versions = {RANKER: version}
+        versions = {reg.RANKER: version}
         generators: dict[str, Recommender] = {}
         recorded = spec.get("generator_versions") or {}
         for name in spec["sources"]:
-            if name in _NEURAL:
-                wanted = recorded.get(name) or read_pointer(self.registry, name)
-                model = load_onnx(self.registry / name / str(wanted))  # checks the sha256
+            if name in reg.SEQUENCE_MODELS:
+                wanted = recorded.get(name) or reg.read_pointer(self.registry, name)
+                if wanted is None:
+                    raise LoadError(f"{reg.RANKER} version {version} needs {name}, which has no version under "
+                                    f"{self.registry}")
+                model = load_onnx(reg.version_dir(self.registry, name, wanted))  # checks the sha256
                 if model.manifest.get("protocol") != expected:
-                    raise LoadError(f"{name} version {wanted} was trained on another split than {RANKER} {version}")
+                    raise LoadError(f"{name} version {wanted} was trained on another split than "
+                                    f"{reg.RANKER} {version}")
                 if tuple(model.vocab) != cache.vocab:
                     raise LoadError(f"{name} version {wanted} has another item vocabulary than dataset "
                                     f"{cache.dataset}; retrain it")
@@ -119,17 +110,17 @@ class RegistryLoader:
         table = self._table(cache)
         sizes = manifest.get("config", {}).get("sparse_sizes") or [0]
         if int(sizes[0]) != table.n_items + 1:
-            raise LoadError(f"{RANKER} version {version} embeds {int(sizes[0]) - 1} items, the data has "
+            raise LoadError(f"{reg.RANKER} version {version} embeds {int(sizes[0]) - 1} items, the data has "
                             f"{table.n_items}: a mismatched vocabulary; retrain the ranker")
         if ranker.vocab is not None and tuple(ranker.vocab) != cache.vocab:
-            raise LoadError(f"{RANKER} version {version} has another item vocabulary than dataset {cache.dataset}")
+            raise LoadError(f"{reg.RANKER} version {version} has another item vocabulary than dataset {cache.dataset}")
         if tuple(spec.get("genres", ())) != table.genre_names:
-            raise LoadError(f"{RANKER} version {version}'s genre vocabulary differs from the data's; retrain it")
+            raise LoadError(f"{reg.RANKER} version {version}'s genre vocabulary differs from the data's; retrain it")
         ranker_fn = ranker.score
         if self.fold_ranker:
             from streamrec.rank.folded import fold_ranker
 
-            ranker_fn = fold_ranker(ranker, self.registry / RANKER / version / "model.onnx")
+            ranker_fn = fold_ranker(ranker, ranker_dir / reg.MODEL)
         pipeline = Pipeline(generators, table, spec["n_per_source"], ranker_fn)
         popular = (np.argsort(-table.log_pop[1:], kind="stable") + 1).astype(np.int64)
         state = ServingState(pipeline, cache.vocab, versions, cache.dataset, popular)
@@ -137,13 +128,13 @@ class RegistryLoader:
         return state
 
     def _split(self, dataset: str, protocol: Mapping[str, object]) -> _SplitCache:
-        from streamrec.data.movielens import load
+        from streamrec.data.datasets import load
         from streamrec.eval.protocols import protocol_from_summary, split
 
         key = json.dumps(protocol, sort_keys=True)
         if self._cache is not None and self._cache.key == key and self._cache.dataset == dataset:
             return self._cache
-        data = load(dataset, self.data_dir)  # type: ignore[arg-type]
+        data = load(dataset, self.data_dir)
         parts = split(data, protocol_from_summary(protocol))
         if json.loads(json.dumps(dict(parts.summary))) != json.loads(key):
             raise LoadError(f"the {dataset} data under {self.data_dir} does not reproduce the split the ranker "
@@ -158,7 +149,7 @@ class RegistryLoader:
         if name not in cache.fitted:
             from streamrec.offline.assemble import fit_generators
 
-            cache.fitted[name] = fit_generators([name], cache.split, progress=False)[name]
+            cache.fitted[name] = fit_generators([name], cache.split, None, progress=False)[name]
         return cache.fitted[name]
 
     @staticmethod

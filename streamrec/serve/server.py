@@ -13,10 +13,11 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -153,7 +154,7 @@ class RecommendServer:
         import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
-        channel = f"{self.settings.redis_prefix}models"
+        channel = self.settings.models_channel
         while True:
             try:
                 async with aioredis.Redis.from_url(self.settings.redis_address) as client:
@@ -224,13 +225,17 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
 
 
 def run_server(settings: Settings, reuse_port: bool = False) -> None:
-    """``serve`` on uvloop when it is installed (blocking)."""
+    """``serve`` on uvloop when it is installed (blocking). Only uvloop is optional: any other
+    failure, a failed import inside the server included, propagates rather than restarting it."""
+    _event_loop_runner()(serve(settings, reuse_port=reuse_port))
+
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
     try:
         import uvloop
-
-        uvloop.run(serve(settings, reuse_port=reuse_port))
     except ImportError:
-        asyncio.run(serve(settings, reuse_port=reuse_port))
+        return asyncio.run
+    return uvloop.run
 
 
 def serve_processes(settings: Settings, processes: int) -> None:

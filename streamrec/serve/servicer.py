@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence, Set
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -23,31 +23,32 @@ from typing import Any
 import grpc
 import numpy as np
 
+from streamrec.errors import InvalidRequest, RedisUnavailable, StreamrecError
 from streamrec.rank.features import SessionContext
 from streamrec.rank.pipeline import Pipeline, Query, Recommendation
 from streamrec.serve.batcher import MicroBatcher
-from streamrec.serve.fresh import FreshConfig, blend, fresh_candidates, neighbour_totals
+from streamrec.serve.fresh import FreshConfig, Scored, blend, fresh_candidates, neighbour_totals
 from streamrec.serve.metrics import ServeMetrics
 from streamrec.serve.protos import load_stubs
-from streamrec.serve.sessions import RedisUnavailable, SessionSource
+from streamrec.serve.sessions import SessionSource
 from streamrec.serve.state import ServingState, StateHolder
-from streamrec.serve.validation import InvalidRequest, Limits, validate_id, validate_ids, validate_k, \
+from streamrec.serve.validation import Limits, validate_id, validate_ids, validate_k, \
     validate_known_fields
 
-__all__ = ["Answer", "RecommenderServicer", "recommend_batch", "similar_items"]
+__all__ = ["Answer", "RecommenderServicer", "recommend_batch", "similar_items", "top_up"]
 
 logger = logging.getLogger(__name__)
 
 pb2, pb2_grpc = load_stubs()
 
 
-class _Unavailable(Exception):
+class _Unavailable(StreamrecError):
     """Nothing can answer this request now (no model loaded and no Redis)."""
 
 
 @dataclass(frozen=True)
 class Answer:
-    items: Sequence[tuple[str, float, tuple[str, ...]]]  # (item_id, score, sources), best first
+    items: Sequence[Scored]  # (item_id, score, sources), best first
     versions: dict[str, str]
     degraded: bool = False
     cold_start: bool = False
@@ -75,6 +76,27 @@ def similar_items(state: ServingState, item: int, k: int) -> list[tuple[int, flo
             if np.isfinite(cos[j]) and cos[j] > 0:
                 picks.append((int(j), float(cos[j]) - 1.0, ("content",)))  # below every co-occurrence score
     return picks
+
+
+def top_up(items: Sequence[Scored], ranked: Iterable[str], banned: Set[str], k: int, source: str,
+           score: Callable[[int], float]) -> list[Scored]:
+    """``items``, then the ``ranked`` ids (best first) that are neither ``banned`` nor among them, up to
+    ``k`` in all; the n-th added scores ``score(n)`` and names ``source``. Every popularity back-fill
+    (the worker's recent popularity, the training popularity) goes through here."""
+    if len(items) >= k:  # the usual case on the request path: nothing to build
+        return list(items)
+    skip = set(banned) | {i for i, _, _ in items}
+    picks = itertools.islice((i for i in ranked if i not in skip), k - len(items))
+    return [*items, *((i, score(n), (source,)) for n, i in enumerate(picks))]
+
+
+def _training_popular(state: ServingState) -> Iterable[str]:
+    """Item ids by training popularity, best first, read lazily: a back-fill usually needs a few."""
+    return (state.vocab[i] for i in state.popular)
+
+
+def _recent_score(n: int) -> float:
+    return 1.0 / (1 + n)
 
 
 def recommend_batch(jobs: Sequence[tuple[Pipeline, Query]]) -> list[list[Recommendation]]:
@@ -192,13 +214,11 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         else:
             future = asyncio.get_running_loop().run_in_executor(self.executor, state.pipeline.recommend_many, [query])
             recs = (await asyncio.wait_for(future, context.time_remaining()))[0]
-        items = [(state.vocab[r.item], r.score, r.sources) for r in recs]
-        if len(items) < request.k:  # fewer candidates than asked for: fill with popular items
-            banned = {i for i, _, _ in items} | set(request.exclude_item_ids) | (set() if request.include_seen else set(seen))
-            floor = min((s for _, s, _ in items), default=0.0)
-            fill = [state.vocab[i] for i in state.popular[: request.k + len(banned)] if state.vocab[i] not in banned]
-            items += [(i, floor - 1.0 - n, ("pop",)) for n, i in enumerate(fill[: request.k - len(items)])]
-        banned = {i for i, _, _ in items} | set(request.exclude_item_ids) | (set() if request.include_seen else set(seen))
+        items: list[Scored] = [(state.vocab[r.item], r.score, r.sources) for r in recs]
+        banned = set(request.exclude_item_ids) | (set() if request.include_seen else set(seen))
+        floor = min((s for _, s, _ in items), default=0.0)  # fewer candidates than k: popular items fill, below
+        items = top_up(items, _training_popular(state), banned, request.k, "pop", lambda n: floor - 1.0 - n)
+        banned |= {i for i, _, _ in items}
         fresh = await self._fresh(state, seen, banned, context)
         return Answer(blend(items, fresh, request.k, self.fresh) if fresh else items, dict(state.versions))
 
@@ -246,17 +266,12 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
 
     def _popular_answer(self, state: ServingState, seen: Sequence[str], k: int, exclude: Sequence[str],
                         recent: list[str] | None, degraded: bool, cold_start: bool = False,
-                        first: Sequence[tuple[str, float, tuple[str, ...]]] = ()) -> Answer:
+                        first: Sequence[Scored] = ()) -> Answer:
         """``first``, then recent popularity (the worker's, from Redis: items new to the models included),
         topped up with training popularity."""
-        items = list(first[:k])
-        banned = set(seen) | set(exclude) | {i for i, _, _ in items}
-        ids = list(itertools.islice((i for i in (recent or []) if i not in banned), k - len(items)))
-        items += [(i, 1.0 / (1 + n), ("recent_pop",)) for n, i in enumerate(ids)]
-        if len(items) < k:
-            taken = banned | set(ids)
-            more = (state.vocab[i] for i in state.popular[: k + len(taken)])
-            items += [(i, -1.0 - n, ("pop",)) for n, i in enumerate([i for i in more if i not in taken][: k - len(items)])]
+        banned = set(seen) | set(exclude)
+        items = top_up(first[:k], recent or [], banned, k, "recent_pop", _recent_score)
+        items = top_up(items, _training_popular(state), banned, k, "pop", lambda n: -1.0 - n)
         return Answer(items, dict(state.versions), degraded=degraded, cold_start=cold_start)
 
     async def _recent_only(self, k: int, exclude: Sequence[str], context: grpc.aio.ServicerContext) -> Answer:
@@ -264,9 +279,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
             recent = await self.sessions.recent_popular(context.time_remaining())
         except RedisUnavailable:
             raise _Unavailable("no model is loaded yet and Redis is unreachable; retry later") from None
-        banned = set(exclude)
-        ids = [i for i in recent if i not in banned][:k]
-        return Answer([(i, 1.0 / (1 + n), ("recent_pop",)) for n, i in enumerate(ids)], {}, degraded=True,
+        return Answer(top_up([], recent, set(exclude), k, "recent_pop", _recent_score), {}, degraded=True,
                       cold_start=True)
 
     # ---------------------------------------------------------------- the common path

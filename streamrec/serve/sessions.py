@@ -17,17 +17,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from streamrec.errors import InfraError
+from streamrec.errors import RedisUnavailable
 from streamrec.redis_access import async_client
 from streamrec.stream.session_store import SessionEvent, cooc_key, pop_keys, read_session
 
-__all__ = ["RedisUnavailable", "SessionSource"]
+__all__ = ["SessionSource"]
 
 logger = logging.getLogger(__name__)
-
-
-class RedisUnavailable(InfraError):
-    """Redis did not answer in time; the request is answered without it (degraded)."""
 
 
 class SessionSource:

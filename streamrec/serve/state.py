@@ -15,6 +15,7 @@ from types import MappingProxyType
 import numpy as np
 
 from streamrec.rank.pipeline import Pipeline
+from streamrec.registry import RANKER
 
 __all__ = ["ServingState", "StateHolder"]
 
@@ -36,7 +37,7 @@ class ServingState:
 
     @property
     def ranker_version(self) -> str:
-        return self.versions.get("deepfm", "")
+        return self.versions.get(RANKER, "")
 
     def indices(self, item_ids: Sequence[str]) -> list[int]:
         """Known items' indices, order kept; unknown ids are skipped (new items, other catalogues)."""

@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from streamrec.errors import StreamrecError
+from streamrec.errors import InvalidRequest
 
-__all__ = ["InvalidRequest", "Limits", "validate_k", "validate_id", "validate_ids", "validate_known_fields"]
-
-
-class InvalidRequest(StreamrecError, ValueError):
-    """A request breaks a rule; the message says which and how to fix it."""
+__all__ = ["Limits", "validate_k", "validate_id", "validate_ids", "validate_known_fields"]
 
 
 @dataclass(frozen=True)

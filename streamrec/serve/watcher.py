@@ -14,7 +14,9 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from streamrec.serve.loader import LoadError, RegistryLoader, read_pointer
+from streamrec import registry as reg
+from streamrec.errors import LoadError
+from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.metrics import ServeMetrics
 from streamrec.serve.state import ServingState, StateHolder
 
@@ -56,7 +58,7 @@ class ModelWatcher:
 
     async def check(self) -> bool:
         """Load the CURRENT version if it is new and not refused before; True when it was swapped in."""
-        wanted = read_pointer(self.loader.registry)
+        wanted = reg.read_pointer(self.loader.registry, reg.RANKER)
         state = self.holder.state
         if wanted is None:
             if state is None:
@@ -64,7 +66,7 @@ class ModelWatcher:
             return False
         if (state is not None and state.ranker_version == wanted) or wanted in self.refused:
             return False
-        logger.info("loading model event=model_loading model=deepfm version=%s", wanted)
+        logger.info("loading model event=model_loading model=%s version=%s", reg.RANKER, wanted)
         try:
             new = await asyncio.get_running_loop().run_in_executor(self._pool, self.loader.load, wanted)
         except LoadError as exc:
@@ -94,8 +96,11 @@ class ModelWatcher:
                 await self.check()
             except Exception:  # noqa: BLE001 - the watcher must outlive any surprise; the old state keeps serving
                 logger.exception("registry check failed event=watch_error")
+            # not asyncio.wait_for: on Python 3.11, a notice arriving as stop() cancels makes it return
+            # and drop the cancellation, and the watcher outlived stop()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                async with asyncio.timeout(self.poll_s):
+                    await self._wake.wait()
             except TimeoutError:
                 pass  # time for the next poll
             self._wake.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,7 +16,8 @@ from streamrec.redis_access import async_client
 from streamrec.settings import Settings
 from streamrec.stream.session_store import SessionEvent, read_session
 
-__all__ = ["consumer_lag", "format_session", "group_assignment", "list_sessions", "show_sessions", "tail_dead_letters"]
+__all__ = ["consumer_lag", "format_session", "group_assignment", "list_sessions", "show_sessions", "tail_dead_letters",
+           "wait_for_lag"]
 
 
 def format_session(session_id: str, events: list[SessionEvent], ttl_s: int | None = None, last: int = 8) -> str:
@@ -103,6 +105,14 @@ def consumer_lag(settings: Settings) -> dict[int, int]:
     finally:
         consumer.close()
         admin.close()
+
+
+def wait_for_lag(settings: Settings, timeout_s: float, poll_s: float = 0.5) -> int:
+    """Wait up to ``timeout_s`` for the worker group to catch up with the clicks topic; the lag left."""
+    deadline = time.monotonic() + timeout_s
+    while (lag := sum(consumer_lag(settings).values())) and time.monotonic() < deadline:
+        time.sleep(poll_s)
+    return lag
 
 
 def _faust_metadata_filter(record: logging.LogRecord) -> bool:

@@ -1,8 +1,9 @@
-"""Training for torch sequence models: examples and batches, one loop with per-model epoch steps,
-curves, and the adapter that makes a trained module (or an ONNX session) a ``Recommender``.
+"""Training for torch models: examples and batches, one loop with per-model epoch steps, curves, and
+the adapter that makes a trained module (or an ONNX session) a ``Recommender``.
 
-``streamrec.train.jobs`` (what ``streamrec train`` does) and ``streamrec.train.curves`` (matplotlib)
-are imported on their own."""
+``streamrec.train.recommenders`` (the sequence models as ``Recommender``s that train themselves, for
+``streamrec.eval.factory``) and ``streamrec.train.curves`` (matplotlib) are imported on their own;
+``streamrec train`` itself, which also exports and publishes, is ``streamrec.offline.train_job``."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from streamrec.train.loop import (
     PaddedBatches,
     TrainConfig,
     TrainResult,
-    fit_for_epochs,
+    Validate,
     make_optimizer,
     pick_device,
+    run_loop,
     seed_everything,
     train,
 )
@@ -30,12 +32,13 @@ __all__ = [
     "TorchSequenceRecommender",
     "TrainConfig",
     "TrainResult",
+    "Validate",
     "batches",
-    "fit_for_epochs",
     "left_pad",
     "make_optimizer",
     "module_score_fn",
     "pick_device",
+    "run_loop",
     "seed_everything",
     "sequence_examples",
     "train",

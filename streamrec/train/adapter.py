@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from streamrec.errors import ConfigError
 from streamrec.models.base import TrainData
 from streamrec.train.batches import left_pad
 
@@ -44,7 +45,8 @@ class TorchSequenceRecommender:
     def __init__(self, score_fn: ScoreFn, n_items: int, max_len: int, *, name: str = "sequence",
                  batch_size: int = 256) -> None:
         if n_items < 1 or max_len < 1 or batch_size < 1:
-            raise ValueError("n_items, max_len and batch_size must be positive")
+            raise ConfigError(f"n_items, max_len and batch_size must be positive, "
+                              f"got {n_items}, {max_len}, {batch_size}")
         self.score_fn = score_fn
         self.n_items = n_items
         self.max_len = max_len

@@ -4,8 +4,8 @@ Each step feeds every lane's current item and scores the lanes' next items plus 
 negatives shared by the mini-batch. The hidden state is carried from step to step, detached (the
 official code backpropagates one step only), and a lane's state is zeroed when it starts a new
 session (the iterator's reset hook). Everything else (optimizer, validation, early stopping, best
-state, budget, seeds, device) is the shared loop's; ``train_config`` maps GRU4Rec's own training
-settings onto it.
+state, budget, seeds, device) is the shared loop's; ``train_config`` gives its settings GRU4Rec's
+own defaults.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from streamrec.eval.evaluate import item_counts
 from streamrec.eval.protocols import Cases
 from streamrec.models.base import TrainData
 from streamrec.models.gru4rec import GRU4Rec, GRU4RecConfig
+from streamrec.models.recommend import item_counts
 from streamrec.train.gru4rec_iterator import NegativeSampler, session_parallel_batches
 from streamrec.train.loop import TrainConfig, TrainResult, seed_everything, train
 
@@ -73,24 +73,22 @@ class SessionParallel:
             yield loss  # type: ignore[misc]
 
 
-def train_config(config: GRU4RecConfig, **overrides: Any) -> TrainConfig:
-    """The loop's settings from GRU4Rec's own (epochs, batch size, optimizer, lr, weight decay, seed),
-    then ``overrides`` (any other ``TrainConfig`` field, e.g. ``budget_min`` or ``patience``)."""
-    own = {"epochs": config.epochs, "batch_size": config.batch_size, "optimizer": config.optimizer,
-           "lr": config.lr, "weight_decay": config.weight_decay, "seed": config.seed}
-    return TrainConfig(**{**own, **overrides})
+def train_config(**overrides: Any) -> TrainConfig:
+    """The loop's settings with GRU4Rec's defaults (the official code's mini-batches of 64 sessions,
+    10 epochs), then ``overrides`` (any ``TrainConfig`` field, e.g. ``budget_s`` or ``patience``)."""
+    return TrainConfig(**{"batch_size": 64, "epochs": 10, **overrides})
 
 
 def fit_gru4rec(data: TrainData, config: GRU4RecConfig, validation: Cases | None = None,
                 settings: TrainConfig | None = None) -> tuple[GRU4Rec, TrainResult]:
     """A fresh GRU4Rec trained on ``data.sequences`` (sessions) by the shared loop, in eval mode.
 
-    ``settings`` default to ``train_config(config, progress=False)``. With ``validation`` the model
+    ``settings`` default to ``train_config(progress=False)``. With ``validation`` the model
     early-stops on it and comes back with its best epoch's weights, else with the last ones.
     """
     if config.n_items != data.n_items:
         raise ValueError(f"config.n_items is {config.n_items} but the data has {data.n_items} items")
-    settings = settings if settings is not None else train_config(config, progress=False)
+    settings = settings if settings is not None else train_config(progress=False)
     seed_everything(settings.seed)  # the initial weights; the loop seeds again for dropout and negatives
     model = GRU4Rec(config)
     return model, train(model, SessionParallel(data), validation, settings)

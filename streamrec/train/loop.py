@@ -1,14 +1,16 @@
-"""One training loop for every torch sequence model; what differs between models is one epoch's steps.
+"""One training loop for every torch model; what differs between models is one epoch's steps and
+how a model is validated.
 
 An ``EpochSteps`` strategy turns the training data into the loss of each step: ``PaddedBatches``
 gives shuffled mini-batches of left-padded sequences to ``model(inputs, targets) -> (logits, loss)``
-(SASRec, BERT4Rec); GRU4Rec's session-parallel steps live in ``streamrec.train.gru4rec_fit``.
-Everything else is here, once: seeding, the device, the optimizer, the progress bar, validation
-NDCG@10 through the one evaluation function (``streamrec.eval.evaluate``) on the model's ``score``,
-the per-epoch history, and early stopping. The best state_dict is kept in memory and loaded back
+(SASRec, BERT4Rec); GRU4Rec's session-parallel steps live in ``streamrec.train.gru4rec_fit`` and the
+ranker's candidate lists in ``streamrec.offline.ranker_fit``. Everything else is here, once
+(``run_loop``): seeding, the device, the optimizer, the progress bar, the per-epoch history, and
+early stopping on the validation ``METRIC``. The best state_dict is kept in memory and loaded back
 at the end; training stops after ``patience`` epochs without improvement, after ``epochs``, or
 when the time budget runs out (checked after every step; the epoch then in progress is cut short
-and still validated).
+and still validated). ``train`` is that loop for a sequence model, validated by the one evaluation
+function (``streamrec.eval.evaluate``) on the model's ``score``.
 """
 
 from __future__ import annotations
@@ -26,22 +28,24 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from streamrec.errors import ConfigError
 from streamrec.eval.evaluate import evaluate
 from streamrec.eval.protocols import Cases
 from streamrec.train.adapter import TorchSequenceRecommender
-from streamrec.train.batches import Examples, batches, sequence_examples
+from streamrec.train.batches import Examples, batches
 
 __all__ = [
     "METRIC",
-    "fit_for_epochs",
     "EpochRecord",
     "EpochSteps",
     "OptimizerName",
     "PaddedBatches",
     "TrainConfig",
     "TrainResult",
+    "Validate",
     "make_optimizer",
     "pick_device",
+    "run_loop",
     "seed_everything",
     "train",
 ]
@@ -51,29 +55,39 @@ logger = logging.getLogger(__name__)
 METRIC = "NDCG@10"
 
 OptimizerName = Literal["adam", "adagrad"]
+OPTIMIZERS: tuple[OptimizerName, ...] = ("adam", "adagrad")
+
+#: The model's validation metrics as it is now, ``METRIC`` among them.
+Validate = Callable[[], dict[str, float]]
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
+    """The loop's settings, the same for every model; a model's config holds its network alone."""
+
     epochs: int = 200
-    batch_size: int = 128
+    batch_size: int = 128  # what one step takes: sequences, sessions (GRU4Rec's lanes) or candidate lists
     lr: float = 2e-3
     optimizer: OptimizerName = "adam"
     weight_decay: float = 0.0
     patience: int = 10  # epochs without a better validation NDCG@10
-    budget_min: float | None = None  # wall-clock minutes for training and validation together
+    budget_s: float | None = None  # wall-clock seconds for training and validation together
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
     eval_batch_size: int = 512
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1 or not self.lr > 0:
-            raise ValueError(f"epochs, batch_size, patience and lr must be positive, got {self}")
-        if self.optimizer not in ("adam", "adagrad") or self.weight_decay < 0:
-            raise ValueError(f"optimizer must be 'adam' or 'adagrad' and weight_decay >= 0, got {self}")
-        if self.budget_min is not None and not self.budget_min > 0:
-            raise ValueError(f"budget_min must be positive or None, got {self.budget_min}")
+        for name in ("epochs", "batch_size", "patience", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.weight_decay >= 0:
+            raise ConfigError(f"lr must be positive and weight_decay >= 0, got lr={self.lr}, "
+                              f"weight_decay={self.weight_decay}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise ConfigError(f"budget_s must be positive, or None for no budget; got {self.budget_s}")
 
 
 class EpochRecord(NamedTuple):
@@ -139,36 +153,29 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
-def train(model: nn.Module, steps: EpochSteps | Examples, validation: Cases | None, config: TrainConfig,
-          *, n_items: int | None = None, max_len: int | None = None,
-          clock: Callable[[], float] = time.monotonic) -> TrainResult:
-    """Train ``model`` in place and leave it holding its best weights (the last ones without validation).
+def run_loop(model: nn.Module, steps: EpochSteps, validate: Validate | None, config: TrainConfig, *,
+             clock: Callable[[], float] = time.monotonic) -> TrainResult:
+    """Train ``model`` in place and leave it holding its best weights (the last ones without ``validate``).
 
-    ``steps`` is the epoch strategy; ``Examples`` stand for ``PaddedBatches(examples)``. ``n_items``
-    and ``max_len`` size the validation adapter; they default to ``model.config``'s. ``clock`` is a
-    seam for tests of the time budget.
+    ``validate`` is called after every epoch (it switches the model to eval mode itself; the loop
+    switches it back to train mode for the next epoch), and its ``METRIC`` decides the best epoch.
+    ``clock`` is a seam for tests of the time budget.
     """
-    epoch_steps = PaddedBatches(steps) if isinstance(steps, Examples) else steps
     seed_everything(config.seed)
     device = pick_device(config.device)
     model.to(device)
-    model_config = getattr(model, "config", None)
-    n_items = n_items if n_items is not None else model_config.n_items  # type: ignore[union-attr]
-    max_len = max_len if max_len is not None else model_config.max_len  # type: ignore[union-attr]
-    scorer = TorchSequenceRecommender.from_module(model, n_items, max_len, name=type(model).__name__.lower(),
-                                                  device=device, batch_size=config.eval_batch_size)
     optimizer = make_optimizer(model, config)
     rng = np.random.default_rng(config.seed)
     start = clock()
-    deadline = start + config.budget_min * 60 if config.budget_min is not None else float("inf")
+    deadline = start + config.budget_s if config.budget_s is not None else float("inf")
     result = TrainResult()
     best_score, best_state, stale = -np.inf, copy.deepcopy(model.state_dict()), 0
-    n_steps = epoch_steps.n_steps(config.batch_size)
+    n_steps = steps.n_steps(config.batch_size)
 
     for epoch in range(1, config.epochs + 1):
         model.train()
         total, done = 0.0, 0
-        bar = tqdm(epoch_steps.losses(model, config.batch_size, device, rng), total=n_steps,
+        bar = tqdm(steps.losses(model, config.batch_size, device, rng), total=n_steps,
                    desc=f"{type(model).__name__} epoch {epoch}", unit=" step", leave=False,
                    disable=None if config.progress else True)
         for loss in bar:
@@ -181,9 +188,7 @@ def train(model: nn.Module, steps: EpochSteps | Examples, validation: Cases | No
                 break
         bar.close()
 
-        val: dict[str, float] = {}
-        if validation is not None and len(validation):
-            val = evaluate(scorer, validation, cutoffs=(10,), batch_size=config.eval_batch_size, progress=False)
+        val = validate() if validate is not None else {}
         mean_loss = total / max(done, 1)
         result.history.append(EpochRecord(epoch, mean_loss, val, clock() - start, done))
         logger.info("epoch %d loss %.4f over %d steps, val %s=%.4f", epoch, mean_loss, done, METRIC,
@@ -212,12 +217,25 @@ def train(model: nn.Module, steps: EpochSteps | Examples, validation: Cases | No
     return result
 
 
-def fit_for_epochs(model: nn.Module, sequences: list, *, epochs: int, seed: int,  # type: ignore[type-arg]
-                   name: str) -> TorchSequenceRecommender:
-    """Train a padded-batch model (SASRec, BERT4Rec) on ``sequences`` for a fixed number of epochs and
-    wrap it as a ``Recommender``: what their registry classes do, since no validation cases reach
-    ``fit`` (``streamrec train`` is the one that early-stops on validation)."""
-    config = model.config  # type: ignore[union-attr]
-    train(model, sequence_examples(sequences, config.max_len), None,
-          TrainConfig(epochs=epochs, seed=seed, progress=False))
-    return TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=name)
+def train(model: nn.Module, steps: EpochSteps | Examples, validation: Cases | None, config: TrainConfig,
+          *, n_items: int | None = None, max_len: int | None = None,
+          clock: Callable[[], float] = time.monotonic) -> TrainResult:
+    """``run_loop`` for a sequence model, validated by ``evaluate`` (NDCG@10) on ``validation``.
+
+    ``steps`` is the epoch strategy; ``Examples`` stand for ``PaddedBatches(examples)``. ``n_items``
+    and ``max_len`` size the validation adapter; they default to ``model.config``'s.
+    """
+    epoch_steps = PaddedBatches(steps) if isinstance(steps, Examples) else steps
+    if validation is None or not len(validation):
+        return run_loop(model, epoch_steps, None, config, clock=clock)
+    cases = validation
+    model_config = getattr(model, "config", None)
+    n_items = n_items if n_items is not None else model_config.n_items  # type: ignore[union-attr]
+    max_len = max_len if max_len is not None else model_config.max_len  # type: ignore[union-attr]
+    scorer = TorchSequenceRecommender.from_module(model, n_items, max_len, name=type(model).__name__.lower(),
+                                                  device=pick_device(config.device), batch_size=config.eval_batch_size)
+
+    def validate() -> dict[str, float]:
+        return evaluate(scorer, cases, cutoffs=(10,), batch_size=config.eval_batch_size, progress=False)
+
+    return run_loop(model, epoch_steps, validate, config, clock=clock)

@@ -5,6 +5,7 @@ from datetime import date
 import pytest
 
 from streamrec.archive.dedup import SeenIds
+from streamrec.errors import ConfigError
 
 D1, D2, D3 = date(2024, 1, 1), date(2024, 1, 2), date(2024, 1, 3)
 
@@ -45,5 +46,5 @@ def test_a_date_larger_than_the_bound_is_kept_whole() -> None:
 
 
 def test_the_bound_must_be_positive() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         SeenIds(lambda day: [], max_ids=0)

@@ -6,6 +6,7 @@ import pytest
 
 from streamrec.archive.reader import archive_stats, read_archive
 from streamrec.archive.writer import ArchiveWriter
+from streamrec.errors import ConfigError
 from streamrec.events.schema import ClickEvent
 from tests.archive.helpers import DAY_MS, T0, event
 
@@ -27,7 +28,7 @@ def test_since_days_counts_back_from_the_newest_date(tmp_path: Path) -> None:
         writer.write("p0", [(i, event(i, ts=T0 + i * DAY_MS)) for i in range(5)])
     assert read_archive(tmp_path, since_days=2)["event_id"].tolist() == ["e3", "e4"]
     assert len(read_archive(tmp_path, since_days=99)) == 5
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         read_archive(tmp_path, since_days=0)
 
 

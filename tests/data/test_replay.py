@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamrec.data.replay import ReplayConfig, expected_sessions, replay_events
+from streamrec.errors import ConfigError
 
 KEYS = {"event_id", "session_id", "user_id", "item_id", "event_type", "timestamp"}
 
@@ -71,9 +72,9 @@ def test_replay_rejects_bad_input_eagerly() -> None:
         replay_events(frame([("u", "i", 3, 1)]).drop(columns="timestamp"))
     with pytest.raises(ValueError, match=r"\[0, 9\]"):
         replay_events(frame([("u", "i", 9, 1), ("u", "i", 0, 2)]))
-    with pytest.raises(ValueError, match="limit"):
+    with pytest.raises(ConfigError, match="limit"):
         replay_events(frame([("u", "i", 3, 1)]), limit=-1)
-    with pytest.raises(ValueError, match="session_gap_s"):
+    with pytest.raises(ConfigError, match="session_gap_s"):
         ReplayConfig(session_gap_s=-1)
     custom = ReplayConfig(event_types_by_rating={9: "purchase"})
     assert [e["event_type"] for e in replay_events(frame([("u", "i", 9, 1)]), custom)] == ["purchase"]
@@ -104,7 +105,7 @@ def test_expected_sessions_orders_trims_and_deduplicates() -> None:
     assert expected_sessions(events, max_len=10) == {"s1": ["a", "b1", "b2", "c", "d"], "s2": ["x"]}
     assert expected_sessions(events, max_len=3) == {"s1": ["b2", "c", "d"], "s2": ["x"]}
     assert expected_sessions([], max_len=3) == {}
-    with pytest.raises(ValueError, match="max_len"):
+    with pytest.raises(ConfigError, match="max_len"):
         expected_sessions(events, max_len=0)
 
 

@@ -3,8 +3,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from streamrec.data.movielens import load
-from streamrec.data.snapshots import events_to_dataset, is_snapshot, write_snapshot
+from streamrec.data.datasets import load
+from streamrec.data.names import is_snapshot
+from streamrec.data.snapshots import events_to_dataset, write_snapshot
 from streamrec.errors import DataError
 
 
@@ -29,7 +30,7 @@ def test_a_snapshot_round_trips_through_load_and_is_named_by_its_content(tmp_pat
     data = events_to_dataset(events())
     name = write_snapshot(data, tmp_path, {"test_days": 1.0})
     assert is_snapshot(name) and write_snapshot(events_to_dataset(events()), tmp_path, {"test_days": 1.0}) == name
-    back = load(name, tmp_path)  # type: ignore[arg-type]
+    back = load(name, tmp_path)
     assert back.vocab == data.vocab
     pd.testing.assert_frame_equal(back.interactions, data.interactions)
 
@@ -38,4 +39,4 @@ def test_no_events_and_unknown_snapshots_are_clear_errors(tmp_path: Path) -> Non
     with pytest.raises(DataError, match="archive some clicks"):
         events_to_dataset(events().iloc[:0])
     with pytest.raises(DataError, match="STREAMREC_DATA_DIR"):
-        load("snapshot-0000", tmp_path)  # type: ignore[arg-type]
+        load("snapshot-0000", tmp_path)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from streamrec.data.movielens import build
+from streamrec.data.base import build
 from streamrec.demo.live import (
     LiveSession,
     Scoreboard,
@@ -14,10 +13,10 @@ from streamrec.demo.live import (
     StepResult,
     choose_sessions,
     interleave,
-    percentile,
     sessions_of,
     step_event,
 )
+from streamrec.errors import ConfigError
 from streamrec.eval.protocols import SessionSplit, session_split
 from streamrec.events.schema import encode_event, parse_event
 
@@ -70,7 +69,7 @@ def test_choosing_draws_long_enough_sessions_reproducibly_cut_and_renamed() -> N
     assert [int(s.user_id[1:]) for s in first] == sorted(int(s.user_id[1:]) for s in first)  # the given order
     assert choose_sessions(sessions, 5, run_id="x", seed=4, min_clicks=3) != first
     assert len(choose_sessions(sessions, 500, run_id="x", min_clicks=7)) == 7  # only 7 have 7 clicks
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         choose_sessions(sessions, 5, run_id="x", min_clicks=1)
 
 
@@ -103,9 +102,3 @@ def test_the_scoreboard_counts_hits_by_the_next_click_and_keeps_latencies() -> N
     summary = board.summary()
     assert summary["hr@3"] == pytest.approx(0.6667) and summary["latency_p50_ms"] == 20.0
     assert summary["latency_p99_ms"] == pytest.approx(29.8) and summary["apply_p50_ms"] == 2.0
-
-
-def test_percentile_interpolates_and_is_zero_for_nothing() -> None:
-    assert percentile([], 99) == 0.0
-    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
-    assert percentile(list(np.arange(101.0)), 99) == pytest.approx(99.0)

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from streamrec.cli import main
-from streamrec.data.movielens import MovieLens, load
+from streamrec.data.base import MovieLens
+from streamrec.data.movielens import load
 from streamrec.errors import ConfigError
 from streamrec.eval import factory, report
-from streamrec.eval.evaluate import evaluate, fit_and_evaluate, item_counts
+from streamrec.eval.evaluate import evaluate, fit_and_evaluate
 from streamrec.eval.protocols import Cases, LeaveOneOut, SessionSplit, split
 from streamrec.models.base import Recommender, TrainData
+from streamrec.models.recommend import item_counts
 
 NEG = -np.inf
 

@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.data.movielens import MovieLens, load
+from streamrec.data.base import MovieLens
+from streamrec.data.movielens import load
 from streamrec.errors import ConfigError
 from streamrec.eval.protocols import Cases, LeaveOneOut, SessionSplit, Split, leave_one_out, session_split, split
-from tests.eval import item_ids, make_log
+from tests.eval.helpers import item_ids, make_log
 
 DAY = 86_400
 

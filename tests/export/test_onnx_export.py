@@ -10,20 +10,12 @@ import torch
 
 from streamrec.bench.models import ModelBenchConfig, bench_models
 from streamrec.cli import main
-from streamrec.export import (
-    ArtifactError,
-    current_version,
-    export_onnx,
-    load_onnx,
-    load_ranker,
-    publish,
-    ranker_graph,
-    resolve,
-    sha256_of,
-)
+from streamrec.errors import ArtifactError
+from streamrec.export import export_onnx, load_onnx, load_ranker, publish, ranker_graph
 from streamrec.models.base import top_k
 from streamrec.models.deepfm import DeepFM, DeepFMConfig
 from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.registry import current_version, read_history, resolve, sha256_of
 from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
 
 N_ITEMS = 60
@@ -99,7 +91,9 @@ def test_current_points_at_the_latest_version(tmp_path: Path, trained: tuple[SAS
     model_dir = tmp_path / "sasrec"
     assert first != second and current_version(model_dir) == second.name
     assert resolve(model_dir) == second and resolve(first / "model.onnx") == first
-    assert sorted(p.name for p in model_dir.iterdir()) == sorted(["CURRENT", first.name, second.name])  # no temp files
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(["CURRENT", "HISTORY", first.name, second.name])
+    assert [(h["version"], h["previous"], h["why"]) for h in read_history(tmp_path, "sasrec")] == [
+        (first.name, None, "published"), (second.name, first.name, "published")]  # and no temp files
     with pytest.raises(ArtifactError, match="CURRENT"):
         current_version(tmp_path)
     for vocab in (VOCAB[:3], None):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from streamrec.infra import infra_status, infra_up
+from streamrec.infra.manager import infra_status, infra_up
 from streamrec.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ import pytest
 from streamrec.errors import ConfigError
 from streamrec.models import ContentConfig, ContentSimilarity
 from streamrec.models.content import item_vectors
-from tests.models.conftest import HoldOut, MakeData, tiny_items
+from tests.models.helpers import HoldOut, MakeData, tiny_items
 
 GENRES = ["Comedy", "Comedy|Romance", "Horror", "Horror|Thriller", "Comedy", "", "Documentary"]
 YEARS = [1995, 1996, 1995, 1994, 1950, 1995, None]

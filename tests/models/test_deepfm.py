@@ -7,25 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from streamrec.export import ArtifactError, load_ranker, publish, ranker_graph
+from streamrec.errors import ArtifactError
+from streamrec.export import load_ranker, publish, ranker_graph
 from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankLoss, listwise_loss
-
-SIZES = (3707, 12, 4, 6, 10)
-G, D = 18, 30
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-
-def random_features(n: int, config: DeepFMConfig, seed: int = 0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([torch.randint(0, s, (n,), generator=g) for s in config.sparse_sizes], dim=1)  # (N, F)
-    multi = (torch.rand(n, config.n_multi, generator=g) < 0.2).float()  # (N, G)
-    multi[0] = 0.0  # a row without any genre
-    dense = torch.randn(n, config.n_dense, generator=g) * 5 + 3  # (N, D), raw scale
-    return sparse, multi, dense
-
-
-def config(**kw: Any) -> DeepFMConfig:
-    return DeepFMConfig(**{"sparse_sizes": SIZES, "n_multi": G, "n_dense": D, **kw})
+from tests.models.helpers import D, Batch, config, random_features
 
 
 # ---------------------------------------------------------------- shapes and configuration

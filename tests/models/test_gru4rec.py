@@ -22,8 +22,7 @@ from streamrec.train.batches import left_pad
 from streamrec.train.gru4rec_fit import fit_gru4rec, train_config
 from streamrec.train.gru4rec_iterator import NegativeSampler, session_parallel_batches
 from streamrec.train.loop import METRIC, make_optimizer
-
-from .conftest import MakeData, tiny_items
+from tests.models.helpers import tiny_items
 
 
 def score_histories(model: GRU4Rec, histories: Sequence[np.ndarray]) -> np.ndarray:
@@ -67,9 +66,9 @@ def training_hit_rate(model: GRU4Rec, data: TrainData, k: int) -> float:
 @pytest.mark.parametrize(("loss", "bpreg", "ratio"), [("cross-entropy", 1.0, 0.5), ("bpr-max", 0.1, 0.7)])
 def test_overfits_tiny_sessions(loss: Loss, bpreg: float, ratio: float) -> None:
     data = chain_sessions(n_sessions=200)
-    config = GRU4RecConfig(n_items=data.n_items, max_len=10, hidden_size=32, loss=loss, bpreg=bpreg, n_sample=16,
-                           batch_size=16, epochs=12, lr=0.02, seed=1)
-    model, result = fit_gru4rec(data, config)
+    config = GRU4RecConfig(n_items=data.n_items, max_len=10, hidden_size=32, loss=loss, bpreg=bpreg, n_sample=16)
+    model, result = fit_gru4rec(data, config, settings=train_config(batch_size=16, epochs=12, lr=0.02, seed=1,
+                                                                    progress=False))
     history = result.history
     assert len(history) == 12 and result.stopped == "epochs" and result.best_epoch == 12  # no validation: the last
     assert history[-1].loss < ratio * history[0].loss
@@ -80,12 +79,11 @@ def test_overfits_tiny_sessions(loss: Loss, bpreg: float, ratio: float) -> None:
 def test_separate_embedding_and_adagrad_train() -> None:
     data = chain_sessions(n_sessions=100)
     config = GRU4RecConfig(n_items=data.n_items, hidden_size=16, n_layers=2, constrained_embedding=False,
-                           embedding_size=8, dropout_embed=0.1, dropout_hidden=0.1, optimizer="adagrad",
-                           lr=0.1, n_sample=8, batch_size=8, epochs=3)
-    settings = train_config(config, progress=False)
+                           embedding_size=8, dropout_embed=0.1, dropout_hidden=0.1, n_sample=8)
+    settings = train_config(optimizer="adagrad", lr=0.1, batch_size=8, epochs=3, progress=False)
     assert (settings.optimizer, settings.lr, settings.batch_size, settings.epochs) == ("adagrad", 0.1, 8, 3)
     assert isinstance(make_optimizer(GRU4Rec(config), settings), torch.optim.Adagrad)
-    model, result = fit_gru4rec(data, config)
+    model, result = fit_gru4rec(data, config, settings=settings)
     assert model.embed is not None and model.embed.weight.shape == (61, 8)
     assert all(np.isfinite(r.loss) for r in result.history)
     assert result.history[-1].loss < result.history[0].loss
@@ -93,8 +91,9 @@ def test_separate_embedding_and_adagrad_train() -> None:
 
 def test_training_is_seeded() -> None:
     data = chain_sessions(n_sessions=50)
-    config = GRU4RecConfig(n_items=data.n_items, hidden_size=8, n_sample=8, batch_size=8, epochs=2, seed=3)
-    (a, ra), (b, rb) = fit_gru4rec(data, config), fit_gru4rec(data, config)
+    config = GRU4RecConfig(n_items=data.n_items, hidden_size=8, n_sample=8)
+    settings = train_config(batch_size=8, epochs=2, seed=3, progress=False)
+    (a, ra), (b, rb) = fit_gru4rec(data, config, settings=settings), fit_gru4rec(data, config, settings=settings)
     assert [r.loss for r in ra.history] == [r.loss for r in rb.history]
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb)
@@ -105,9 +104,9 @@ def test_the_shared_loop_keeps_the_best_epoch_and_stops_early() -> None:
     # validation asks for the item before, which training teaches the wrong way round: validation
     # NDCG@10 soon falls while the training loss keeps falling
     backwards = [s[::-1].astype(np.int64) for s in chain_sessions(n_sessions=60, seed=1).sequences if len(s) >= 3]
-    config = GRU4RecConfig(n_items=data.n_items, max_len=10, hidden_size=16, n_sample=16, batch_size=16, epochs=30,
-                           lr=0.02)
-    model, result = fit_gru4rec(data, config, cases(backwards), train_config(config, patience=2, progress=False))
+    config = GRU4RecConfig(n_items=data.n_items, max_len=10, hidden_size=16, n_sample=16)
+    settings = train_config(batch_size=16, epochs=30, lr=0.02, patience=2, progress=False)
+    model, result = fit_gru4rec(data, config, cases(backwards), settings)
     scores = [r.val[METRIC] for r in result.history]
     assert result.stopped == "patience" and len(result.history) == result.best_epoch + 2 < 30
     assert result.best_metrics[METRIC] == max(scores) == scores[result.best_epoch - 1] > scores[-1]
@@ -270,8 +269,8 @@ def test_beats_most_popular_on_ml100k_sessions(tmp_path: Path) -> None:
     # 2048 uniform negatives cover ml-100k's 1,682 items: close to a full softmax. Two epochs of
     # about 1,040 steps each, however busy the machine. Seen: HR@20 0.231 against MostPopular's 0.103
     config = GRU4RecConfig(n_items=data.train.n_items, max_len=50, loss="bpr-max", n_sample=2048,
-                           sample_alpha=0.0, dropout_hidden=0.2, epochs=2)
-    model, result = fit_gru4rec(data.train, config, data.validation)
+                           sample_alpha=0.0, dropout_hidden=0.2)
+    model, result = fit_gru4rec(data.train, config, data.validation, train_config(epochs=2, progress=False))
     assert [r.steps for r in result.history] == [result.history[0].steps] * 2 and result.history[0].steps > 1000
     assert result.history[1].loss < result.history[0].loss
     gru = evaluate(TorchSequenceRecommender.from_module(model, model.config.n_items, model.config.max_len),
@@ -279,12 +278,3 @@ def test_beats_most_popular_on_ml100k_sessions(tmp_path: Path) -> None:
     pop = evaluate(MostPopular().fit(data.train), data.test, progress=False)
     assert gru["HR@20"] > pop["HR@20"] * 1.6, (gru, pop)
 
-
-def test_the_registry_builds_a_gru4rec_that_fits_and_scores_the_catalogue(make_data: MakeData) -> None:
-    from streamrec.eval.factory import create
-
-    model = create("gru4rec")
-    model.fit(make_data([[1, 2, 3, 4], [2, 3, 4, 5], [1, 3, 5]], n_items=6))
-    scores = model.score([np.array([1, 2], dtype=np.int64), np.array([], dtype=np.int64)])
-    assert scores.shape == (2, 7) and scores.dtype == np.float32
-    assert np.isneginf(scores[:, 0]).all() and np.isfinite(scores[:, 1:]).all()

@@ -6,7 +6,7 @@ import pytest
 from streamrec.errors import ConfigError
 from streamrec.models import ItemKNN, ItemKNNConfig, MostPopular
 from streamrec.models.itemknn import cooccurrence
-from tests.models.conftest import HoldOut, MakeData
+from tests.models.helpers import HoldOut, MakeData
 
 
 def test_cooccurrence_whole_sequence_and_window() -> None:

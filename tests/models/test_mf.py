@@ -7,7 +7,7 @@ from streamrec.errors import ConfigError
 from streamrec.models import ALSConfig, MatrixFactorization
 from streamrec.models.base import TrainData, top_k
 from streamrec.models.mf import fold_in
-from tests.models.conftest import HoldOut, MakeData
+from tests.models.helpers import HoldOut, MakeData
 
 
 def two_tastes(make_data: MakeData) -> TrainData:

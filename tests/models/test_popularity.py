@@ -5,7 +5,7 @@ import pytest
 
 from streamrec.errors import ConfigError
 from streamrec.models import MostPopular, PopularityConfig
-from tests.models.conftest import HoldOut, MakeData
+from tests.models.helpers import HoldOut, MakeData
 
 DAY = 86_400
 

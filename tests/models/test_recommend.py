@@ -24,8 +24,9 @@ from streamrec.models.recommend import (
     demote_history,
     exponential_weights,
     history_matrix,
+    item_counts,
 )
-from tests.models.conftest import MakeData
+from tests.models.helpers import MakeData
 
 
 class Baseline(Recommender, Protocol):
@@ -44,6 +45,11 @@ def test_clean_histories_drops_padding_and_unknown_items() -> None:
     out = clean_histories([np.array([0, 3, 12, 2, -1]), np.array([]), np.array([[1, 2]])], n_items=10)
     assert [h.tolist() for h in out] == [[3, 2], [], [1, 2]]
     assert all(h.dtype == np.int64 for h in out)
+
+
+def test_item_counts_are_exact_integers_over_catalogue_items_only(make_data: MakeData) -> None:
+    counts = item_counts(make_data([[1, 2, 2], [2, 0, 9], []], n_items=4))
+    assert counts.dtype == np.int64 and counts.tolist() == [0, 1, 3, 0, 0]  # padding and 9 are no items
 
 
 def test_history_matrix_keeps_the_latest_weight_of_a_repeated_item() -> None:

@@ -11,10 +11,11 @@ import torch
 from streamrec.data.movielens import load
 from streamrec.errors import ConfigError
 from streamrec.eval import LeaveOneOut, split
-from streamrec.eval.evaluate import evaluate, fit_and_evaluate, item_counts
+from streamrec.eval.evaluate import evaluate, fit_and_evaluate
 from streamrec.eval.protocols import Split
 from streamrec.eval.factory import create
 from streamrec.export import publish
+from streamrec.models.recommend import item_counts
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.offline.assemble import PipelineSpec, TwoStage, fit_generators, load_pipeline, publish_ranker
 from streamrec.offline.ranker_fit import RankerConfig

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamrec.errors import ConfigError
 from streamrec.models.base import top_k
 from streamrec.rank.candidates import Candidates, union_top_n
 
@@ -45,7 +46,7 @@ def test_rows_of_different_sizes_and_recall() -> None:
 
 
 def test_needs_a_source() -> None:
-    with pytest.raises(ValueError, match="at least one source"):
+    with pytest.raises(ConfigError, match="at least one source"):
         union_top_n({}, {})
 
 

@@ -12,7 +12,7 @@ from streamrec.rank.features import (
     dense_names,
     sparse_sizes,
 )
-from tests.models.conftest import MakeData, tiny_items
+from tests.models.helpers import MakeData, tiny_items
 
 N_ITEMS = 6
 

@@ -13,7 +13,7 @@ import torch
 from streamrec.export import load_ranker, publish, ranker_graph
 from streamrec.models.deepfm import DeepFM
 from streamrec.rank.folded import FoldedDeepFM, fold_ranker
-from tests.models.test_deepfm import config, random_features
+from tests.models.helpers import config, random_features
 
 
 @pytest.fixture(scope="module")

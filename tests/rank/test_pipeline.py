@@ -6,13 +6,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from streamrec.models.base import TrainData
+from streamrec.errors import ConfigError
+from streamrec.models.base import TrainData, top_k
 from streamrec.rank.features import ItemTable
-from streamrec.rank.pipeline import Pipeline, Query, Recommendation
+from streamrec.rank.pipeline import Pipeline, Query, RankerFn, Recommendation, _descending
 from streamrec.offline.ranker_fit import RankerConfig, build_lists, fit_ranker, list_ranks
 from streamrec.rank.rerank import RerankConfig, allowed, mmr
 from streamrec.offline.assemble import torch_ranker
-from tests.models.conftest import MakeData
+from tests.models.helpers import MakeData
 
 N_ITEMS = 30
 
@@ -110,7 +111,7 @@ def test_the_ranker_learns_which_source_to_trust(table: ItemTable) -> None:
 
 
 def test_sources_must_have_generators(table: ItemTable) -> None:
-    with pytest.raises(ValueError, match="without a generator"):
+    with pytest.raises(ConfigError, match="without a generator"):
         Pipeline({"good": Planted("good", 1)}, table, {"bad": 3})
 
 
@@ -136,3 +137,47 @@ def test_recommend_many_answers_each_query_as_recommend_does_alone(table: ItemTa
         ok = allowed(items, rules, seen=q.history.tolist(), exclude=q.exclude)
         picks = np.flatnonzero(ok)[mmr(scores[ok], table.genres[items[ok]], q.k, rules.diversity)]
         assert got == [Recommendation(int(items[p]), float(scores[p]), cands.proposed_by(0, int(p))) for p in picks]
+
+
+def _linear_ranker(seed: int, *, coarse: bool = False) -> RankerFn:
+    """A fixed random linear ranker over the dense features; ``coarse`` rounds its scores, so ties abound."""
+    def score(sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        w = np.random.default_rng(seed).normal(size=dense.shape[1]).astype(np.float32)
+        logits = dense @ w
+        return np.round(logits) if coarse else logits
+    return score
+
+
+@pytest.mark.parametrize("ranker", [None, _linear_ranker(5), _linear_ranker(6, coarse=True)],
+                         ids=["fusion", "ranker", "ranker-with-ties"])
+@pytest.mark.parametrize("rules", [RerankConfig(), RerankConfig(blocklist=frozenset({3, 9, 17}), diversity=0.4),
+                                   RerankConfig(exclude_seen=False, allowlist=frozenset(range(1, 21)), diversity=0.2)],
+                         ids=["default", "blocklist-diverse", "allowlist-with-seen"])
+def test_top_k_of_score_is_what_recommend_serves(table: ItemTable, ranker: RankerFn | None,
+                                                 rules: RerankConfig) -> None:
+    """Evaluation measures the served lists: for the pipeline's own rules, the top-k of ``score`` is
+    ``recommend``'s items in their order, and nothing else sits above the popularity floor."""
+    gens = {"good": Planted("good", 1), "noise": Planted("noise", 0)}
+    pipe = Pipeline(gens, table, {"good": 4, "noise": 7}, ranker=ranker, rerank=rules)
+    rng = np.random.default_rng(11)
+    histories = [rng.integers(1, N_ITEMS + 1, size=int(rng.integers(1, 8))) for _ in range(16)]
+    scores = pipe.score(histories)
+    for k in (1, 3, 10, N_ITEMS):
+        top, _ = top_k(scores, k)
+        for row, h in enumerate(histories):
+            served = [r.item for r in pipe.recommend(h, k)]
+            assert served and top[row, :len(served)].tolist() == served, (k, row)
+            if len(served) < k:
+                assert scores[row, top[row, len(served)]] < -1e5
+
+
+def test_display_order_is_made_strict_where_scores_tie_or_disagree() -> None:
+    five = np.float32(5.0)
+    below = np.nextafter(five, np.float32(-np.inf))
+    values = np.array([5.0, 5.0, below, 1.0, 7.0, 2.0, 2.0], dtype=np.float32)
+    rows = np.array([0, 0, 0, 0, 1, 1, 2])
+    out = _descending(values, rows)
+    assert out[0] == five and out[1] == below and out[2] == np.nextafter(below, np.float32(-np.inf))
+    assert out[3] == 1.0 and out[4] == 7.0 and out[5] == 2.0 and out[6] == 2.0  # only where needed, per row
+    plain = np.array([3.0, 2.0, 1.0], dtype=np.float32)
+    assert _descending(plain, np.zeros(3, dtype=np.int64)) is plain

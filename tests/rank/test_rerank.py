@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamrec.errors import ConfigError
 from streamrec.rank.rerank import RerankConfig, allowed, mmr
 
 
@@ -28,5 +29,5 @@ def test_mmr_trades_relevance_for_genre_variety() -> None:
 
 
 def test_diversity_weight_is_checked() -> None:
-    with pytest.raises(ValueError, match="diversity"):
+    with pytest.raises(ConfigError, match="diversity"):
         RerankConfig(diversity=1.5)

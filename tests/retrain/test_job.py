@@ -27,7 +27,7 @@ def clicks(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Path
 
 def config(registry: Path, data_dir: Path, **changes: object) -> RetrainConfig:
     settings = dict(archive=Path("unused"), registry=registry, data_dir=data_dir, catalog="ml-100k",
-                    models=("sasrec",), sources=("sasrec", "itemknn", "pop"), budget_min=0.1, ranker_epochs=3,
+                    models=("sasrec",), sources=("sasrec", "itemknn", "pop"), budget_s=6.0, ranker_epochs=3,
                     test_days=TEST_DAYS, gate=GateConfig(tolerance=0.05))
     return RetrainConfig(**{**settings, **changes})  # type: ignore[arg-type]
 

@@ -31,8 +31,7 @@ from streamrec.serve.servicer import pb2, pb2_grpc
 from streamrec.settings import Settings
 from streamrec.stream.launcher import WorkerProcess
 from streamrec.stream.session_store import cooc_key
-from tests.serve.conftest import server_factory  # noqa: F401 - the fixture
-from tests.serve.test_server import ids, settings_for
+from tests.serve.helpers import ids, settings_for
 from tests.stream.helpers import publish, wait_applied
 
 pytestmark = pytest.mark.integration
@@ -90,10 +89,10 @@ def test_the_stream_is_archived_retrained_promoted_and_served_with_new_items(
     settings = settings_for(isolated, registry, data_dir=data_dir)
     first, second, new_items = periods(base_settings.data_dir)
     config = RetrainConfig(archive=archive_dir, registry=registry, data_dir=data_dir, catalog="ml-100k",
-                           models=("sasrec",), sources=("sasrec", "itemknn", "pop"), budget_min=0.1,
+                           models=("sasrec",), sources=("sasrec", "itemknn", "pop"), budget_s=6.0,
                            ranker_epochs=3, test_days=7, gate=GateConfig(tolerance=0.5),  # the gate has its own tests
                            notify=lambda: redis.Redis.from_url(settings.redis_address).publish(
-                               f"{settings.redis_prefix}models", "promoted"))
+                               settings.models_channel, "promoted"))
 
     with WorkerProcess(settings, tmp_path / "worker.log"):
         publish(settings, first)

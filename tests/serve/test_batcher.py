@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from streamrec.errors import ConfigError
 from streamrec.serve.batcher import BatcherConfig, MicroBatcher
 
 
@@ -109,7 +110,7 @@ def test_max_wait_gathers_requests_that_arrive_close_together() -> None:
 
 
 def test_bad_configs_are_refused() -> None:
-    with pytest.raises(ValueError, match="max_batch"):
+    with pytest.raises(ConfigError, match="max_batch"):
         BatcherConfig(max_batch=0)
 
 

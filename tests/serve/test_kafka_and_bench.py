@@ -12,7 +12,7 @@ from streamrec.bench.serve import ServeBenchConfig, run_serve_bench
 from streamrec.serve.servicer import pb2, pb2_grpc
 from streamrec.settings import Settings
 from streamrec.stream.launcher import WorkerProcess
-from tests.serve.test_server import ids, settings_for
+from tests.serve.helpers import ids, settings_for
 from tests.stream.helpers import publish, wait_applied
 
 pytestmark = pytest.mark.integration

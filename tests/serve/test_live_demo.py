@@ -14,7 +14,7 @@ from streamrec.demo.live import StepResult
 from streamrec.demo.run import LiveConfig, plan_live, run_live
 from streamrec.settings import Settings
 from streamrec.stream.launcher import WorkerProcess
-from tests.serve.test_server import settings_for
+from tests.serve.helpers import settings_for
 from tests.stream.helpers import read_sessions
 
 pytestmark = pytest.mark.integration

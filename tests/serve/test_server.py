@@ -20,8 +20,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from streamrec.serve.servicer import pb2, pb2_grpc
 from streamrec.settings import Settings
-from tests.serve.conftest import publish_copy
-from tests.serve.helpers import write_session
+from tests.serve.helpers import ids, publish_copy, settings_for, write_session
 
 pytestmark = pytest.mark.integration
 
@@ -32,14 +31,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def settings_for(isolated: Settings, registry: Path, **changes: Any) -> Settings:
-    return isolated.replace(registry=registry, metrics_port=0, registry_poll_s=0.5, **changes)
-
-
-def ids(response: Any) -> list[str]:
-    return [i.item_id for i in response.items]
 
 
 def health(channel: grpc.Channel, service: str = SERVICE) -> int:

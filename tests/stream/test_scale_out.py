@@ -18,7 +18,6 @@ from streamrec.settings import Settings
 from streamrec.stream.inspect import group_assignment
 from streamrec.stream.launcher import WorkerProcess
 from streamrec.stream.topics import ensure_topics
-from tests.serve.conftest import server_factory, trained_registry  # noqa: F401  (fixtures)
 from tests.stream.helpers import applied, make_events, publish, read_sessions, wait_applied
 
 pytestmark = pytest.mark.integration
@@ -49,8 +48,8 @@ def wait_group(settings: Settings, members: int, timeout_s: float) -> list[list[
 
 
 def test_three_workers_lose_one_and_two_servers_agree(isolated: Settings, tmp_path: Path,
-                                                      trained_registry: Path,  # noqa: F811
-                                                      server_factory: Any) -> None:  # noqa: F811
+                                                      trained_registry: Path,
+                                                      server_factory: Any) -> None:
     settings = isolated.replace(session_max_len=MAX_LEN)
     events = catalogue_events()
     expected = expected_sessions(events, MAX_LEN)

@@ -100,7 +100,7 @@ def test_the_time_budget_cuts_training_short() -> None:
     ticks = iter(range(0, 10_000, 60))  # every call to the clock is a minute later
     seqs = sequences()
     result = train(Constant(), sequence_examples(seqs, 5), cases(seqs),
-                   TrainConfig(epochs=50, batch_size=4, budget_min=2.5, progress=False), clock=lambda: next(ticks))
+                   TrainConfig(epochs=50, batch_size=4, budget_s=150, progress=False), clock=lambda: next(ticks))
     assert result.stopped == "budget" and len(result.history) == 1
 
 
@@ -160,6 +160,6 @@ def test_the_loop_takes_any_epoch_strategy_and_its_optimizer_settings() -> None:
 def test_the_budget_is_checked_after_every_step_of_any_strategy() -> None:
     ticks = iter(range(0, 10_000, 60))  # every call to the clock is a minute later
     steps = CountedSteps(100)
-    result = train(Constant(), steps, None, TrainConfig(epochs=50, budget_min=2.5, progress=False),
+    result = train(Constant(), steps, None, TrainConfig(epochs=50, budget_s=150, progress=False),
                    clock=lambda: next(ticks))
     assert result.stopped == "budget" and [r.steps for r in result.history] == [3] and len(steps.asked) == 3

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from streamrec.errors import ConfigError
-from streamrec.export import current_version
 from streamrec.models.gru4rec import GRU4RecConfig
-from streamrec.train.jobs import BUILDERS, Builder, TrainJob, padded_batches, run_train_job
+from streamrec.registry import current_version
+from streamrec.train.gru4rec_fit import train_config
+from streamrec.offline.train_job import BUILDERS, Builder, TrainJob, padded_batches, run_train_job
 
-BUDGET_MIN = 0.05  # three seconds of training per model
+BUDGET_S = 3.0  # of training per model
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +30,16 @@ def test_every_builder_names_a_model_and_its_config() -> None:
         assert callable(getattr(model_class, "score", None)), name
 
 
-def test_gru4rec_keeps_its_own_training_settings_in_step_with_the_loop() -> None:
+def test_gru4rec_trains_with_the_shared_settings_and_its_own_defaults() -> None:
     job = TrainJob(models=("gru4rec",), data_dir=Path(), batch_size=32, lr=0.01, epochs=7, seed=3)
     builder = BUILDERS["gru4rec"]
     config, settings = builder.configs(GRU4RecConfig, 30, 50, job.loop_settings("gru4rec"))
-    assert (config.batch_size, config.lr, config.epochs, config.seed) == (32, 0.01, 7, 3)
     assert (settings.batch_size, settings.lr, settings.epochs, settings.seed) == (32, 0.01, 7, 3)
-    assert settings.optimizer == config.optimizer  # the optimizer and weight decay come from GRU4RecConfig
+    network = {f.name for f in dataclasses.fields(config)}
+    assert not network & {f.name for f in dataclasses.fields(settings)}  # the network's config holds no training
     defaults = TrainJob(models=("gru4rec",), data_dir=Path()).loop_settings("gru4rec")
-    own = GRU4RecConfig(n_items=1)
-    assert (defaults["batch_size"], defaults["lr"]) == (own.batch_size, own.lr)
+    own = train_config()
+    assert (defaults["batch_size"], defaults["lr"], own.optimizer) == (own.batch_size, own.lr, settings.optimizer)
 
 
 def test_bad_names_and_settings_fail_before_anything_is_loaded() -> None:
@@ -61,7 +63,7 @@ def test_a_whole_job_trains_tests_publishes_and_plots(protocol: str, data_dir: P
     registry = tmp_path / "registry"
     said: list[str] = []
     job = TrainJob(models=("gru4rec", "sasrec"), dataset="ml-100k", protocol=protocol,  # type: ignore[arg-type]
-                   data_dir=data_dir, registry=registry, max_len=20, budget_min=BUDGET_MIN, progress=False)
+                   data_dir=data_dir, registry=registry, max_len=20, budget_s=BUDGET_S, progress=False)
     result = run_train_job(job, say=said.append)
 
     assert [run.name for run in result.runs] == ["gru4rec", "sasrec"]
@@ -75,7 +77,7 @@ def test_a_whole_job_trains_tests_publishes_and_plots(protocol: str, data_dir: P
         manifest = json.loads((run.version_dir / "manifest.json").read_text())
         training = manifest["training"]
         assert manifest["name"] == run.name and manifest["dataset"] == "ml-100k"
-        assert manifest["config"]["max_len"] == 20 and manifest["train_config"]["budget_min"] == BUDGET_MIN
+        assert manifest["config"]["max_len"] == 20 and manifest["train_config"]["budget_s"] == BUDGET_S
         # seconds of budget: GRU4Rec is inside its first epochs; a small SASRec may run out of patience first
         stops = ("budget",) if run.name == "gru4rec" else ("budget", "patience")
         assert training["stopped"] == run.result.stopped in stops

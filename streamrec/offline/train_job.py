@@ -6,8 +6,8 @@ state, time budget), evaluate it on the test cases, publish it as ONNX with its 
 in the manifest (``CURRENT`` then points at it), plot its curves next to it, and evaluate the
 published ONNX version on the test cases again, which must agree with torch.
 
-Model modules are imported only when their model is asked for, so a model whose module does not
-exist yet (or lacks what it needs) fails with a ``ConfigError`` naming it, before any training.
+Model modules are imported only when their model is asked for, so a ``BUILDERS`` entry whose
+module is missing (or lacks what it needs) fails with a ``ConfigError`` naming it, before any training.
 Progress goes to a ``say`` callback (the CLI passes ``print``); the library itself only logs.
 """
 
@@ -26,11 +26,12 @@ from typing import Any, Final
 
 import torch
 
-from streamrec.data.movielens import Dataset, load
+from streamrec.data.names import DEFAULT_DATASET, DatasetName
 from streamrec.errors import ConfigError
-from streamrec.eval.evaluate import evaluate, item_counts
-from streamrec.eval.protocols import DEFAULT_TEST_DAYS, LeaveOneOut, ProtocolName, SessionSplit, Split, split
+from streamrec.eval.evaluate import evaluate
+from streamrec.eval.protocols import ProtocolName, Split, make_split
 from streamrec.models.base import TrainData
+from streamrec.models.recommend import item_counts
 from streamrec.train.adapter import TorchSequenceRecommender
 from streamrec.train.batches import sequence_examples
 from streamrec.train.curves import plot_curves
@@ -52,7 +53,6 @@ __all__ = [
     "ModelRun",
     "TrainJob",
     "TrainJobResult",
-    "make_split",
     "run_train_job",
 ]
 
@@ -75,33 +75,15 @@ def session_parallel(data: TrainData, config: Any) -> EpochSteps:
     return SessionParallel(data)
 
 
-def separate_configs(config_class: type, n_items: int, max_len: int,
-                     loop: Mapping[str, Any]) -> tuple[Any, TrainConfig]:
-    """A model config that holds the network alone (SASRec, BERT4Rec): training settings stay apart."""
-    return config_class(n_items=n_items, max_len=max_len), TrainConfig(**loop)
-
-
-def gru4rec_configs(config_class: type, n_items: int, max_len: int,
-                    loop: Mapping[str, Any]) -> tuple[Any, TrainConfig]:
-    """``GRU4RecConfig`` holds its training settings too: it gets the ones used (so the manifest tells
-    the truth), and the loop gets its optimizer and weight decay from it."""
-    from streamrec.train.gru4rec_fit import train_config
-
-    own = {k: loop[k] for k in ("epochs", "batch_size", "lr", "seed")}
-    config = config_class(n_items=n_items, max_len=max_len, **own)
-    return config, train_config(config, **loop)
-
-
 @dataclass(frozen=True)
 class Builder:
-    """How ``streamrec train`` makes one model. The model's constructor takes its config alone;
-    ``configs`` makes that config and the loop's settings; ``steps`` one epoch's training steps."""
+    """How ``streamrec train`` makes one model. The model's constructor takes its config alone, which
+    holds the network; ``configs`` makes it and the loop's settings; ``steps`` one epoch's training steps."""
 
     module: str  # imported only when this model is trained
     model_class: str
     config_class: str
     steps: Callable[[TrainData, Any], EpochSteps]
-    configs: Callable[[type, int, int, Mapping[str, Any]], tuple[Any, TrainConfig]] = separate_configs
     max_len: int = 200  # the longest history the model reads (GRU4Rec: at inference only)
     batch_size: int = 128
     lr: float = 2e-3
@@ -112,13 +94,18 @@ class Builder:
             module = importlib.import_module(self.module)
         except ModuleNotFoundError as exc:
             if exc.name == self.module:
-                raise ConfigError(f"{self.model_class} lives in the module {self.module}, which does not exist "
-                                  "(yet); train the other models meanwhile") from None
+                raise ConfigError(f"{self.model_class} lives in the module {self.module}, which does not exist; "
+                                  "fix its BUILDERS entry") from None
             raise ConfigError(f"importing {self.module} failed: {exc}; install what it needs") from exc
         missing = [n for n in (self.model_class, self.config_class) if not hasattr(module, n)]
         if missing:
-            raise ConfigError(f"{self.module} does not define {' and '.join(missing)} (yet)")
+            raise ConfigError(f"{self.module} does not define {' and '.join(missing)}")
         return getattr(module, self.model_class), getattr(module, self.config_class)
+
+    def configs(self, config_class: type, n_items: int, max_len: int,
+                loop: Mapping[str, Any]) -> tuple[Any, TrainConfig]:
+        """The network's config (its defaults but for the catalogue and length) and the loop's settings."""
+        return config_class(n_items=n_items, max_len=max_len), TrainConfig(**loop)
 
 
 #: model name -> builder. 200 items is SASRec's and BERT4Rec's ML-1M setting; GRU4Rec trains on whole
@@ -126,7 +113,7 @@ class Builder:
 BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType({
     "sasrec": Builder("streamrec.models.sasrec", "SASRec", "SASRecConfig", padded_batches),
     "gru4rec": Builder("streamrec.models.gru4rec", "GRU4Rec", "GRU4RecConfig", session_parallel,
-                       configs=gru4rec_configs, max_len=50, batch_size=64),  # GRU4RecConfig's own defaults
+                       max_len=50, batch_size=64),  # gru4rec_fit.train_config's defaults
     "bert4rec": Builder("streamrec.models.bert4rec", "Bert4Rec", "Bert4RecConfig", padded_batches, lr=1e-3),
 })
 
@@ -137,18 +124,18 @@ class TrainJob:
     model's default (``BUILDERS``); the other training settings apply to every model."""
 
     models: tuple[str, ...] = ("sasrec",)
-    dataset: Dataset = "ml-1m"
+    dataset: DatasetName = DEFAULT_DATASET
     protocol: ProtocolName = "loo"
     data_dir: Path
     publish: bool = True
-    registry: Path | None = None  # None: streamrec.export.DEFAULT_REGISTRY
+    registry: Path | None = None  # where to publish (Settings.registry); needed when publish is set
     curves_dir: Path | None = None  # where curves go when not published; None: the current directory
     max_len: int | None = None
     batch_size: int | None = None
     lr: float | None = None
     epochs: int = 200
     patience: int = 10
-    budget_min: float | None = None  # per model: its training and validation
+    budget_s: float | None = None  # per model: its training and validation, in seconds
     seed: int = 0
     device: str | None = None  # None: CUDA when available, else CPU
     progress: bool = True
@@ -160,21 +147,16 @@ class TrainJob:
             raise ConfigError(f"models must be distinct names from {', '.join(BUILDERS)}; got {', '.join(self.models)}")
         if self.max_len is not None and self.max_len < 1:
             raise ConfigError(f"max_len must be positive, got {self.max_len}")
-        for name in self.models:  # TrainConfig checks the rest, before anything is loaded
-            self.loop_settings(name)
+        for name in self.models:  # TrainConfig checks the rest (ConfigError), before anything is loaded
+            TrainConfig(**self.loop_settings(name))
 
     def loop_settings(self, name: str) -> dict[str, Any]:
         """The ``TrainConfig`` fields for model ``name``."""
         builder = BUILDERS[name]
-        loop = {"epochs": self.epochs, "patience": self.patience, "budget_min": self.budget_min, "seed": self.seed,
+        return {"epochs": self.epochs, "patience": self.patience, "budget_s": self.budget_s, "seed": self.seed,
                 "device": self.device, "progress": self.progress,
                 "batch_size": self.batch_size if self.batch_size is not None else builder.batch_size,
                 "lr": self.lr if self.lr is not None else builder.lr}
-        try:
-            TrainConfig(**loop)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        return loop
 
 
 @dataclass
@@ -200,25 +182,11 @@ class TrainJobResult:
     runs: list[ModelRun] = field(default_factory=list)
 
 
-def make_split(dataset: Dataset, protocol: ProtocolName, data_dir: Path) -> tuple[Split, list[str]]:
-    """The split the models train, validate and test on, and the dataset's vocabulary."""
-    data = load(dataset, data_dir)
-    if protocol == "loo":
-        return split(data, LeaveOneOut()), list(data.vocab)
-    days = DEFAULT_TEST_DAYS.get(dataset) or _snapshot_days(dataset, data_dir)
-    return split(data, SessionSplit(test_days=days, validation_days=days)), list(data.vocab)
-
-
-def _snapshot_days(dataset: str, data_dir: Path) -> float:
-    """The test (and validation) days a snapshot was cut with (``streamrec retrain --test-days``)."""
-    from streamrec.data.snapshots import snapshot_meta
-
-    return float(snapshot_meta(dataset, data_dir)["test_days"])  # type: ignore[arg-type]
-
-
 def run_train_job(job: TrainJob, *, say: Say = logger.info) -> TrainJobResult:
     """Train, test, publish and plot every model of ``job`` in turn (see the module's docstring)."""
     classes = {name: BUILDERS[name].classes() for name in job.models}  # fail on a missing model first
+    if job.publish:
+        _registry(job)  # fail before training rather than after
     parts, vocab = make_split(job.dataset, job.protocol, job.data_dir)
     outcome = TrainJobResult(f"{job.dataset.upper()}, {parts.summary['description']}", dict(parts.summary))
     for name in job.models:
@@ -243,7 +211,8 @@ def _run_model(job: TrainJob, name: str, model_class: type, config_class: type, 
         model.set_sampling_distribution(item_counts(parts.train))
     steps = builder.steps(parts.train, config)
     say(f"training {name} on {described}: {len(parts.train.sequences):,} sequences, max_len {max_len}, "
-        f"batch {settings.batch_size}, lr {settings.lr:g}, budget {settings.budget_min or 'none'} min, "
+        f"batch {settings.batch_size}, lr {settings.lr:g}, "
+        f"budget {'none' if settings.budget_s is None else f'{settings.budget_s:g}s'}, "
         f"up to {settings.epochs} epochs, on {pick_device(settings.device)}")
     started = time.monotonic()
     result = train(model, steps, parts.validation, settings)
@@ -266,13 +235,19 @@ def _run_model(job: TrainJob, name: str, model_class: type, config_class: type, 
     return run
 
 
+def _registry(job: TrainJob) -> Path:
+    if job.registry is None:
+        raise ConfigError("publishing needs a registry (TrainJob.registry: Settings.registry); or set publish=False")
+    return job.registry
+
+
 def _publish(job: TrainJob, model: torch.nn.Module, run: ModelRun, parts: Split, vocab: list[str]) -> Path:
     """A new version of ``run.name`` in the registry, with the training history in its manifest."""
-    from streamrec.export import DEFAULT_REGISTRY, publish
+    from streamrec.export import publish
 
     result = run.result
     training = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped": result.stopped,
-                "seconds": round(run.train_s, 1), "seed": run.settings.seed, "budget_min": run.settings.budget_min,
+                "seconds": round(run.train_s, 1), "seed": run.settings.seed, "budget_s": run.settings.budget_s,
                 "history": [{"epoch": r.epoch, "loss": r.loss, "val": r.val, "steps": r.steps,
                              "seconds": round(r.seconds, 1)} for r in result.history]}
     with warnings.catch_warnings():
@@ -283,7 +258,7 @@ def _publish(job: TrainJob, model: torch.nn.Module, run: ModelRun, parts: Split,
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
         warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning)
         version_dir = publish(model, run.config, name=run.name, vocab=vocab, dataset=job.dataset,
-                              protocol=dict(parts.summary), registry=job.registry or DEFAULT_REGISTRY,
+                              protocol=dict(parts.summary), registry=_registry(job),
                               metrics={"validation": result.best_metrics, "test": run.test},
                               extra={"training": training, "train_config": dataclasses.asdict(run.settings),
                                      "warm_start": str(job.init_from.get(run.name, "")) or None})

@@ -1,0 +1,157 @@
+"""``streamrec bench``: ingest, models, peer and serve benchmarks. Parsing and printing only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from streamrec.data.names import MOVIELENS
+from streamrec.serve.commands import add_target, target_of
+from streamrec.settings import Settings
+
+__all__ = ["register"]
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.ingest import IngestBenchConfig, run_ingest_bench
+
+    config = IngestBenchConfig(events=args.events, fresh_rate=args.rate, fresh_seconds=args.fresh_seconds,
+                               source=args.source, keep=args.keep, faust_ceiling=not args.no_ceiling,
+                               workers=args.workers)
+    result = run_ingest_bench(settings, config)
+    print(json.dumps(result, indent=2))
+    _write_json(args.json, result)
+    return 0
+
+
+def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.models import ModelBenchConfig, bench_current_pipeline, bench_models, format_rows
+    from streamrec.errors import ConfigError
+
+    registry = Path(args.registry or settings.registry)
+    config = ModelBenchConfig(batch_sizes=tuple(args.batch), seq_len=args.seq_len, runs=args.runs,
+                              warmup=args.warmup, intra_op_threads=args.threads)
+    rows = bench_models(registry, config)
+    if not rows:
+        raise ConfigError(f"no model with a CURRENT version under {registry}; run `streamrec train` first")
+    if args.pipeline:
+        rows.append(bench_current_pipeline(registry, settings.data_dir, config))
+    print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up")
+    print(format_rows(rows))
+    _write_json(args.json, rows)
+    return 0
+
+
+def _bench_peer(args: argparse.Namespace, settings: Settings) -> int:
+    import torch
+
+    from streamrec.bench.peer import PeerBenchConfig, format_table, run_peer_bench
+
+    sides = ("peer", "ours") if args.only is None else (args.only,)
+    config = PeerBenchConfig(dataset=args.dataset, max_len=args.max_len, budget_s=args.budget_min * 60,
+                             threads=args.threads or torch.get_num_threads(), seed=args.seed,
+                             peer_batch_size=args.peer_batch, sides=sides, python=args.python,
+                             progress=not args.quiet)
+    report = run_peer_bench(config, settings.data_dir, settings.cache_dir, say=print)
+    print()
+    print(format_table(report))
+    if _write_json(args.json, report):
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _bench_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.serve import ServeBenchConfig, format_result, run_serve_bench
+
+    config = ServeBenchConfig(target=target_of(args, settings), rate=args.rate, seconds=args.seconds,
+                              concurrency=args.concurrency, sessions=args.sessions, k=args.k, dataset=args.dataset,
+                              load_sessions=not args.no_load, channels=args.channels)
+    result = run_serve_bench(settings, config)
+    print(format_result(result))
+    _write_json(args.json, result)
+    return 0
+
+
+def _write_json(path: str | None, figures: object) -> bool:
+    """``--json PATH``: every bench can also write its figures; False when no path was given."""
+    if not path:
+        return False
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(figures, indent=2) + "\n")
+    return True
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print figures and can write them as JSON")
+    bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    bp = bsub.add_parser("ingest", help="end-to-end ingest: Kafka -> worker(s) -> Redis",
+                         description="Throughput: pre-publish N events, start the worker(s), time how fast they reach "
+                         "Redis. Freshness: publish at a fixed rate and time each event from publish until visible "
+                         "in Redis (keyspace notifications). Runs on its own topic and key prefix, then cleans up.")
+    bp.add_argument("--events", type=int, default=200_000, help="events for the throughput phase (default 200000)")
+    bp.add_argument("--rate", type=float, default=5000.0, help="offered rate of the freshness phase (default 5000/s)")
+    bp.add_argument("--fresh-seconds", type=float, default=20.0, help="length of the freshness phase (default 20)")
+    bp.add_argument("--source", choices=("ml-1m", "synthetic"), default="ml-1m",
+                    help="events for the throughput phase: a MovieLens-1M replay or synthetic sessions")
+    bp.add_argument("--workers", type=int, default=1,
+                    help="worker processes, at most the topic's partitions (default 1); with more than one, "
+                    "throughput is timed once their group is stable")
+    bp.add_argument("--keep", action="store_true", help="keep the bench topics and Redis keys")
+    bp.add_argument("--no-ceiling", action="store_true",
+                    help="skip the extra phase that measures a dry-run worker (Faust alone) on the same events")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
+    p.set_defaults(func=_bench)
+    bp = bsub.add_parser("models", help="onnxruntime latency of each CURRENT model in the registry",
+                         description="Load every model whose CURRENT points at an exported version, and time "
+                         "onnxruntime inference (CPU) on random sequences: p50/p99 per batch size after warm-up.")
+    bp.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    bp.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
+    bp.add_argument("--seq-len", type=int, default=50, help="sequence length (default 50)")
+    bp.add_argument("--runs", type=int, default=200, help="timed runs per batch size (default 200)")
+    bp.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
+    bp.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    bp.add_argument("--pipeline", action="store_true",
+                    help="also time the whole ranking pipeline for one in-memory session (needs a CURRENT deepfm; "
+                    "fits the non-neural generators on the ranker's split first)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
+    bp.set_defaults(func=_bench_models)
+    bp = bsub.add_parser("peer", help="our SASRec and RecBole's, same split, same wall-clock budget",
+                         description="Train RecBole 1.2.1's SASRec (in its own venv under .cache/peer-recbole/, "
+                         "created on first use) and ours on the identical leave-one-out split, one after the "
+                         "other, each for the same wall-clock budget and torch threads; test both on the full "
+                         "catalogue with the history excluded and print one table.")
+    bp.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="default ml-1m")
+    bp.add_argument("--budget-min", type=float, default=10.0, metavar="M",
+                    help="wall-clock training minutes per side, validation included (default 10)")
+    bp.add_argument("--max-len", type=int, default=50, metavar="L", help="sequence length, both sides (default 50)")
+    bp.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="torch intra-op threads, both sides (default: torch's default here)")
+    bp.add_argument("--peer-batch", type=int, default=512, metavar="B",
+                    help="RecBole's training batch in prefixes (default 512; ours keeps streamrec's batch of "
+                    "user sequences)")
+    bp.add_argument("--only", choices=("ours", "peer"), default=None, help="run one side only (default both)")
+    bp.add_argument("--python", default="python3", metavar="EXE",
+                    help="interpreter that creates the peer's venv, Python 3.8 to 3.11 (default python3)")
+    bp.add_argument("--seed", type=int, default=0, help="seed of both sides (default 0)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    bp.set_defaults(func=_bench_peer)
+
+    bp = bsub.add_parser("serve", help="gRPC Recommend latency and throughput of the running server",
+                         description="Store real sessions (test users' histories of the served dataset) in Redis under "
+                         "the server's prefix, then call Recommend over loopback from an asyncio load generator: at a "
+                         "fixed rate (open loop), and at saturation (closed loop, --concurrency in flight). Prints "
+                         "qps, p50_ms, p90_ms, p99_ms and errors of each phase.")
+    add_target(bp)
+    bp.add_argument("--rate", type=float, default=500.0, help="fixed-rate phase, requests/s (default 500)")
+    bp.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
+    bp.add_argument("--concurrency", type=int, default=32, help="requests in flight at saturation (default 32)")
+    bp.add_argument("--sessions", type=int, default=2000, help="sessions stored in Redis (default 2000)")
+    bp.add_argument("--k", type=int, default=10)
+    bp.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="sessions come from it (default ml-1m)")
+    bp.add_argument("--no-load", action="store_true", help="sessions are already in Redis (bench:sess-N)")
+    bp.add_argument("--channels", type=int, default=4,
+                    help="connections, used in turn (a server of several processes shares out connections; default 4)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bp.set_defaults(func=_bench_serve)

@@ -1,0 +1,194 @@
+"""The offline jobs' commands: ``evaluate`` models on a split, ``train`` the sequence models and
+``train-ranker`` the pipeline's ranker. Parsing and printing only.
+
+They live here, with the ranker job, because each may need the whole pipeline (``evaluate
+--models pipeline`` builds it through the model factory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from streamrec.data.names import MOVIELENS
+from streamrec.settings import Settings
+
+__all__ = ["register"]
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    import textwrap
+
+    from tqdm import tqdm
+
+    from streamrec.data.datasets import load
+    from streamrec.errors import ConfigError
+    from streamrec.eval import report
+    from streamrec.eval.evaluate import fit_and_evaluate
+    from streamrec.eval.factory import create
+    from streamrec.eval.protocols import protocol_named, split
+
+    names = list(dict.fromkeys(n.strip() for n in args.models.split(",") if n.strip()))
+    if not names or (args.limit_cases is not None and args.limit_cases < 1):
+        raise ConfigError("--models needs at least one name and --limit-cases a positive number")
+    models = [create(name) for name in names]  # fail on a bad name before loading anything
+    if "pipeline" in names:  # its neural sources come from the registry
+        from streamrec.offline.assemble import PipelineSpec, TwoStage
+
+        spec = PipelineSpec(registry=Path(args.registry or settings.registry))
+        models = [TwoStage(spec) if n == "pipeline" else m for n, m in zip(names, models, strict=True)]
+    if args.protocol == "loo" and (args.gap is not None or args.test_days is not None):
+        raise ConfigError("--gap and --test-days apply to --protocol session only")
+    protocol = protocol_named(args.protocol, args.dataset, gap_s=args.gap, test_days=args.test_days)
+    parts = split(load(args.dataset, settings.data_dir), protocol)
+    summary = {**parts.summary, "limit_cases": args.limit_cases}
+    sizes = [f"{k} {v:,}" for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool)]
+    print(textwrap.fill("split: " + ", ".join(sizes), 120, subsequent_indent="  "))
+    results = {}
+    for name, model in tqdm(list(zip(names, models, strict=True)), desc="models", unit=" model", leave=False,
+                            disable=True if args.quiet else None):
+        results[name] = fit_and_evaluate(model, parts, part=args.split, limit_cases=args.limit_cases,
+                                         progress=not args.quiet)
+    n_cases = int(next(iter(results.values()))["cases"])
+    heading = report.title(args.dataset, summary, args.split, n_cases)
+    print(report.format_table(heading, results, protocol.name))
+    default_json = settings.home / "eval" / f"{args.dataset}-{args.protocol}-{args.split}.json"
+    json_path = Path(args.json) if args.json else default_json
+    plot_path = Path(args.plot) if args.plot else json_path.with_suffix(".png")
+    report.write_json(json_path, report.to_json(args.dataset, args.split, protocol.name, summary, results))
+    report.plot(plot_path, heading, results, protocol.name)
+    print(f"wrote {json_path} and {plot_path}")
+    return 0
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.offline.train_job import REPORTED, TrainJob, run_train_job
+
+    job = TrainJob(models=tuple(n.strip() for n in args.models.split(",") if n.strip()), dataset=args.dataset,
+                   protocol=args.protocol, data_dir=settings.data_dir, publish=not args.no_publish,
+                   registry=Path(args.registry or settings.registry), curves_dir=settings.home / "train",
+                   max_len=args.max_len, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
+                   patience=args.patience, budget_s=None if args.budget_min is None else args.budget_min * 60,
+                   seed=args.seed, device=args.device, progress=not args.quiet)
+    result = run_train_job(job, say=print)
+    print(f"\n{result.described}: test metrics of each model's best epoch")
+    print(f"{'model':10} {'best':>4} {'epochs':>6} {'stopped':8} {'train s':>7} "
+          + " ".join(f"{k:>8}" for k in REPORTED) + f" {'ONNX ' + REPORTED[0]:>13}")
+    for run in result.runs:
+        onnx = f"{run.onnx_test[REPORTED[0]]:13.4f}" if run.onnx_test else f"{'-':>13}"
+        print(f"{run.name:10} {run.result.best_epoch:4d} {len(run.result.history):6d} {run.result.stopped:8} "
+              f"{run.train_s:7.0f} " + " ".join(f"{run.test[k]:8.4f}" for k in REPORTED) + f" {onnx}")
+    for run in result.runs:
+        where = f"published {run.version_dir} (CURRENT); " if run.version_dir else ""
+        print(f"{run.name}: {where}curves in {run.curves}")
+    return 0
+
+
+def _train_ranker(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.offline.assemble import DEFAULT_SOURCES, PipelineSpec
+    from streamrec.offline.ranker_job import RankerJob, format_report, plot_report, run_ranker_job
+    from streamrec.offline.ranker_fit import RankerConfig
+
+    sources = tuple(dict.fromkeys(n.strip() for n in args.sources.split(",") if n.strip())) or DEFAULT_SOURCES
+    spec = PipelineSpec(sources=sources, n_per_source=args.n, registry=Path(args.registry or settings.registry),
+                        ranker=RankerConfig(loss=args.loss, epochs=args.epochs, seed=args.seed))
+    job = RankerJob(dataset=args.dataset, protocol=args.protocol, data_dir=settings.data_dir, spec=spec,
+                    ablation=not args.no_ablation, publish=not args.no_publish)
+    done = run_ranker_job(job, progress=not args.quiet)
+    print(format_report(done.described, done.result))
+    if done.version_dir is not None:
+        print(f"published {done.version_dir} (CURRENT); pipeline test NDCG@10 with the ONNX ranker "
+              f"{done.onnx_test['NDCG@10']:.4f}")
+    default_json = settings.home / "eval" / f"pipeline-{args.dataset}-{args.protocol}.json"
+    json_path = Path(args.json) if args.json else default_json
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(done.report, indent=2, default=str) + "\n")
+    plot = plot_report(done.result, json_path.with_suffix(".png"), done.described)
+    print(f"wrote {json_path} and {plot}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("evaluate", help="fit baseline models and evaluate them offline on MovieLens",
+                       description="Split a MovieLens log with protocol A (loo: leave-one-out per user, history "
+                       "excluded) or B (session: sessions at inactivity gaps, last days as test, every next item "
+                       "predicted), fit each model on the training part, rank the full catalogue for every case, "
+                       "and print a table; also writes JSON and a PNG bar chart.")
+    p.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
+    p.add_argument("--models", required=True, metavar="NAMES",
+                   help="comma-separated: random, pop, itemknn, sknn, vsknn, mf, content, sasrec, gru4rec, bert4rec "
+                   "(fixed epochs; `streamrec train` early-stops them), pipeline (neural sources from the registry)")
+    p.add_argument("--split", choices=("validation", "test"), default="test", help="which cases (default test)")
+    p.add_argument("--gap", type=int, default=None, metavar="S",
+                   help="session: a pause longer than S seconds starts a new session (default 3600)")
+    p.add_argument("--test-days", type=float, default=None, metavar="D",
+                   help="session: the last D days are the test period, the D before them validation "
+                   "(default 90 for ml-1m, 30 for ml-100k)")
+    p.add_argument("--json", metavar="PATH", help="where to write the results (default $STREAMREC_HOME/eval/...)")
+    p.add_argument("--plot", metavar="PATH", help="where to write the bar chart (default: the JSON path, .png)")
+    p.add_argument("--limit-cases", type=int, default=None, metavar="N",
+                   help="evaluate a seeded random sample of N cases (quick runs)")
+    p.add_argument("--registry", metavar="DIR", help="model registry of the pipeline's neural sources "
+                   "(default STREAMREC_REGISTRY, ./models)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("train", help="train torch sequence models, evaluate them and export them as ONNX",
+                       description="Split a MovieLens log with a protocol and, for each model in turn, train it with "
+                       "early stopping on validation NDCG@10 (within a time budget if given), keep its best epoch, "
+                       "report that epoch's test metrics, and publish model.onnx, manifest.json (with the training "
+                       "history), vocab.json and curves.png (loss and validation NDCG@10 per epoch) as a new CURRENT "
+                       "version in the registry; the published ONNX model is tested again. Runs on CUDA when "
+                       "available. Defaults per model: --max-len 200 for sasrec and bert4rec (their ML-1M setting), "
+                       "50 for gru4rec; --batch-size 128 for sasrec and bert4rec, 64 for gru4rec; --lr 2e-3 for "
+                       "sasrec and gru4rec, 1e-3 for bert4rec.")
+    p.add_argument("--models", default="sasrec", metavar="NAMES",
+                   help="comma-separated, trained in turn: sasrec, gru4rec, bert4rec (default sasrec)")
+    p.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--protocol", choices=("loo", "session"), default="loo",
+                   help="loo: leave-one-out per user (the SASRec and BERT4Rec literature); session: sessions cut at "
+                   "one-hour gaps, the last days as validation and test (the GRU4Rec literature) (default loo)")
+    p.add_argument("--budget-min", type=float, default=None, metavar="M",
+                   help="wall-clock minutes of training and validation per model (default: no limit)")
+    p.add_argument("--epochs", type=int, default=200, metavar="N", help="at most N epochs per model (default 200)")
+    p.add_argument("--patience", type=int, default=10, metavar="N",
+                   help="stop after N epochs without a better validation NDCG@10 (default 10)")
+    p.add_argument("--max-len", type=int, default=None, metavar="L",
+                   help="the longest history a model reads (default per model: 200 for sasrec and bert4rec, "
+                   "50 for gru4rec)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="mini-batch: sequences, or GRU4Rec's parallel sessions (default per model: 128, gru4rec 64)")
+    p.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help="learning rate (default per model: 2e-3, bert4rec 1e-3)")
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="torch device, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, dropout and negatives (default 0)")
+    p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    p.add_argument("--no-publish", action="store_true",
+                   help="train and test only: publish nothing, write the curves to $STREAMREC_HOME/train/")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("train-ranker", help="train the DeepFM ranker, compare the pipeline with its members, publish",
+                       description="Fit or load every candidate generator for a split (neural ones from the registry, "
+                       "trained on the same split by `streamrec train`), build candidate lists on the validation part, "
+                       "train the DeepFM ranker there, and report test metrics of each generator, the pipeline, plain "
+                       "score fusion and the pipeline without each source, plus the candidates' recall at N = 50, 100 "
+                       "and 200. Publishes the ranker as a new CURRENT `deepfm` version; writes JSON and a PNG.")
+    p.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
+    p.add_argument("--sources", default="", metavar="NAMES",
+                   help="comma-separated generators (default sasrec,gru4rec,bert4rec,itemknn,vsknn,mf,content,pop)")
+    p.add_argument("--n", type=int, default=50, metavar="N", help="candidates per source (default 50)")
+    p.add_argument("--loss", choices=("listwise", "bce"), default="listwise", help="ranker loss (default listwise)")
+    p.add_argument("--epochs", type=int, default=40, metavar="E", help="ranker epochs at most (default 40)")
+    p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    p.add_argument("--no-ablation", action="store_true", help="only the full pipeline (no fusion or drop-one runs)")
+    p.add_argument("--no-publish", action="store_true", help="do not publish the ranker")
+    p.add_argument("--json", metavar="PATH",
+                   help="report path (default $STREAMREC_HOME/eval/pipeline-DATASET-PROTOCOL.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train_ranker)

@@ -1,0 +1,240 @@
+"""The on-disk model registry: its layout, the pointers and their history, manifests, and model names.
+
+Whatever publishes (``streamrec.export``), promotes or rolls back (``streamrec.retrain``) or loads
+(``streamrec.serve``) goes through this module; none of them joins these paths itself. Its location
+is ``Settings.registry`` (``STREAMREC_REGISTRY``, default ``./models``), passed down explicitly. Layout::
+
+    <registry>/<name>/<version>/model.onnx      the exported graph
+    <registry>/<name>/<version>/manifest.json   what the version is (written by streamrec.export), with the
+                                                sha256 of model.onnx
+    <registry>/<name>/<version>/vocab.json      item_id per item index; optional for a ranker
+    <registry>/<name>/CURRENT                   the version in use: one line, replaced atomically
+    <registry>/<name>/HISTORY                   one JSON line per move of CURRENT: at, version, previous, why
+    <registry>/.staging/                        retrain's work in progress; a hidden name is never a model
+
+Readers on other processes stay safe through two rules: a version directory is complete before it
+appears under its name (filled under a hidden name, then renamed: ``stage_version`` then
+``add_version``), and ``CURRENT`` only ever names a version that has a manifest (``move_pointer``).
+
+Model and version names are single path components (letters, digits, ``.``, ``_``, ``-``, not
+starting with a dot): a pointer or a manifest names versions, and such a name must never reach
+outside the registry. ``read_pointer`` returns the pointer's text as it is; ``version_dir``, which
+every path to a version goes through, refuses a bad name, so a bad pointer is one more refused version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from streamrec.errors import ArtifactError, ConfigError
+from streamrec.files import write_atomic
+
+__all__ = [
+    "HISTORY", "MANIFEST", "MODEL", "POINTER", "RANKER", "SEQUENCE_MODELS", "STAGING", "VOCAB",
+    "add_version", "check_name", "check_sha256", "current_manifest", "current_version",
+    "model_dir", "model_names", "move_pointer", "read_history", "read_manifest", "read_pointer", "read_vocab",
+    "resolve", "sha256_of", "stage_version", "version_dir", "version_names", "write_manifest", "write_vocab",
+]
+
+RANKER: Final = "deepfm"  # the ranker; servers follow its pointer alone, and its manifest names the rest
+SEQUENCE_MODELS: Final = ("sasrec", "gru4rec", "bert4rec")  # published as ONNX; other generators are fitted at load
+
+MODEL: Final = "model.onnx"
+MANIFEST: Final = "manifest.json"
+VOCAB: Final = "vocab.json"
+POINTER: Final = "CURRENT"
+HISTORY: Final = "HISTORY"
+STAGING: Final = ".staging"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_name(value: object, what: str = "version") -> str:
+    """``value`` when it is a valid model or version name (one path component); ``ArtifactError`` otherwise."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise ArtifactError(f"{what} name {value!r} is not valid: a registry name is 1 to 128 letters, digits, "
+                            "'.', '_' or '-', not starting with '.'")
+    return value
+
+
+def model_dir(registry: Path, name: str) -> Path:
+    return Path(registry) / check_name(name, "model")
+
+
+def version_dir(registry: Path, name: str, version: str) -> Path:
+    return model_dir(registry, name) / check_name(version)
+
+
+def model_names(registry: Path) -> list[str]:
+    """Every model directory of ``registry`` (hidden ones, such as the staging area, are not models)."""
+    root = Path(registry)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
+
+
+def version_names(registry: Path, name: str) -> list[str]:
+    """The versions of ``name``, oldest first (timestamped names sort by time); half-published ones are hidden."""
+    directory = model_dir(registry, name)
+    if not directory.is_dir():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.is_dir() and _NAME.fullmatch(p.name))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def stage_version(registry: Path, name: str) -> tuple[str, Path]:
+    """A new version name for ``name`` (a UTC timestamp) and a hidden directory beside it to fill;
+    ``add_version`` then makes it visible under that name."""
+    directory = model_dir(registry, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    version, n = stamp, 1
+    while (directory / version).exists():
+        n += 1
+        version = f"{stamp}-{n}"
+    return version, Path(tempfile.mkdtemp(dir=directory, prefix=f".{version}."))
+
+
+def add_version(staged: Path, registry: Path, name: str, version: str) -> Path:
+    """Move a complete version directory in as ``<registry>/<name>/<version>`` (one rename); never over another."""
+    target = version_dir(registry, name, version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        raise ConfigError(f"{target} already exists; refusing to overwrite a published version")
+    os.replace(staged, target)
+    return target
+
+
+def _pointer(directory: Path) -> str | None:
+    try:
+        return (directory / POINTER).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def read_pointer(registry: Path, name: str = RANKER) -> str | None:
+    """The text of ``<registry>/<name>/CURRENT``, or None when there is none (not checked: see the module doc)."""
+    return _pointer(model_dir(registry, name))
+
+
+def current_version(directory: Path) -> str:
+    """The version a model directory's ``CURRENT`` names; ``ArtifactError`` when there is none or it is bad."""
+    version = _pointer(Path(directory))
+    if version is None:
+        raise ArtifactError(f"{directory} has no {POINTER} pointer; publish a model there first")
+    return check_name(version)
+
+
+def move_pointer(registry: Path, name: str, version: str, why: str) -> str | None:
+    """Point ``name``'s ``CURRENT`` at ``version`` and log the move in ``HISTORY``; returns the previous version.
+
+    Every move goes through here (a publish, a promotion, a rollback), so ``HISTORY`` is complete and
+    rollback can walk back through it."""
+    target = version_dir(registry, name, version)
+    if not (target / MANIFEST).is_file():
+        raise ConfigError(f"{name} has no version {version} under {registry}")
+    previous = read_pointer(registry, name)
+    write_atomic(target.parent / POINTER, version + "\n")
+    with open(target.parent / HISTORY, "a") as f:
+        f.write(json.dumps({"at": _now(), "version": version, "previous": previous, "why": why}) + "\n")
+    return previous
+
+
+def read_history(registry: Path, name: str) -> list[dict[str, Any]]:
+    """The pointer moves of ``name``, oldest first."""
+    try:
+        text = (model_dir(registry, name) / HISTORY).read_text()
+    except FileNotFoundError:
+        return []
+    complete = text[: text.rfind("\n") + 1]  # a line still being appended by another process is not read yet
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """A version's manifest; ``ArtifactError`` when it is missing or not a JSON object."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ArtifactError(f"{directory} is not a model version: it has no {MANIFEST}") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{path} is not valid JSON ({exc}); publish the model again") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path} holds a {type(manifest).__name__}, not a manifest; publish the model again")
+    return manifest
+
+
+def write_manifest(directory: Path, manifest: Mapping[str, object]) -> None:
+    """Write (or replace) a version's manifest atomically. Its sha256 covers model.onnx, not itself, so
+    later notes (a gate's decision) may be added."""
+    write_atomic(Path(directory) / MANIFEST, json.dumps(dict(manifest), indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(value: object) -> object:
+    item = getattr(value, "item", None)  # a numpy scalar; numpy is not imported for this alone
+    if callable(item) and getattr(value, "shape", None) == ():
+        return item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def current_manifest(registry: Path, name: str = RANKER) -> dict[str, Any] | None:
+    """The manifest of ``name``'s current version, or None when there is none or it cannot be read
+    (for defaults shown to people, such as the served dataset; loaders check properly)."""
+    try:
+        return read_manifest(version_dir(registry, name, str(read_pointer(registry, name))))
+    except (ArtifactError, OSError):
+        return None
+
+
+def write_vocab(directory: Path, vocab: Sequence[str]) -> None:
+    write_atomic(Path(directory) / VOCAB, json.dumps(list(vocab)) + "\n")
+
+
+def read_vocab(directory: Path, manifest: Mapping[str, Any]) -> list[str] | None:
+    """The vocabulary the manifest names (``vocab``: a file name, or null for none), else ``vocab.json``."""
+    name = manifest.get("vocab", VOCAB)
+    if not name:
+        return None
+    return list(json.loads((Path(directory) / check_name(name, "vocab file")).read_bytes()))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_sha256(directory: Path, manifest: Mapping[str, Any]) -> None:
+    """``ArtifactError`` unless the version's model.onnx has the sha256 its manifest records."""
+    path = Path(directory) / MODEL
+    actual = sha256_of(path)
+    if actual != manifest.get("sha256"):
+        raise ArtifactError(f"{path} has sha256 {actual}, but its manifest says {manifest.get('sha256')}; "
+                            "the file is corrupt or was replaced: publish the model again")
+
+
+def resolve(path: Path) -> Path:
+    """A version directory from: a version dir, its ``model.onnx``, or a model dir (via ``CURRENT``)."""
+    path = Path(path)
+    if path.is_file() and path.name == MODEL:
+        path = path.parent
+    if not (path / MANIFEST).is_file() and (path / POINTER).is_file():
+        path = path / current_version(path)
+    if not (path / MANIFEST).is_file() or not (path / MODEL).is_file():
+        raise ArtifactError(f"{path} is not a model version (no {MANIFEST} and {MODEL} there)")
+    return path

@@ -1,0 +1,131 @@
+"""Helpers shared by the model tests and by the ranking tests built on them: tiny hand-made data,
+the leave-last-out hold-out check, the cyclic overfitting check, and DeepFM's random features.
+
+The hold-out check lives here rather than in ``streamrec.eval`` so these tests pin the models'
+behaviour on their own: per user, the last item is held out, every model trains on all users'
+remaining items, and HR@10 asks whether the held-out item is among the 10 best-scored items of
+the whole catalogue with the user's own history excluded.
+
+torch is imported inside the functions that need it: the tests of the count-based models import
+this module too, and never touch torch otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from streamrec.models.base import Recommender, TrainData, top_k
+
+if TYPE_CHECKING:
+    import torch
+
+    from streamrec.models.deepfm import DeepFMConfig
+
+__all__ = [
+    "D",
+    "G",
+    "N_ITEMS",
+    "SIZES",
+    "Batch",
+    "HoldOut",
+    "MakeData",
+    "config",
+    "cyclic_fit",
+    "cyclic_sequences",
+    "random_features",
+    "tiny_items",
+]
+
+MakeData = Callable[..., TrainData]
+"""The ``make_data`` fixture's type: ``make_data([[1, 2], [2, 3]], n_items=5, timestamps=..., items=...)``."""
+
+
+def tiny_items(
+    n_items: int, genres: Sequence[str] | None = None, years: Sequence[int | None] | None = None
+) -> pd.DataFrame:
+    genres = list(genres) if genres is not None else ["Drama"] * n_items
+    years = list(years) if years is not None else [1990] * n_items
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(1, n_items + 1)],
+            "item_idx": np.arange(1, n_items + 1, dtype=np.int32),
+            "title": [f"Movie {i}" for i in range(1, n_items + 1)],
+            "year": pd.array(years, dtype="Int16"),
+            "genres": genres,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    train: TrainData
+    histories: list[np.ndarray]
+    targets: np.ndarray
+
+    def hit_rate(self, model: Recommender, k: int = 10, batch: int = 256) -> float:
+        hits = 0
+        for lo in range(0, len(self.targets), batch):
+            hist = self.histories[lo : lo + batch]
+            idx, _ = top_k(model.score(hist), k, hist)
+            hits += int((idx == self.targets[lo : lo + batch, None]).any(axis=1).sum())
+        return hits / len(self.targets)
+
+    def random_hit_rate(self, k: int = 10) -> float:
+        """The expected HR@k of uniformly random scores: k over the number of candidates, averaged."""
+        candidates = np.array([self.train.n_items - len(np.unique(h)) for h in self.histories], dtype=np.float64)
+        return float(np.mean(np.minimum(k, candidates) / candidates))
+
+
+# ---------------------------------------------------------------- padded-batch sequence models
+
+N_ITEMS = 40
+
+
+def cyclic_sequences(n: int, length: int, seed: int = 0) -> list[np.ndarray]:
+    """Every item is followed by the next one (modulo the catalogue): a pattern SASRec must learn exactly."""
+    starts = np.random.default_rng(seed).integers(0, N_ITEMS, size=n)
+    return [((s + np.arange(length)) % N_ITEMS + 1).astype(np.int64) for s in starts]
+
+
+def cyclic_fit(model, sequences: Sequence[np.ndarray], n_items: int, epochs: int) -> tuple[list[float], float, float]:  # type: ignore[no-untyped-def]
+    """Train a padded-batch model (SASRec, BERT4Rec) on ``sequences`` and return its epoch losses and its
+    HR@1 and HR@10 at predicting each sequence's last item from the rest: the overfitting check."""
+    from streamrec.train import TorchSequenceRecommender, TrainConfig, sequence_examples, train
+
+    max_len = model.config.max_len
+    result = train(model, sequence_examples(sequences, max_len), None,
+                   TrainConfig(epochs=epochs, batch_size=16, lr=5e-3, progress=False))
+    scorer = TorchSequenceRecommender.from_module(model, n_items, max_len)
+    prefixes, targets = [s[:-1] for s in sequences], np.array([s[-1] for s in sequences])
+    top, _ = top_k(scorer.score(prefixes), 10)
+    return ([r.loss for r in result.history], float((top[:, 0] == targets).mean()),
+            float((top == targets[:, None]).any(axis=1).mean()))
+
+
+# ---------------------------------------------------------------- DeepFM
+
+SIZES = (3707, 12, 4, 6, 10)
+G, D = 18, 30
+Batch = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]
+
+
+def random_features(n: int, config: DeepFMConfig, seed: int = 0) -> Batch:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    sparse = torch.stack([torch.randint(0, s, (n,), generator=g) for s in config.sparse_sizes], dim=1)  # (N, F)
+    multi = (torch.rand(n, config.n_multi, generator=g) < 0.2).float()  # (N, G)
+    multi[0] = 0.0  # a row without any genre
+    dense = torch.randn(n, config.n_dense, generator=g) * 5 + 3  # (N, D), raw scale
+    return sparse, multi, dense
+
+
+def config(**kw: Any) -> DeepFMConfig:
+    from streamrec.models.deepfm import DeepFMConfig
+
+    return DeepFMConfig(**{"sparse_sizes": SIZES, "n_multi": G, "n_dense": D, **kw})

@@ -1,0 +1,137 @@
+"""The servicer's answers that need no model run: the popularity back-fill (``top_up``) and the
+cold, degraded and no-model paths, through ``Recommend`` with a session source and a pipeline of
+this file's own (seams, no Redis, no gRPC server)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from streamrec.errors import RedisUnavailable
+from streamrec.rank.pipeline import Query, Recommendation
+from streamrec.rank.rerank import RerankConfig
+from streamrec.serve.metrics import ServeMetrics
+from streamrec.serve.servicer import RecommenderServicer, pb2, top_up
+from streamrec.serve.state import ServingState, StateHolder
+from streamrec.stream.session_store import SessionEvent
+
+VOCAB = ("", "a", "b", "c", "d", "e")  # training popularity: a, b, c, d, e
+
+
+def test_top_up_adds_the_best_ranked_ids_not_banned_nor_present_up_to_k() -> None:
+    items = [("x", 5.0, ("mf",))]
+    out = top_up(items, ["a", "x", "b", "c", "d"], {"b"}, 4, "pop", lambda n: -1.0 - n)
+    assert out == [("x", 5.0, ("mf",)), ("a", -1.0, ("pop",)), ("c", -2.0, ("pop",)), ("d", -3.0, ("pop",))]
+    assert top_up(items, ["a"], set(), 1, "pop", float) == items, "already k long: unchanged"
+    assert top_up([], ["a", "b"], {"a", "b"}, 3, "pop", float) == [], "nothing left to add"
+
+
+def test_top_up_reads_only_as_much_of_the_ranking_as_it_needs() -> None:
+    def ranking() -> Iterator[str]:
+        yield from ("a", "b")
+        raise AssertionError("read past what was needed")
+
+    assert [i for i, _, _ in top_up([("z", 1.0, ())], ranking(), set(), 3, "pop", float)] == ["z", "a", "b"]
+    assert top_up([], itertools.repeat("a"), set(), 0, "pop", float) == []
+
+
+class Sessions:
+    """What ``SessionSource`` answers, or ``RedisUnavailable`` for everything when ``down``."""
+
+    def __init__(self, items: Sequence[str] = (), recent: Sequence[str] = (),
+                 cooc: dict[str, list[tuple[str, float]]] | None = None, down: bool = False) -> None:
+        self.events = [SessionEvent(item, "click", 1_700_000_000_000 + i) for i, item in enumerate(items)]
+        self.recent, self.cooc, self.down = list(recent), cooc or {}, down
+
+    def _check(self) -> None:
+        if self.down:
+            raise RedisUnavailable("Redis read failed: ConnectionError")
+
+    async def session(self, session_id: str, timeout_s: float | None = None) -> list[SessionEvent]:
+        self._check()
+        return self.events
+
+    async def recent_popular(self, timeout_s: float | None = None) -> list[str]:
+        self._check()
+        return self.recent
+
+    async def cooccurring(self, item_ids: Sequence[str], n: int,
+                          timeout_s: float | None = None) -> list[list[tuple[str, float]]]:
+        self._check()
+        return [self.cooc.get(i, [])[:n] for i in item_ids]
+
+    async def cooc_counts(self, candidates: Sequence[str], item_ids: Sequence[str],
+                          timeout_s: float | None = None) -> list[list[float]]:
+        self._check()
+        return [[0.0] * len(item_ids) for _ in candidates]
+
+
+class Pipeline:
+    """Answers every query with ``recs``."""
+
+    rerank = RerankConfig()
+
+    def __init__(self, recs: Sequence[Recommendation]) -> None:
+        self.recs = list(recs)
+        self.queries: list[Query] = []
+
+    def recommend_many(self, queries: Sequence[Query]) -> list[list[Recommendation]]:
+        self.queries += queries
+        return [self.recs for _ in queries]
+
+
+class Context:
+    def time_remaining(self) -> float:
+        return 5.0
+
+    async def abort(self, code: Any, details: str) -> None:
+        raise AssertionError(f"aborted: {code} {details}")
+
+
+def recommend(sessions: Sessions, state: ServingState | None, k: int, exclude: Sequence[str] = ()) -> Any:
+    servicer = RecommenderServicer(StateHolder(state), sessions, ServeMetrics())  # type: ignore[arg-type]
+    request = pb2.RecommendRequest(session_id="s1", k=k, exclude_item_ids=list(exclude))
+    return asyncio.run(servicer.Recommend(request, Context()))  # type: ignore[arg-type]
+
+
+def state_with(recs: Sequence[Recommendation] = ()) -> ServingState:
+    return ServingState(Pipeline(recs), VOCAB, {"deepfm": "v1"}, "test",  # type: ignore[arg-type]
+                        np.arange(1, len(VOCAB), dtype=np.int64))
+
+
+def answer(reply: Any) -> list[tuple[str, float, tuple[str, ...]]]:
+    return [(i.item_id, pytest.approx(i.score), tuple(i.sources)) for i in reply.items]
+
+
+def test_a_short_model_answer_is_filled_with_popular_items_below_its_last_score() -> None:
+    state = state_with([Recommendation(3, 0.5, ("mf",))])
+    reply = recommend(Sessions(items=["a"]), state, k=4, exclude=["b"])
+    assert not reply.cold_start and not reply.degraded
+    # a is seen, b excluded, c already there: d and e fill, one point apart, below c
+    assert answer(reply) == [("c", 0.5, ("mf",)), ("d", -0.5, ("pop",)), ("e", -1.5, ("pop",))]
+
+
+def test_a_session_of_new_items_gets_co_occurrence_then_recent_then_training_popularity() -> None:
+    sessions = Sessions(items=["new1"], recent=["new1", "c", "new3", "b"],
+                        cooc={"new1": [("b", 2.0), ("new2", 1.0), ("d", 0.5)]})
+    reply = recommend(sessions, state_with(), k=6, exclude=["d"])
+    assert reply.cold_start and not reply.degraded
+    assert answer(reply) == [("b", 3.0, ("cooc",)), ("new2", 2.0, ("cooc",)), ("c", 1.0, ("recent_pop",)),
+                             ("new3", 0.5, ("recent_pop",)), ("a", -1.0, ("pop",)), ("e", -2.0, ("pop",))]
+
+
+def test_redis_down_gives_a_degraded_answer_from_training_popularity() -> None:
+    reply = recommend(Sessions(down=True), state_with(), k=3, exclude=["a"])
+    assert reply.degraded and not reply.cold_start
+    assert answer(reply) == [("b", -1.0, ("pop",)), ("c", -2.0, ("pop",)), ("d", -3.0, ("pop",))]
+
+
+def test_no_model_yet_answers_from_recent_popularity_alone() -> None:
+    reply = recommend(Sessions(items=["a"], recent=["x", "y", "z"]), None, k=2, exclude=["x"])
+    assert reply.degraded and reply.cold_start and dict(reply.model_versions) == {}
+    assert answer(reply) == [("y", 1.0, ("recent_pop",)), ("z", 0.5, ("recent_pop",))]

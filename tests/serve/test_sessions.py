@@ -1,0 +1,141 @@
+"""``SessionSource``: Redis slow or down costs a request its short timeout once, then nothing for
+``backoff_s``; recent popularity is cached; reads against the real Redis return what the worker wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from streamrec.errors import RedisUnavailable
+from streamrec.serve.sessions import SessionSource
+from streamrec.settings import Settings
+from streamrec.stream.session_store import cooc_key, pop_keys
+from tests.serve.helpers import write_session
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # nothing listens there once the socket is closed
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never answers: a Redis that hangs."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield int(s.getsockname()[1])
+
+
+def run(source: SessionSource, coro: Any) -> Any:
+    async def go() -> Any:
+        try:
+            return await coro
+        finally:
+            await source.close()
+
+    return asyncio.run(go())
+
+
+def test_a_failure_backs_off_and_the_next_call_after_the_backoff_tries_again(closed_port: int) -> None:
+    clock = Clock()
+    source = SessionSource(f"redis://127.0.0.1:{closed_port}", "p:", timeout_s=0.5, backoff_s=1.0, clock=clock)
+
+    async def scenario() -> list[str]:
+        messages = []
+        for advance in (0.0, 0.5, 0.6):  # down, backing off, tried again
+            clock.now += advance
+            with pytest.raises(RedisUnavailable) as caught:
+                await source.session("s1")
+            messages.append(str(caught.value))
+        return messages
+
+    first, during, after = run(source, scenario())
+    assert "read_session failed" in first and "ConnectionError" in first
+    assert "not retried yet" in during
+    assert "read_session failed" in after
+
+
+def test_a_hanging_redis_costs_the_short_timeout_or_the_request_deadline_if_sooner(silent_port: int) -> None:
+    source = SessionSource(f"redis://127.0.0.1:{silent_port}", "p:", timeout_s=1.0, backoff_s=0.0)
+
+    async def elapsed(deadline_s: float | None) -> float:
+        start = time.perf_counter()
+        with pytest.raises(RedisUnavailable, match="recent_popular failed"):
+            await source.recent_popular(deadline_s)
+        return time.perf_counter() - start
+
+    async def scenario() -> tuple[float, float]:
+        return await elapsed(None), await elapsed(0.05)
+
+    own, deadline = run(source, scenario())
+    assert 0.95 < own < 10.0, own
+    assert deadline < 0.5, deadline
+
+
+def test_empty_reads_need_no_redis(closed_port: int) -> None:
+    source = SessionSource(f"redis://127.0.0.1:{closed_port}", "p:")
+
+    async def scenario() -> tuple[Any, ...]:
+        return (await source.cooccurring([], 5), await source.cooc_counts([], ["a"]),
+                await source.cooc_counts(["a", "b"], []))
+
+    assert run(source, scenario()) == ([], [], [[], []])
+
+
+@pytest.mark.integration
+def test_recent_popularity_is_read_best_first_and_cached_for_its_ttl(isolated: Settings) -> None:
+    decayed = pop_keys(isolated.redis_prefix)[0]
+    clock = Clock()
+    source = SessionSource(isolated.redis_address, isolated.redis_prefix, timeout_s=2.0, popular_ttl_s=1.0,
+                           popular_n=3, clock=clock)
+    with redis.Redis.from_url(isolated.redis_address) as client:
+        client.zadd(decayed, {"a": 3.0, "b": 2.0, "c": 1.0, "d": 0.5})
+
+        async def scenario() -> list[list[str]]:
+            first = await source.recent_popular()
+            client.zadd(decayed, {"e": 10.0})
+            clock.now += 0.9
+            cached = await source.recent_popular()
+            clock.now += 0.2
+            return [first, cached, await source.recent_popular()]
+
+        first, cached, later = run(source, scenario())
+    assert first == cached == ["a", "b", "c"]
+    assert later == ["e", "a", "b"]
+
+
+@pytest.mark.integration
+def test_sessions_and_co_occurrence_counts_as_the_worker_wrote_them(isolated: Settings) -> None:
+    write_session(isolated, "s1", ["10", "20", "30"])
+    prefix = isolated.redis_prefix
+    with redis.Redis.from_url(isolated.redis_address) as client:
+        client.zadd(cooc_key(prefix, "a"), {"b": 3.0, "c": 1.0, "d": 2.0})
+    source = SessionSource(isolated.redis_address, prefix, timeout_s=2.0)
+
+    async def scenario() -> tuple[Any, ...]:
+        return (await source.session("s1"), await source.session("unknown"),
+                await source.cooccurring(["a", "nothing"], 2),
+                await source.cooc_counts(["a", "nothing"], ["c", "b", "z"]))
+
+    events, unknown, neighbours, counts = run(source, scenario())
+    assert [e.item_id for e in events] == ["10", "20", "30"] and unknown == []
+    assert events[0].timestamp < events[-1].timestamp
+    assert neighbours == [[("b", 3.0), ("d", 2.0)], []]
+    assert counts == [[1.0, 3.0, 0.0], [0.0, 0.0, 0.0]]
