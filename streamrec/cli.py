@@ -58,6 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
+        if getattr(args, "registry", None) is not None:  # --registry (settings.add_registry_option)
+            settings = settings.replace(registry=args.registry)
         return int(args.func(args, settings))
     except StreamrecError as exc:
         print(f"streamrec: error: {exc}", file=sys.stderr)

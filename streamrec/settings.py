@@ -7,6 +7,7 @@ pass the ``Settings`` they were given down to what they build.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -203,3 +204,11 @@ def _convert(name: str, raw: str, kind: Any) -> Any:
         return kind(raw)
     except ValueError:
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+
+
+def add_registry_option(parser: argparse.ArgumentParser,
+                        help: str = "model registry (default STREAMREC_REGISTRY, ./models)") -> None:
+    """``--registry DIR``, the one command-line override of ``Settings.registry``: ``streamrec.cli``
+    applies it to the settings before a handler runs, so every command reads the registry from the
+    settings and none keeps a default of its own."""
+    parser.add_argument("--registry", metavar="DIR", type=Path, default=None, help=help)

@@ -40,7 +40,8 @@ def test_help_imports_no_heavy_library() -> None:
     """Every run builds every parser, so registering a command must not import what running it needs
     (the container's ``streamrec health`` probe runs every few seconds)."""
     code = "import sys; from streamrec.cli import build_parser; build_parser(); print(' '.join(sorted(sys.modules)))"
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(run.stdout.split())
     heavy = {"torch", "faust", "pyarrow", "pandas", "grpc", "kafka", "redis", "onnxruntime", "matplotlib", "sklearn"}
     assert not heavy & loaded, heavy & loaded
 
@@ -50,7 +51,8 @@ def test_every_client_takes_the_same_target_and_tls_flags(command: list[str]) ->
     from streamrec.serve.client import ClientTLS
     from streamrec.serve.commands import client_tls, target_of
 
-    args = build_parser().parse_args([*command, "--target", "h:1", "--ca", "ca.pem", "--cert", "c.pem", "--key", "k.pem"])
+    args = build_parser().parse_args([*command, "--target", "h:1", "--ca", "ca.pem", "--cert", "c.pem",
+                                      "--key", "k.pem"])
     assert target_of(args, Settings()) == "h:1"
     assert client_tls(args) == ClientTLS(Path("ca.pem"), Path("c.pem"), Path("k.pem"))
     plain = build_parser().parse_args(command)

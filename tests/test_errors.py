@@ -1,4 +1,5 @@
-"""The exception hierarchy: one module defines it, everything derives from ``StreamrecError``, the CLI prints one line."""
+"""The exception hierarchy: one module defines it, everything derives from ``StreamrecError``, and
+the CLI prints one line."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from streamrec.data.names import MOVIELENS
+from streamrec.data.names import DEFAULT_DATASET, MOVIELENS
 from streamrec.serve.commands import add_target, target_of
-from streamrec.settings import Settings
+from streamrec.settings import Settings, add_registry_option
 
 __all__ = ["register"]
 
@@ -29,7 +29,7 @@ def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.bench.models import ModelBenchConfig, bench_current_pipeline, bench_models, format_rows
     from streamrec.errors import ConfigError
 
-    registry = Path(args.registry or settings.registry)
+    registry = settings.registry
     config = ModelBenchConfig(batch_sizes=tuple(args.batch), seq_len=args.seq_len, runs=args.runs,
                               warmup=args.warmup, intra_op_threads=args.threads)
     rows = bench_models(registry, config)
@@ -92,8 +92,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bp.add_argument("--events", type=int, default=200_000, help="events for the throughput phase (default 200000)")
     bp.add_argument("--rate", type=float, default=5000.0, help="offered rate of the freshness phase (default 5000/s)")
     bp.add_argument("--fresh-seconds", type=float, default=20.0, help="length of the freshness phase (default 20)")
-    bp.add_argument("--source", choices=("ml-1m", "synthetic"), default="ml-1m",
-                    help="events for the throughput phase: a MovieLens-1M replay or synthetic sessions")
+    bp.add_argument("--source", choices=(*MOVIELENS, "synthetic"), default=DEFAULT_DATASET,
+                    help=f"events for the throughput phase: a MovieLens replay or synthetic sessions "
+                    f"(default {DEFAULT_DATASET})")
     bp.add_argument("--workers", type=int, default=1,
                     help="worker processes, at most the topic's partitions (default 1); with more than one, "
                     "throughput is timed once their group is stable")
@@ -105,7 +106,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bp = bsub.add_parser("models", help="onnxruntime latency of each CURRENT model in the registry",
                          description="Load every model whose CURRENT points at an exported version, and time "
                          "onnxruntime inference (CPU) on random sequences: p50/p99 per batch size after warm-up.")
-    bp.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(bp)
     bp.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
     bp.add_argument("--seq-len", type=int, default=50, help="sequence length (default 50)")
     bp.add_argument("--runs", type=int, default=200, help="timed runs per batch size (default 200)")
@@ -121,7 +122,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "created on first use) and ours on the identical leave-one-out split, one after the "
                          "other, each for the same wall-clock budget and torch threads; test both on the full "
                          "catalogue with the history excluded and print one table.")
-    bp.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="default ml-1m")
+    bp.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}")
     bp.add_argument("--budget-min", type=float, default=10.0, metavar="M",
                     help="wall-clock training minutes per side, validation included (default 10)")
     bp.add_argument("--max-len", type=int, default=50, metavar="L", help="sequence length, both sides (default 50)")
@@ -149,7 +150,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bp.add_argument("--concurrency", type=int, default=32, help="requests in flight at saturation (default 32)")
     bp.add_argument("--sessions", type=int, default=2000, help="sessions stored in Redis (default 2000)")
     bp.add_argument("--k", type=int, default=10)
-    bp.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="sessions come from it (default ml-1m)")
+    bp.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET,
+                    help=f"sessions come from it (default {DEFAULT_DATASET})")
     bp.add_argument("--no-load", action="store_true", help="sessions are already in Redis (bench:sess-N)")
     bp.add_argument("--channels", type=int, default=4,
                     help="connections, used in turn (a server of several processes shares out connections; default 4)")

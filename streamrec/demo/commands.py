@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from streamrec.data.names import MOVIELENS
 from streamrec.serve.commands import add_client_tls, add_target, client_tls, target_of
-from streamrec.settings import Settings
+from streamrec.settings import Settings, add_registry_option
 
 __all__ = ["register"]
 
@@ -17,8 +16,6 @@ def _live(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.demo.run import LiveConfig, plan_live, run_live
     from streamrec.demo.view import LiveView, format_summary
 
-    if args.registry:
-        settings = settings.replace(registry=Path(args.registry))
     config = LiveConfig(target=target_of(args, settings), sessions=args.sessions,
                         rate=args.rate, k=args.k, dataset=args.dataset, seed=args.seed, max_clicks=args.max_clicks,
                         wait_server_s=args.wait_server,
@@ -50,8 +47,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--seed", type=int, default=0, help="which sessions are drawn (default 0)")
     p.add_argument("--dataset", choices=MOVIELENS, default=None,
                    help="where sessions come from (default: the registry's CURRENT ranker's dataset)")
-    p.add_argument("--registry", metavar="DIR", help="registry whose ranker names the dataset and split "
-                   "(default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(p, help="registry whose ranker names the dataset and split (default STREAMREC_REGISTRY, "
+                        "./models)")
     add_target(p)
     p.add_argument("--wait-server", type=float, default=180.0, metavar="S",
                    help="how long to wait for the server to load its pipeline (default 180)")

@@ -16,8 +16,8 @@ import numpy as np
 from tqdm import tqdm
 
 import streamrec.eval.metrics as metrics
-from streamrec.eval.protocols import Cases, Split
 from streamrec.errors import ConfigError
+from streamrec.eval.protocols import Cases, Split
 from streamrec.models.base import Recommender, top_k
 from streamrec.models.recommend import item_counts
 

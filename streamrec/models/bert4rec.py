@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamrec.errors import ConfigError
-from streamrec.models.sasrec import Block, SASRecConfig
+from streamrec.models.sasrec import Block, SASRecConfig, check_transformer
 
 __all__ = ["Bert4Rec", "Bert4RecConfig"]
 
@@ -44,12 +44,7 @@ class Bert4RecConfig:
     last_only_prob: float = 0.1  # rows that mask their last item only; ~1 in 11 in the original data
 
     def __post_init__(self) -> None:
-        if min(self.n_items, self.max_len, self.d_model, self.n_layers, self.n_heads) < 1:
-            raise ConfigError(f"n_items, max_len, d_model, n_layers and n_heads must be positive; got n_items="
-                              f"{self.n_items}, max_len={self.max_len}, d_model={self.d_model}, "
-                              f"n_layers={self.n_layers}, n_heads={self.n_heads}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        check_transformer(self)
         if not 0 < self.mask_prob <= 1 or not 0 <= self.last_only_prob <= 1 or not 0 <= self.dropout < 1:
             raise ConfigError(f"mask_prob must lie in (0, 1], last_only_prob in [0, 1] and dropout in [0, 1); "
                               f"got {self.mask_prob}, {self.last_only_prob}, {self.dropout}")

@@ -20,7 +20,7 @@ instead of learning to push popular items down. ``score`` is the same graph eith
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -47,18 +47,31 @@ class SASRecConfig:
     n_negatives: int = 256  # sampled-ce only: popularity-drawn negatives shared by the whole batch
 
     def __post_init__(self) -> None:
-        if min(self.n_items, self.max_len, self.d_model, self.n_layers, self.n_heads) < 1:
-            raise ConfigError(f"n_items, max_len, d_model, n_layers and n_heads must be positive; got n_items="
-                              f"{self.n_items}, max_len={self.max_len}, d_model={self.d_model}, "
-                              f"n_layers={self.n_layers}, n_heads={self.n_heads}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        check_transformer(self)
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(map(repr, LOSSES))}, got {self.loss!r}")
         if self.n_negatives < 1:
             raise ConfigError(f"n_negatives must be positive, got {self.n_negatives}")
+
+
+class TransformerDims(Protocol):
+    n_items: int
+    max_len: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+
+
+def check_transformer(config: TransformerDims) -> None:
+    """The shape checks SASRec's and BERT4Rec's configs share (same blocks, same attention)."""
+    if min(config.n_items, config.max_len, config.d_model, config.n_layers, config.n_heads) < 1:
+        raise ConfigError(f"n_items, max_len, d_model, n_layers and n_heads must be positive; got n_items="
+                          f"{config.n_items}, max_len={config.max_len}, d_model={config.d_model}, "
+                          f"n_layers={config.n_layers}, n_heads={config.n_heads}")
+    if config.d_model % config.n_heads:
+        raise ConfigError(f"d_model ({config.d_model}) must be a multiple of n_heads ({config.n_heads})")
 
 
 class CausalSelfAttention(nn.Module):

@@ -20,10 +20,10 @@ from tqdm import tqdm
 from streamrec.errors import ConfigError
 from streamrec.eval.protocols import Cases, Split
 from streamrec.models.base import Recommender
+from streamrec.offline.ranker_fit import RankerConfig, RankerFit, build_lists, fit_ranker
 from streamrec.rank.features import ItemTable, SessionContext
 from streamrec.rank.pipeline import Pipeline
 from streamrec.registry import RANKER, SEQUENCE_MODELS
-from streamrec.offline.ranker_fit import RankerConfig, RankerFit, build_lists, fit_ranker
 
 __all__ = ["DEFAULT_SOURCES", "PipelineSpec", "TwoStage", "case_contexts",
            "fit_generators", "load_pipeline", "publish_ranker", "score_cases", "torch_ranker"]
@@ -152,8 +152,8 @@ def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, dataset:
                    metrics: Mapping[str, object], registry: Path) -> Path:
     """Export the ranker to ``<registry>/deepfm/<version>`` with everything needed to rebuild its pipeline:
     the sources and their N, the feature layout, and the generator versions it was trained with."""
-    from streamrec.export import ranker_graph
     from streamrec.export import publish as publish_model
+    from streamrec.export import ranker_graph
     from streamrec.rank.features import dense_names
 
     versions = {s: g.manifest.get("version") for s, g in pipeline.generators.items() if hasattr(g, "manifest")}

@@ -11,8 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-from streamrec.data.names import MOVIELENS
-from streamrec.settings import Settings
+from streamrec.data.names import DEFAULT_DATASET, MOVIELENS
+from streamrec.settings import Settings, add_registry_option
 
 __all__ = ["register"]
 
@@ -36,7 +36,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if "pipeline" in names:  # its neural sources come from the registry
         from streamrec.offline.assemble import PipelineSpec, TwoStage
 
-        spec = PipelineSpec(registry=Path(args.registry or settings.registry))
+        spec = PipelineSpec(registry=settings.registry)
         models = [TwoStage(spec) if n == "pipeline" else m for n, m in zip(names, models, strict=True)]
     if args.protocol == "loo" and (args.gap is not None or args.test_days is not None):
         raise ConfigError("--gap and --test-days apply to --protocol session only")
@@ -67,7 +67,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
     job = TrainJob(models=tuple(n.strip() for n in args.models.split(",") if n.strip()), dataset=args.dataset,
                    protocol=args.protocol, data_dir=settings.data_dir, publish=not args.no_publish,
-                   registry=Path(args.registry or settings.registry), curves_dir=settings.home / "train",
+                   registry=settings.registry, curves_dir=settings.home / "train",
                    max_len=args.max_len, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
                    patience=args.patience, budget_s=None if args.budget_min is None else args.budget_min * 60,
                    seed=args.seed, device=args.device, progress=not args.quiet)
@@ -87,11 +87,11 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
 def _train_ranker(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.offline.assemble import DEFAULT_SOURCES, PipelineSpec
-    from streamrec.offline.ranker_job import RankerJob, format_report, plot_report, run_ranker_job
     from streamrec.offline.ranker_fit import RankerConfig
+    from streamrec.offline.ranker_job import RankerJob, format_report, plot_report, run_ranker_job
 
     sources = tuple(dict.fromkeys(n.strip() for n in args.sources.split(",") if n.strip())) or DEFAULT_SOURCES
-    spec = PipelineSpec(sources=sources, n_per_source=args.n, registry=Path(args.registry or settings.registry),
+    spec = PipelineSpec(sources=sources, n_per_source=args.n, registry=settings.registry,
                         ranker=RankerConfig(loss=args.loss, epochs=args.epochs, seed=args.seed))
     job = RankerJob(dataset=args.dataset, protocol=args.protocol, data_dir=settings.data_dir, spec=spec,
                     ablation=not args.no_ablation, publish=not args.no_publish)
@@ -115,7 +115,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "excluded) or B (session: sessions at inactivity gaps, last days as test, every next item "
                        "predicted), fit each model on the training part, rank the full catalogue for every case, "
                        "and print a table; also writes JSON and a PNG bar chart.")
-    p.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}")
     p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
     p.add_argument("--models", required=True, metavar="NAMES",
                    help="comma-separated: random, pop, itemknn, sknn, vsknn, mf, content, sasrec, gru4rec, bert4rec "
@@ -130,8 +130,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--plot", metavar="PATH", help="where to write the bar chart (default: the JSON path, .png)")
     p.add_argument("--limit-cases", type=int, default=None, metavar="N",
                    help="evaluate a seeded random sample of N cases (quick runs)")
-    p.add_argument("--registry", metavar="DIR", help="model registry of the pipeline's neural sources "
-                   "(default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(p, help="model registry of the pipeline's neural sources (default STREAMREC_REGISTRY, "
+                        "./models)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_evaluate)
 
@@ -146,7 +146,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "sasrec and gru4rec, 1e-3 for bert4rec.")
     p.add_argument("--models", default="sasrec", metavar="NAMES",
                    help="comma-separated, trained in turn: sasrec, gru4rec, bert4rec (default sasrec)")
-    p.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}")
     p.add_argument("--protocol", choices=("loo", "session"), default="loo",
                    help="loo: leave-one-out per user (the SASRec and BERT4Rec literature); session: sessions cut at "
                    "one-hour gaps, the last days as validation and test (the GRU4Rec literature) (default loo)")
@@ -165,7 +165,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", default=None, metavar="DEV",
                    help="torch device, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, dropout and negatives (default 0)")
-    p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(p)
     p.add_argument("--no-publish", action="store_true",
                    help="train and test only: publish nothing, write the curves to $STREAMREC_HOME/train/")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -177,14 +177,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "train the DeepFM ranker there, and report test metrics of each generator, the pipeline, plain "
                        "score fusion and the pipeline without each source, plus the candidates' recall at N = 50, 100 "
                        "and 200. Publishes the ranker as a new CURRENT `deepfm` version; writes JSON and a PNG.")
-    p.add_argument("--dataset", choices=MOVIELENS, default="ml-1m", help="default ml-1m")
+    p.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}")
     p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
     p.add_argument("--sources", default="", metavar="NAMES",
                    help="comma-separated generators (default sasrec,gru4rec,bert4rec,itemknn,vsknn,mf,content,pop)")
     p.add_argument("--n", type=int, default=50, metavar="N", help="candidates per source (default 50)")
     p.add_argument("--loss", choices=("listwise", "bce"), default="listwise", help="ranker loss (default listwise)")
     p.add_argument("--epochs", type=int, default=40, metavar="E", help="ranker epochs at most (default 40)")
-    p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(p)
     p.add_argument("--no-ablation", action="store_true", help="only the full pipeline (no fusion or drop-one runs)")
     p.add_argument("--no-publish", action="store_true", help="do not publish the ranker")
     p.add_argument("--json", metavar="PATH",

@@ -20,10 +20,10 @@ from streamrec.eval.protocols import Split
 from streamrec.models.base import Recommender
 from streamrec.models.recommend import clean_histories, item_counts
 from streamrec.offline.assemble import PipelineSpec, case_contexts, fit_generators, score_cases, torch_ranker
+from streamrec.offline.ranker_fit import RankerFit, build_lists, fit_ranker
 from streamrec.rank.candidates import union_top_n
 from streamrec.rank.features import ItemTable
 from streamrec.rank.pipeline import Pipeline
-from streamrec.offline.ranker_fit import RankerFit, build_lists, fit_ranker
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "candidate_recall", "run_experiment"]
 

@@ -20,8 +20,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from streamrec.data.names import DEFAULT_DATASET, DatasetName  # noqa: E402
-from streamrec.eval.evaluate import evaluate  # noqa: E402
 from streamrec.errors import ConfigError  # noqa: E402
+from streamrec.eval.evaluate import evaluate  # noqa: E402
 from streamrec.eval.protocols import ProtocolName  # noqa: E402
 from streamrec.models.recommend import item_counts  # noqa: E402
 from streamrec.offline.assemble import PipelineSpec, publish_ranker  # noqa: E402
@@ -54,8 +54,8 @@ class RankerJobResult:
 
 
 def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
-    from streamrec.export import load_ranker
     from streamrec.eval.protocols import make_split
+    from streamrec.export import load_ranker
 
     if job.publish and job.spec.registry is None:
         raise ConfigError("publishing the ranker needs a registry (PipelineSpec.registry); or do not publish")

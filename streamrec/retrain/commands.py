@@ -13,7 +13,7 @@ from pathlib import Path
 
 from streamrec.errors import ConfigError
 from streamrec.registry import RANKER
-from streamrec.settings import Settings
+from streamrec.settings import Settings, add_registry_option
 
 __all__ = ["parse_every", "register"]
 
@@ -47,7 +47,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.retrain.job import RetrainConfig, run_retrain
 
     config = RetrainConfig(
-        archive=Path(args.archive or settings.archive_dir), registry=Path(args.registry or settings.registry),
+        archive=Path(args.archive or settings.archive_dir), registry=settings.registry,
         data_dir=settings.data_dir, since_days=args.since_days, catalog=args.catalog,
         models=tuple(m for m in args.models.split(",") if m), sources=tuple(s for s in args.sources.split(",") if s),
         budget_s=args.budget_min * 60, max_len=args.max_len, ranker_epochs=args.ranker_epochs, test_days=args.test_days,
@@ -79,9 +79,9 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _models(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.retrain.registry import list_versions, rollback
+    from streamrec.retrain.releases import list_versions, rollback
 
-    registry = Path(args.registry or settings.registry)
+    registry = settings.registry
     if args.models_command == "rollback":
         release = rollback(registry, args.name)
         print(f"rolled {args.name} back; now current: " + ", ".join(f"{k} {v}" for k, v in release.items()))
@@ -134,7 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--warm-start", action="store_true",
                    help="initialise the sequence models from the current release and fine-tune (use with --since-days)")
     p.add_argument("--every", metavar="PERIOD", help="repeat every PERIOD (e.g. 6h, 30m); default: once")
-    p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(p)
     p.add_argument("--json", metavar="PATH", help="write the round's summary as JSON")
     p.add_argument("--fail-on-reject", action="store_true", help="exit with status 3 when the gate rejects")
     p.add_argument("--seed", type=int, default=0)
@@ -150,8 +150,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mp = msub.add_parser("list", help="versions, statuses, metrics and CURRENT")
     mp.add_argument("name", nargs="?", help="only this model")
     mp.add_argument("--json", action="store_true")
-    mp.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(mp)
     mp = msub.add_parser("rollback", help="point a model (deepfm: the release) back at its previous version")
     mp.add_argument("name", nargs="?", default=RANKER, help=f"default {RANKER}, the release the servers follow")
-    mp.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(mp)
     p.set_defaults(func=_models)

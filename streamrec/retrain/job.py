@@ -23,7 +23,7 @@ import pandas as pd
 from streamrec import registry as reg
 from streamrec.errors import ConfigError, LoadError
 from streamrec.retrain.gate import Decision, GateConfig, VocabBridge, decide
-from streamrec.retrain.registry import move_in, promote, prune, release_of, set_status
+from streamrec.retrain.releases import move_in, promote, prune, release_of, set_status
 
 __all__ = ["RetrainConfig", "RetrainResult", "load_catalog", "run_retrain"]
 
@@ -114,10 +114,10 @@ def run_retrain(config: RetrainConfig, *, say: Say = logger.info, events: pd.Dat
 def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging: Path,
                     seconds: dict[str, float], say: Say) -> RetrainResult:
     from streamrec.offline.assemble import PipelineSpec
-    from streamrec.offline.ranker_job import RankerJob, run_ranker_job
     from streamrec.offline.ranker_fit import RankerConfig
-    from streamrec.serve.loader import RegistryLoader
+    from streamrec.offline.ranker_job import RankerJob, run_ranker_job
     from streamrec.offline.train_job import TrainJob, run_train_job
+    from streamrec.serve.loader import RegistryLoader
 
     t = time.monotonic()
     serving = release_of(config.registry)
@@ -180,8 +180,8 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
 def _current_metrics(config: RetrainConfig, snapshot: str, say: Say) -> dict[str, dict[str, float]]:
     """The release now served, measured on the new snapshot's held-out slice; empty when none serves."""
     from streamrec.eval.evaluate import evaluate
-    from streamrec.serve.loader import RegistryLoader
     from streamrec.eval.protocols import make_split
+    from streamrec.serve.loader import RegistryLoader
 
     if not release_of(config.registry):
         return {}

@@ -13,9 +13,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streamrec.data.names import MOVIELENS
+from streamrec.data.names import DEFAULT_DATASET, MOVIELENS
 from streamrec.serve.health_probe import READINESS_SERVICE, check
-from streamrec.settings import Settings
+from streamrec.settings import Settings, add_registry_option
 
 if TYPE_CHECKING:  # every streamrec run builds these parsers; grpc is imported only when a client runs
     from streamrec.serve.client import ClientTLS
@@ -54,8 +54,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.port is not None:
         settings = settings.replace(grpc_port=args.port)
-    if args.registry:
-        settings = settings.replace(registry=Path(args.registry))
     logging.getLogger("streamrec").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     serve_processes(settings, args.processes)
     return 0
@@ -66,7 +64,7 @@ def _recommend(args: argparse.Namespace, settings: Settings) -> int:
 
     with open_channel(target_of(args, settings), client_tls(args)) as channel:
         response = recommend(channel, args.session, args.k, exclude=tuple(args.exclude), timeout_s=args.timeout)
-    dataset = args.dataset or dataset_of(settings.registry) or "ml-1m"
+    dataset = args.dataset or dataset_of(settings.registry) or DEFAULT_DATASET
     print(format_response(args.session, response, titles_of(dataset, settings.data_dir)))
     return 0
 
@@ -90,7 +88,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "sessions from Redis. TLS via STREAMREC_TLS_CERT/_KEY (+ _CLIENT_CA for mTLS). "
                        "Stop with Ctrl-C.")
     p.add_argument("--port", type=int, default=None, help="gRPC port (default STREAMREC_GRPC_PORT, 50051)")
-    p.add_argument("--registry", metavar="DIR", help="model registry (default STREAMREC_REGISTRY, ./models)")
+    add_registry_option(p)
     p.add_argument("--processes", type=int, default=1, metavar="N",
                    help="server processes sharing the port (SO_REUSEPORT), to use N cores (default 1)")
     p.set_defaults(func=_serve)

@@ -32,8 +32,7 @@ from streamrec.serve.metrics import ServeMetrics
 from streamrec.serve.protos import load_stubs
 from streamrec.serve.sessions import SessionSource
 from streamrec.serve.state import ServingState, StateHolder
-from streamrec.serve.validation import Limits, validate_id, validate_ids, validate_k, \
-    validate_known_fields
+from streamrec.serve.validation import Limits, validate_id, validate_ids, validate_k, validate_known_fields
 
 __all__ = ["Answer", "RecommenderServicer", "recommend_batch", "similar_items", "top_up"]
 

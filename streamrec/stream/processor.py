@@ -28,8 +28,17 @@ from streamrec.errors import InvalidEvent
 from streamrec.events.schema import ClickEvent, EventLimits, parse_event
 from streamrec.redis_access import AsyncRedis, async_client
 from streamrec.settings import Settings
-from streamrec.stream.session_store import (APPLY_LUA, FIELD, POP_LUA, SESSION_LUA, cooc_key, half_life_to_tau_ms,
-                                            pack, pop_keys, session_keys)
+from streamrec.stream.session_store import (
+    APPLY_LUA,
+    FIELD,
+    POP_LUA,
+    SESSION_LUA,
+    cooc_key,
+    half_life_to_tau_ms,
+    pack,
+    pop_keys,
+    session_keys,
+)
 
 __all__ = ["BatchResult", "CountingWriter", "DeadLetter", "Record", "SessionWriter", "limits_from", "validate"]
 

@@ -10,8 +10,7 @@ import torch
 from streamrec.errors import ArtifactError
 from streamrec.export import load_ranker, publish, ranker_graph
 from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankLoss, listwise_loss
-from tests.models.helpers import D, Batch, config, random_features
-
+from tests.models.helpers import Batch, D, config, random_features
 
 # ---------------------------------------------------------------- shapes and configuration
 

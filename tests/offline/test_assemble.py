@@ -12,8 +12,8 @@ from streamrec.data.movielens import load
 from streamrec.errors import ConfigError
 from streamrec.eval import LeaveOneOut, split
 from streamrec.eval.evaluate import evaluate, fit_and_evaluate
-from streamrec.eval.protocols import Split
 from streamrec.eval.factory import create
+from streamrec.eval.protocols import Split
 from streamrec.export import publish
 from streamrec.models.recommend import item_counts
 from streamrec.models.sasrec import SASRec, SASRecConfig

@@ -10,9 +10,9 @@ import pytest
 
 from streamrec.errors import ConfigError
 from streamrec.models.gru4rec import GRU4RecConfig
+from streamrec.offline.train_job import BUILDERS, Builder, TrainJob, padded_batches, run_train_job
 from streamrec.registry import current_version
 from streamrec.train.gru4rec_fit import train_config
-from streamrec.offline.train_job import BUILDERS, Builder, TrainJob, padded_batches, run_train_job
 
 BUDGET_S = 3.0  # of training per model
 

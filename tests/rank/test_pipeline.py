@@ -8,11 +8,11 @@ import pytest
 
 from streamrec.errors import ConfigError
 from streamrec.models.base import TrainData, top_k
+from streamrec.offline.assemble import torch_ranker
+from streamrec.offline.ranker_fit import RankerConfig, build_lists, fit_ranker, list_ranks
 from streamrec.rank.features import ItemTable
 from streamrec.rank.pipeline import Pipeline, Query, RankerFn, Recommendation, _descending
-from streamrec.offline.ranker_fit import RankerConfig, build_lists, fit_ranker, list_ranks
 from streamrec.rank.rerank import RerankConfig, allowed, mmr
-from streamrec.offline.assemble import torch_ranker
 from tests.models.helpers import MakeData
 
 N_ITEMS = 30

@@ -11,7 +11,7 @@ import pytest
 from streamrec.data.movielens import load
 from streamrec.retrain.gate import GateConfig
 from streamrec.retrain.job import RetrainConfig, RetrainResult, run_retrain
-from streamrec.retrain.registry import list_versions, release_of
+from streamrec.retrain.releases import list_versions, release_of
 
 TEST_DAYS = 14.0
 

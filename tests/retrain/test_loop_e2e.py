@@ -26,7 +26,7 @@ from streamrec.data.movielens import load
 from streamrec.data.replay import replay_events
 from streamrec.retrain.gate import GateConfig
 from streamrec.retrain.job import RetrainConfig, run_retrain
-from streamrec.retrain.registry import release_of
+from streamrec.retrain.releases import release_of
 from streamrec.serve.servicer import pb2, pb2_grpc
 from streamrec.settings import Settings
 from streamrec.stream.launcher import WorkerProcess

@@ -17,10 +17,9 @@ from typing import Any
 import grpc
 
 from streamrec.events.schema import encode_event
+from streamrec.registry import RANKER
 from streamrec.settings import Settings
 from streamrec.stream.processor import Record, SessionWriter
-
-RANKER = "deepfm"
 
 
 def settings_for(isolated: Settings, registry: Path, **changes: Any) -> Settings:

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.serve.servicer import pb2
 from streamrec.errors import InvalidRequest
-from streamrec.serve.validation import Limits, validate_id, validate_ids, validate_k, \
-    validate_known_fields
+from streamrec.serve.servicer import pb2
+from streamrec.serve.validation import Limits, validate_id, validate_ids, validate_k, validate_known_fields
 
 LIMITS = Limits(max_id_len=8, max_k=1000, max_items=3)
 

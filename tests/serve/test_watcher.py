@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 
 from streamrec.errors import LoadError
+from streamrec.registry import RANKER
 from streamrec.serve.metrics import ServeMetrics
 from streamrec.serve.state import ServingState, StateHolder
 from streamrec.serve.watcher import ModelWatcher
-
-RANKER = "deepfm"
 
 
 def point(registry: Path, version: str | None) -> None:

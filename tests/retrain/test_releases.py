@@ -5,7 +5,7 @@ import pytest
 
 from streamrec.errors import ConfigError
 from streamrec.retrain.commands import parse_every
-from streamrec.retrain.registry import list_versions, move_in, promote, prune, release_of, rollback, set_status
+from streamrec.retrain.releases import list_versions, move_in, promote, prune, release_of, rollback, set_status
 
 
 def version(root: Path, name: str, v: str, **manifest: object) -> Path:
