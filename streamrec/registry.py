@@ -19,7 +19,13 @@ appears under its name (filled under a hidden name, then renamed: ``stage_versio
 Model and version names are single path components (letters, digits, ``.``, ``_``, ``-``, not
 starting with a dot): a pointer or a manifest names versions, and such a name must never reach
 outside the registry. ``read_pointer`` returns the pointer's text as it is; ``version_dir``, which
-every path to a version goes through, refuses a bad name, so a bad pointer is one more refused version.
+every path to a version goes through, refuses a bad name and any path that resolves outside the
+registry, so a bad pointer is one more refused version.
+
+Durability: a version's files and directories are fsync'd before a pointer names it; ``CURRENT``
+and ``HISTORY`` are each replaced whole (``write_atomic``), the pointer first. A crash between the
+two leaves a move that ``HISTORY`` does not show yet; ``read_history`` adds it back (and the next
+move writes it down), so the registry reads as before the move or after it, never between.
 """
 
 from __future__ import annotations
@@ -30,18 +36,18 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from streamrec.errors import ArtifactError, ConfigError
-from streamrec.files import write_atomic
+from streamrec.files import fsync_tree, write_atomic
 
 __all__ = [
     "HISTORY", "MANIFEST", "MODEL", "POINTER", "RANKER", "SEQUENCE_MODELS", "STAGING", "VOCAB",
     "add_version", "check_name", "check_sha256", "current_manifest", "current_version",
-    "model_dir", "model_names", "move_pointer", "read_history", "read_manifest", "read_pointer", "read_vocab",
-    "resolve", "sha256_of", "stage_version", "version_dir", "version_names", "write_manifest", "write_vocab",
+    "model_dir", "model_names", "move_pointer", "read_history", "read_manifest", "read_model", "read_pointer",
+    "read_vocab", "resolve", "sha256_of", "stage_version", "version_dir", "version_names", "write_manifest", "write_vocab",
 ]
 
 RANKER: Final = "deepfm"  # the ranker; servers follow its pointer alone, and its manifest names the rest
@@ -65,12 +71,19 @@ def check_name(value: object, what: str = "version") -> str:
     return value
 
 
+def _inside(registry: Path, path: Path) -> Path:
+    """``path`` when it resolves inside ``registry`` (a symlinked model or version may not lead out of it)."""
+    if not path.resolve().is_relative_to(Path(registry).resolve()):
+        raise ArtifactError(f"{path} resolves to {path.resolve()}, outside the registry {registry}; refusing it")
+    return path
+
+
 def model_dir(registry: Path, name: str) -> Path:
-    return Path(registry) / check_name(name, "model")
+    return _inside(registry, Path(registry) / check_name(name, "model"))
 
 
 def version_dir(registry: Path, name: str, version: str) -> Path:
-    return model_dir(registry, name) / check_name(version)
+    return _inside(registry, model_dir(registry, name) / check_name(version))
 
 
 def model_names(registry: Path) -> list[str]:
@@ -136,29 +149,58 @@ def current_version(directory: Path) -> str:
     return check_name(version)
 
 
-def move_pointer(registry: Path, name: str, version: str, why: str) -> str | None:
+def _no_seam(where: str, temp: Path | None) -> None:
+    """``move_pointer``'s crash seam: called at each step, with the temp file about to be renamed, if any."""
+
+
+def move_pointer(registry: Path, name: str, version: str, why: str,
+                 seam: Callable[[str, Path | None], None] = _no_seam) -> str | None:
     """Point ``name``'s ``CURRENT`` at ``version`` and log the move in ``HISTORY``; returns the previous version.
 
     Every move goes through here (a publish, a promotion, a rollback), so ``HISTORY`` is complete and
-    rollback can walk back through it."""
+    rollback can walk back through it. The version is made durable first; see the module doc for
+    the order of the two writes. ``seam`` is for crash tests."""
     target = version_dir(registry, name, version)
     if not (target / MANIFEST).is_file():
         raise ConfigError(f"{name} has no version {version} under {registry}")
+    directory = target.parent
     previous = read_pointer(registry, name)
-    write_atomic(target.parent / POINTER, version + "\n")
-    with open(target.parent / HISTORY, "a") as f:
-        f.write(json.dumps({"at": _now(), "version": version, "previous": previous, "why": why}) + "\n")
+    logged = _history_text(directory)
+    fsync_tree(target)  # its files and its name, before anything names it
+    seam("synced", None)
+    write_atomic(directory / POINTER, version + "\n", before_replace=lambda tmp: seam("pointer", tmp))
+    seam("pointed", None)
+    lines = [json.loads(line) for line in logged.splitlines() if line.strip()]
+    unlogged = _unlogged_move(lines, previous)  # a move a crash kept out of HISTORY
+    line = {"at": _now(), "version": version, "previous": previous, "why": why}
+    text = logged + "".join(json.dumps(entry) + "\n" for entry in (*unlogged, line))
+    write_atomic(directory / HISTORY, text, before_replace=lambda tmp: seam("history", tmp))
+    seam("logged", None)
     return previous
 
 
-def read_history(registry: Path, name: str) -> list[dict[str, Any]]:
-    """The pointer moves of ``name``, oldest first."""
+def _history_text(directory: Path) -> str:
     try:
-        text = (model_dir(registry, name) / HISTORY).read_text()
+        text = (directory / HISTORY).read_text()
     except FileNotFoundError:
+        return ""
+    return text[: text.rfind("\n") + 1]  # a line of an older writer cut by a crash is not a line
+
+
+def _unlogged_move(history: Sequence[Mapping[str, Any]], pointer: str | None) -> list[dict[str, Any]]:
+    """The move to ``pointer`` when ``HISTORY`` does not end with it (the pointer moved, then the process
+    died before ``HISTORY`` was replaced); empty otherwise, or when the pointer is not a valid name."""
+    last = history[-1].get("version") if history else None
+    if pointer is None or pointer == last or not _NAME.fullmatch(pointer):
         return []
-    complete = text[: text.rfind("\n") + 1]  # a line still being appended by another process is not read yet
-    return [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return [{"at": None, "version": pointer, "previous": last, "why": "not logged (found after a crash)"}]
+
+
+def read_history(registry: Path, name: str) -> list[dict[str, Any]]:
+    """The pointer moves of ``name``, oldest first, ending with the move to the current version."""
+    directory = model_dir(registry, name)
+    history = [json.loads(line) for line in _history_text(directory).splitlines() if line.strip()]
+    return history + _unlogged_move(history, _pointer(directory))
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -221,11 +263,19 @@ def sha256_of(path: Path) -> str:
 
 def check_sha256(directory: Path, manifest: Mapping[str, Any]) -> None:
     """``ArtifactError`` unless the version's model.onnx has the sha256 its manifest records."""
+    read_model(directory, manifest)
+
+
+def read_model(directory: Path, manifest: Mapping[str, Any]) -> bytes:
+    """The bytes of the version's model.onnx, read once and checked against the sha256 its manifest
+    records: load these bytes, never the path again (the file may be replaced in between)."""
     path = Path(directory) / MODEL
-    actual = sha256_of(path)
+    data = path.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
     if actual != manifest.get("sha256"):
         raise ArtifactError(f"{path} has sha256 {actual}, but its manifest says {manifest.get('sha256')}; "
                             "the file is corrupt or was replaced: publish the model again")
+    return data
 
 
 def resolve(path: Path) -> Path:
@@ -234,7 +284,7 @@ def resolve(path: Path) -> Path:
     if path.is_file() and path.name == MODEL:
         path = path.parent
     if not (path / MANIFEST).is_file() and (path / POINTER).is_file():
-        path = path / current_version(path)
+        path = _inside(path, path / current_version(path))
     if not (path / MANIFEST).is_file() or not (path / MODEL).is_file():
         raise ArtifactError(f"{path} is not a model version (no {MANIFEST} and {MODEL} there)")
     return path

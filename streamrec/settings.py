@@ -71,6 +71,10 @@ class Settings:
     commit_interval_s: float = 1.0
 
     max_event_bytes: int = 4096
+    # The largest record batch the clicks and dead-letter topics take (their max.message.bytes, set at
+    # creation), and the producers' max request size and the worker's fetch size per partition to match
+    kafka_max_message_bytes: int = 1048576
+    dead_letter_payload_bytes: int = 65536  # a dead letter keeps this much of the refused record, flagged if cut
     max_id_len: int = 128
     max_future_skew_s: int = 86400  # timestamps further ahead than this are absurd
     min_timestamp_ms: int = 631152000000  # 1990-01-01: anything older is absurd (or in seconds)
@@ -79,6 +83,8 @@ class Settings:
     grpc_host: str = "127.0.0.1"  # 0.0.0.0 to listen on every interface (then configure TLS)
     grpc_port: int = 50051
     metrics_port: int = 9108  # Prometheus /metrics over HTTP; 0 = off
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 where a scraper on another host reads /metrics (Kubernetes, Compose)
+    reflection: bool = True  # gRPC server reflection (grpcurl list/describe); off in production configs
     # The model registry (streamrec.registry): the one place every command publishes to and loads from
     # (train, train-ranker, retrain, serve, bench models, live...); their --registry overrides it.
     registry: Path = field(default_factory=lambda: Path.cwd() / "models")
@@ -163,6 +169,11 @@ class Settings:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
         if self.compression not in ("none", "gzip", "lz4", "zstd", "snappy"):
             raise ConfigError(f"{ENV_PREFIX}COMPRESSION must be one of none, gzip, lz4, zstd, snappy; got {self.compression!r}")
+        if not 0 < self.dead_letter_payload_bytes <= (self.kafka_max_message_bytes - 32768) * 3 // 4:
+            # base64 (4/3) plus at most 32 KiB of context: a dead letter always fits its topic
+            raise ConfigError(f"{ENV_PREFIX}DEAD_LETTER_PAYLOAD_BYTES must be positive and at most "
+                              f"3/4 of {ENV_PREFIX}KAFKA_MAX_MESSAGE_BYTES less 32 KiB, got "
+                              f"{self.dead_letter_payload_bytes} and {self.kafka_max_message_bytes}")
         if self.popularity_half_life_s <= 0 or self.batch_within_s < 0:
             raise ConfigError("popularity half-life must be positive and batch window non-negative")
         if self.serve_max_message_bytes <= 0 or self.serve_workers < 0:

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +158,66 @@ def test_the_vocab_is_the_file_the_manifest_names(tmp_path: Path) -> None:
 def test_the_model_names_are_the_serving_ones() -> None:
     assert reg.RANKER == "deepfm" and reg.RANKER not in reg.SEQUENCE_MODELS
     assert reg.SEQUENCE_MODELS == ("sasrec", "gru4rec", "bert4rec")
+
+
+_MOVER = """
+import sys, time
+from pathlib import Path
+from streamrec import registry as reg
+from streamrec.files import write_atomic
+
+root, at, marker = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+
+def seam(where, temp):
+    if where == at:
+        write_atomic(marker, where)
+        time.sleep(600)  # waiting for the SIGKILL
+
+reg.move_pointer(root, "sasrec", "v2", "promoted", seam=seam)
+"""
+
+
+@pytest.mark.parametrize(("seam", "moved"), [("synced", False), ("pointer", False), ("pointed", True),
+                                             ("history", True), ("logged", True)])
+def test_a_move_killed_at_any_step_leaves_the_old_state_or_the_new_never_a_torn_one(
+        tmp_path: Path, seam: str, moved: bool) -> None:
+    """A mover SIGKILLed at each step of ``move_pointer`` (the version fsync'd; each file's temp written
+    and fsync'd, before its rename; after it): the pointer and the history read as before the move or
+    after it, together; every HISTORY line is whole; and the next move logs on from there."""
+    version(tmp_path, "sasrec", "v1")
+    version(tmp_path, "sasrec", "v2")
+    reg.move_pointer(tmp_path, "sasrec", "v1", "published")
+    marker = tmp_path / "paused"
+    proc = subprocess.Popen([sys.executable, "-c", _MOVER, str(tmp_path), seam, str(marker)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, f"the mover exited early: {proc.communicate()[0].decode()}"
+            assert time.monotonic() < deadline, "the mover never reached the seam"
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    old, new = [("v1", None)], [("v1", None), ("v2", "v1")]
+    assert reg.read_pointer(tmp_path, "sasrec") == ("v2" if moved else "v1")
+    assert [(h["version"], h["previous"]) for h in reg.read_history(tmp_path, "sasrec")] == (new if moved else old)
+    text = (tmp_path / "sasrec" / reg.HISTORY).read_text()
+    assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
+
+    reg.move_pointer(tmp_path, "sasrec", "v1", "rollback from v2")
+    after = [(h["version"], h["previous"]) for h in reg.read_history(tmp_path, "sasrec")]
+    assert after == ([*new, ("v1", "v2")] if moved else [*old, ("v1", "v1")])
+    assert reg.read_history(tmp_path, "sasrec") == [json.loads(line) for line in
+                                                    (tmp_path / "sasrec" / reg.HISTORY).read_text().splitlines()]
+
+
+def test_the_version_is_made_durable_before_the_pointer_names_it(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    version(tmp_path, "sasrec", "v1")
+    synced: list[Path] = []
+    monkeypatch.setattr(reg, "fsync_tree", lambda path: synced.append(path))
+    steps: list[str] = []
+    reg.move_pointer(tmp_path, "sasrec", "v1", "published", seam=lambda where, temp: steps.append(where))
+    assert synced == [tmp_path / "sasrec" / "v1"]
+    assert steps == ["synced", "pointer", "pointed", "history", "logged"]

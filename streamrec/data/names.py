@@ -9,6 +9,7 @@ the CLI can take its choices from ``MOVIELENS`` without loading pandas.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, TypeAlias
@@ -55,6 +56,7 @@ SOURCES: Final = MappingProxyType(
 MOVIELENS: Final[tuple[DatasetName, ...]] = tuple(SOURCES)
 DEFAULT_DATASET: Final[DatasetName] = "ml-1m"
 SNAPSHOT_PREFIX: Final = "snapshot-"
+_SNAPSHOT_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def is_snapshot(name: str) -> bool:
@@ -63,8 +65,11 @@ def is_snapshot(name: str) -> bool:
 
 
 def check_dataset(name: str) -> DatasetName:
-    """``name`` when it names a dataset; a ``ConfigError`` that lists the choices otherwise."""
-    if name in SOURCES or (is_snapshot(name) and len(name) > len(SNAPSHOT_PREFIX)):
+    """``name`` when it names a dataset; a ``ConfigError`` that lists the choices otherwise. A snapshot's
+    id is letters, digits, ``_`` and ``-`` only: the name becomes a folder (and may come from a manifest)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"a dataset name is a string, got {type(name).__name__} {name!r}")
+    if name in SOURCES or (is_snapshot(name) and _SNAPSHOT_ID.fullmatch(name.removeprefix(SNAPSHOT_PREFIX))):
         return name
     raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(MOVIELENS)}, "
                       f"or a {SNAPSHOT_PREFIX}<id> that streamrec retrain made")

@@ -15,11 +15,18 @@ from typing import Any, Final, Literal, get_args
 import orjson
 
 from streamrec.errors import InvalidEvent
+from streamrec.events.ids import MAX_ID_BYTES, check_id
 
-__all__ = ["EVENT_TYPES", "ClickEvent", "EventLimits", "EventType", "encode_event", "parse_event"]
+__all__ = ["EVENT_TYPES", "REASONS", "ClickEvent", "EventLimits", "EventType", "encode_event", "parse_event"]
 
 EventType = Literal["view", "click", "add_to_cart", "purchase"]
 EVENT_TYPES: Final[frozenset[str]] = frozenset(get_args(EventType))
+
+# Every reason a dead letter can give (README, "Click events"): ``parse_event``'s, then the worker's
+# checks of the Kafka record around it (``streamrec.stream.processor.validate``).
+REASONS: Final = ("not_json", "not_object", "missing_field", "unknown_field", "wrong_type", "unknown_event_type",
+                  "absurd_timestamp", "oversized", "empty_id", "id_too_long", "bad_id",
+                  "empty_payload", "missing_key", "key_mismatch")
 
 _REQUIRED: Final = ("event_id", "session_id", "item_id", "event_type", "timestamp")
 _ALLOWED: Final = frozenset(_REQUIRED + ("user_id",))
@@ -38,7 +45,7 @@ class ClickEvent:
 @dataclass(frozen=True)
 class EventLimits:
     max_bytes: int = 4096
-    max_id_len: int = 128
+    max_id_len: int = MAX_ID_BYTES  # bytes of UTF-8 (streamrec.events.ids)
     min_timestamp_ms: int = 631152000000  # 1990-01-01
     max_future_skew_ms: int = 86_400_000
 
@@ -60,11 +67,11 @@ def parse_event(raw: bytes | str, limits: EventLimits = EventLimits(), now_ms: i
     unknown = sorted(k for k in doc if k not in _ALLOWED)
     if unknown:
         raise InvalidEvent("unknown_field", f"unknown field(s): {', '.join(unknown[:5])}")
-    for name in ("event_id", "session_id", "item_id"):
-        _check_id(name, doc[name], limits.max_id_len)
+    event_id, session_id, item_id = (check_id(doc[name], name, max_bytes=limits.max_id_len, session=name == "session_id")
+                                     for name in ("event_id", "session_id", "item_id"))
     user_id = doc.get("user_id")
     if user_id is not None:
-        _check_id("user_id", user_id, limits.max_id_len)
+        user_id = check_id(user_id, "user_id", max_bytes=limits.max_id_len)
     event_type = doc["event_type"]
     if not isinstance(event_type, str):
         raise InvalidEvent("wrong_type", f"event_type must be a string, got {_kind(event_type)}")
@@ -79,24 +86,13 @@ def parse_event(raw: bytes | str, limits: EventLimits = EventLimits(), now_ms: i
         raise InvalidEvent("absurd_timestamp", f"timestamp {ts} is before 1990{hint}")
     if ts > now + limits.max_future_skew_ms:
         raise InvalidEvent("absurd_timestamp", f"timestamp {ts} is more than {limits.max_future_skew_ms} ms in the future")
-    return ClickEvent(doc["event_id"], doc["session_id"], doc["item_id"], event_type, ts, user_id)
+    return ClickEvent(event_id, session_id, item_id, event_type, ts, user_id)
 
 
 def encode_event(event: ClickEvent | dict[str, Any]) -> bytes:
     """The wire form: compact JSON, ``user_id`` omitted when absent."""
     doc = asdict(event) if isinstance(event, ClickEvent) else event
     return orjson.dumps({k: v for k, v in doc.items() if v is not None})
-
-
-def _check_id(name: str, value: Any, max_len: int) -> None:
-    if not isinstance(value, str):
-        raise InvalidEvent("wrong_type", f"{name} must be a string, got {_kind(value)}")
-    if not value or value.isspace():
-        raise InvalidEvent("empty_id", f"{name} is empty")
-    if len(value) > max_len:
-        raise InvalidEvent("id_too_long", f"{name} has {len(value)} characters, the limit is {max_len}")
-    if not value.isprintable():
-        raise InvalidEvent("bad_id", f"{name} contains control or non-printable characters")
 
 
 def _kind(value: Any) -> str:

@@ -15,7 +15,8 @@ given to ``publish``:
 - ``"ranker"`` (``ranker_graph``): ``sparse`` (N, F) int64, ``multi`` (N, G) and ``dense`` (N, D)
   float32 -> ``logits`` (N,); ``load_ranker`` returns an ``OnnxRanker``.
 
-Both loaders check the sha256 in the manifest before they create a session.
+Both loaders read the graph once, check its sha256 against the manifest, and create the session from
+those same bytes (a file replaced after the check is never run).
 """
 
 from __future__ import annotations
@@ -212,8 +213,9 @@ def _fill(staging: Path, model: nn.Module, config: Any, name: str, version: str,
     reg.write_manifest(staging, manifest)
 
 
-def _open(path: Path, kind: Kind, intra_op_threads: int) -> tuple[Any, dict[str, Any], list[str] | None]:
-    """A checked version's onnxruntime session (CPUExecutionProvider), manifest and vocab (if it has one)."""
+def _open(path: Path, kind: Kind, intra_op_threads: int) -> tuple[Any, dict[str, Any], list[str] | None, bytes]:
+    """A checked version's onnxruntime session (CPUExecutionProvider), manifest, vocab (if it has one) and
+    the graph's bytes. The session is made from the very bytes that were hashed, never from the path again."""
     import onnxruntime as ort
 
     version_dir = reg.resolve(path)
@@ -222,12 +224,12 @@ def _open(path: Path, kind: Kind, intra_op_threads: int) -> tuple[Any, dict[str,
     if found != kind:
         loader = {"sequence": "load_onnx", "ranker": "load_ranker"}.get(found, "a loader for it")
         raise ArtifactError(f"{version_dir} holds a {found} model, not a {kind} model: open it with {loader}")
-    reg.check_sha256(version_dir, manifest)
+    graph = reg.read_model(version_dir, manifest)
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(version_dir / reg.MODEL), options, providers=["CPUExecutionProvider"])
-    return session, manifest, reg.read_vocab(version_dir, manifest)
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    return session, manifest, reg.read_vocab(version_dir, manifest), graph
 
 
 class OnnxRecommender(TorchSequenceRecommender):
@@ -249,7 +251,7 @@ def load_onnx(path: Path, *, intra_op_threads: int = 1, batch_size: int = 256) -
 
     ``path``: a version directory, its ``model.onnx``, or a model directory (its ``CURRENT`` version).
     """
-    session, manifest, vocab = _open(path, "sequence", intra_op_threads)
+    session, manifest, vocab, _ = _open(path, "sequence", intra_op_threads)
     if vocab is None:
         raise ArtifactError(f"{manifest['name']} version {manifest['version']} has no vocab.json: publish it again")
     return OnnxRecommender(session, manifest, vocab, batch_size=batch_size)
@@ -258,10 +260,11 @@ def load_onnx(path: Path, *, intra_op_threads: int = 1, batch_size: int = 256) -
 class OnnxRanker:
     """A published ranker over an onnxruntime session: raw features in, ``(N,)`` logits out."""
 
-    def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str] | None) -> None:
+    def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str] | None, graph: bytes = b"") -> None:
         self.session = session
         self.manifest = manifest
         self.vocab = vocab
+        self.graph = graph  # the checked bytes the session runs (streamrec.rank.folded reads its weights)
 
     def score(self, sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
         """``sparse`` (N, F) int64, ``multi`` (N, G) 0/1, raw ``dense`` (N, D) -> (N,) float32 logits."""

@@ -59,6 +59,7 @@ class EventProducer:
             compression_type=None if settings.compression == "none" else settings.compression,
             linger_ms=2,
             batch_size=128 * 1024,
+            max_request_size=settings.kafka_max_message_bytes,  # what the clicks topic takes (its max.message.bytes)
             max_in_flight_requests_per_connection=5,
             retries=2**31 - 1,
             client_id="streamrec-publisher",

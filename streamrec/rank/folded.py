@@ -112,13 +112,14 @@ class FoldedDeepFM:
         return (self.bias + acc[:, -1] + fm + h[:, 0]).astype(np.float32)
 
 
-def _onnx_weights(model_path: Path, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def _onnx_weights(model_path: Path | bytes, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The DeepFM parameters among the graph's initializers. The bias-free last layer and ``dense_w``
     are exported under generated names (``onnx::MatMul_N``), so they are told apart by shape."""
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.load(str(model_path)).graph
+    graph = (onnx.load_model_from_string(model_path) if isinstance(model_path, bytes)
+             else onnx.load(str(model_path))).graph
     found = {i.name.removeprefix("model."): numpy_helper.to_array(i) for i in graph.initializer}
     unnamed = {k: v for k, v in found.items() if k.startswith("onnx::")}
     D, last = int(config["n_dense"]), int(config["hidden"][-1])
@@ -129,8 +130,9 @@ def _onnx_weights(model_path: Path, config: Mapping[str, Any]) -> dict[str, np.n
     return found
 
 
-def fold_ranker(ranker: Any, model_path: Path, *, seed: int = 0, rows: int = 512) -> Any:
-    """A ``FoldedDeepFM`` of ``ranker`` (an ``OnnxRanker`` over ``model_path``) when it reproduces the
+def fold_ranker(ranker: Any, model_path: Path | bytes, *, seed: int = 0, rows: int = 512) -> Any:
+    """A ``FoldedDeepFM`` of ``ranker`` (an ``OnnxRanker`` over ``model_path``, or the graph's checked
+    bytes, ``OnnxRanker.graph``) when it reproduces the
     ONNX logits on a random sample of valid inputs; else ``ranker.score`` itself, with a warning."""
     config = ranker.manifest.get("config", {})
     try:

@@ -52,6 +52,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
         models=tuple(m for m in args.models.split(",") if m), sources=tuple(s for s in args.sources.split(",") if s),
         budget_s=args.budget_min * 60, max_len=args.max_len, ranker_epochs=args.ranker_epochs, test_days=args.test_days,
         gate=GateConfig(metric=args.metric, tolerance=args.tolerance), keep=args.keep, warm_start=args.warm_start,
+        force=args.force,
         notify=_notifier(settings), seed=args.seed, progress=not args.quiet)
     every = parse_every(args.every) if args.every else None
     stop = threading.Event()
@@ -111,7 +112,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     "new release like a server would, measure it and the current release on the same held-out "
                     "slice, and promote it (atomically, then notify the servers over Redis) only if it is not worse "
                     "than the current one by more than --tolerance. Otherwise it is kept as rejected, with the "
-                    "reason in its manifests. Old versions are pruned. With --every it repeats.")
+                    "reason in its manifests; so it is when the current release cannot be loaded, unless --force. "
+                    "Old versions are pruned. With --every it repeats.")
     p.add_argument("--archive", metavar="DIR",
                    help="the event archive (default $STREAMREC_ARCHIVE_DIR, $STREAMREC_HOME/archive)")
     p.add_argument("--since-days", type=float, metavar="D", help="only the newest D days of the archive (default all)")
@@ -130,7 +132,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--metric", default="NDCG@10", help="the gate's metric (default %(default)s)")
     p.add_argument("--tolerance", type=float, default=0.05, metavar="F",
                    help="how much lower (relative) the new metric may be (default %(default)s)")
-    p.add_argument("--keep", type=int, default=5, metavar="K", help="versions kept per model (default %(default)s)")
+    p.add_argument("--keep", type=int, default=5, metavar="K",
+                   help="versions kept per model: the newest K not rejected (rejected rounds never push out a "
+                        "rollback target), plus rejected ones among the newest K; never a current one or what a "
+                        "kept release uses (default %(default)s)")
+    p.add_argument("--force", action="store_true",
+                   help="promote even when the current release cannot be loaded to compare with (by default the "
+                        "gate then rejects, saying why). The first release, with no CURRENT at all, needs no --force")
     p.add_argument("--warm-start", action="store_true",
                    help="initialise the sequence models from the current release and fine-tune (use with --since-days)")
     p.add_argument("--every", metavar="PERIOD", help="repeat every PERIOD (e.g. 6h, 30m); default: once")

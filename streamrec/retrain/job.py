@@ -7,6 +7,11 @@ checks it (sha256, vocabulary, smoke inference), measured on that slice against 
 current (through ``VocabBridge``), and either promoted (moved in, pointers switched, ranker last,
 servers notified) or kept as rejected with the reason in each manifest. Nothing a server reads
 changes until the ranker's pointer moves.
+
+The gate fails closed: when a release is current but cannot be loaded (a corrupt file, data this
+machine lacks), there is nothing to compare with, and the new release is rejected with the reason,
+unless ``force`` (``--force``) says to judge it on its own checks. No current release at all (the
+first round) is not such a failure: the new one is promoted if its checks pass.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from streamrec import registry as reg
-from streamrec.errors import ConfigError, LoadError
+from streamrec.errors import ArtifactError, ConfigError, LoadError
 from streamrec.retrain.gate import Decision, GateConfig, VocabBridge, decide
 from streamrec.retrain.releases import move_in, promote, prune, release_of, set_status
 
@@ -47,6 +52,7 @@ class RetrainConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     keep: int = 5  # versions kept per model
     warm_start: bool = False  # initialise the sequence models from the current release
+    force: bool = False  # promote even when the current release cannot be loaded to compare with
     notify: Callable[[], None] | None = None  # tell the servers (Redis pub/sub), after a promotion
     seed: int = 0
     progress: bool = False
@@ -120,7 +126,7 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
     from streamrec.serve.loader import RegistryLoader
 
     t = time.monotonic()
-    serving = release_of(config.registry)
+    serving = release_of(config.registry) if config.warm_start else {}
     init_from = {name: reg.version_dir(config.registry, name, serving[name]) for name in config.models
                  if config.warm_start and name in serving}
     if config.warm_start:
@@ -148,7 +154,12 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
     except LoadError as exc:
         failures.append(f"the staged release fails the server's checks: {exc}")
     new = {"pipeline": dict(ranked.onnx_test), **{run.name: dict(run.onnx_test) for run in job.runs}}
-    current = _current_metrics(config, snapshot, say)
+    current, unloadable = _current_metrics(config, snapshot)
+    if unloadable is not None and config.force:
+        say(f"the current release cannot be loaded ({unloadable}); --force: the new one is judged on its own")
+    elif unloadable is not None:
+        failures.append(f"the current release cannot be loaded to compare with ({unloadable}); fix it or roll it "
+                        "back (streamrec models rollback), or pass --force to promote without a comparison")
     seconds["gate"] = time.monotonic() - t
     for name, m in new.items():
         say(f"{name:9} new  {_described(m)}" + (f"   current  {_described(current[name])}" if name in current else ""))
@@ -177,26 +188,26 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
     return result
 
 
-def _current_metrics(config: RetrainConfig, snapshot: str, say: Say) -> dict[str, dict[str, float]]:
-    """The release now served, measured on the new snapshot's held-out slice; empty when none serves."""
+def _current_metrics(config: RetrainConfig, snapshot: str) -> tuple[dict[str, dict[str, float]], str | None]:
+    """The release now served, measured on the new snapshot's held-out slice (empty when none serves),
+    and why it cannot be loaded when it cannot (None otherwise)."""
     from streamrec.eval.evaluate import evaluate
     from streamrec.eval.protocols import make_split
     from streamrec.serve.loader import RegistryLoader
 
-    if not release_of(config.registry):
-        return {}
+    if reg.read_pointer(config.registry, reg.RANKER) is None:
+        return {}, None
     try:
         state = RegistryLoader(config.registry, config.data_dir).load()
-    except LoadError as exc:
-        say(f"the current release cannot be loaded ({exc}); the new one is judged on its own")
-        return {}
+    except (LoadError, ArtifactError) as exc:
+        return {}, str(exc)
     parts, vocab = make_split(snapshot, "session", config.data_dir)
     out = {"pipeline": evaluate(VocabBridge(state.pipeline, state.vocab, vocab), parts.test, progress=False)}
     for name in config.models:
         model = state.pipeline.generators.get(name)
         if model is not None:
             out[name] = evaluate(VocabBridge(model, state.vocab, vocab), parts.test, progress=False)
-    return out
+    return out, None
 
 
 def _described(metrics: Mapping[str, float]) -> str:

@@ -110,22 +110,35 @@ def rollback(registry: Path, name: str = reg.RANKER) -> dict[str, str]:
     return {name: served[0]}
 
 
+def _kept(registry: Path, name: str, keep: int) -> list[str]:
+    """The versions of ``name`` that ``keep`` keeps: the newest ``keep`` that were not rejected (the
+    rollback targets; rejected rounds never push one out), and rejected ones among the newest ``keep``
+    versions of all (kept a while for inspection)."""
+    newest = list(reversed(reg.version_names(registry, name)))
+    rejected = {v for v in newest if _manifest(reg.version_dir(registry, name, v)).get("status") == "rejected"}
+    return [v for v in newest if v not in rejected][:keep] + [v for v in newest[:keep] if v in rejected]
+
+
 def prune(registry: Path, keep: int, protect: Sequence[Mapping[str, str]] = ()) -> list[Path]:
-    """Delete all but the newest ``keep`` versions of each model, never a current one, nor a generator
-    version that a kept ranker version (so a rollback target) or a release in ``protect`` uses.
-    Returns what was deleted."""
+    """Delete the versions ``_kept`` does not keep, never a current one, nor a generator version that a
+    kept ranker version (so a rollback target) or a release in ``protect`` uses; nothing at all while the
+    ranker's ``CURRENT`` is not a valid version name. Returns what was deleted."""
     if keep < 1:
         raise ConfigError(f"keep must be at least 1, got {keep}")
-    kept_rankers = list(reversed(reg.version_names(registry, reg.RANKER)))[:keep]
+    try:
+        serving = release_of(registry)
+    except ArtifactError:  # CURRENT names no valid version: what it should protect is unknown
+        return []
+    kept = {name: set(_kept(registry, name, keep)) for name in reg.model_names(registry)}
     used: dict[str, set[str]] = {}
-    for release in (release_of(registry), *(release_of(registry, v) for v in kept_rankers), *protect):
+    for release in (serving, *(release_of(registry, v) for v in kept.get(reg.RANKER, ())), *protect):
         for name, version in release.items():
             used.setdefault(name, set()).add(version)
     deleted = []
     for name in reg.model_names(registry):
         current = reg.read_pointer(registry, name)
-        for version in list(reversed(reg.version_names(registry, name)))[keep:]:
-            if version != current and version not in used.get(name, set()):
+        for version in reversed(reg.version_names(registry, name)):
+            if version not in kept[name] and version != current and version not in used.get(name, set()):
                 target = reg.version_dir(registry, name, version)
                 shutil.rmtree(target)
                 deleted.append(target)

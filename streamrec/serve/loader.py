@@ -8,8 +8,9 @@ needs (which is why it is not a plain call to it):
   mix versions;
 - the dataset, the split and the generators fitted on it are cached per split, so a new ranker
   version for the same split swaps in seconds instead of refitting everything;
-- everything is checked before the state is handed over: the version names (``streamrec.registry``),
-  the sha256 (by the loaders), that every part was trained on the same split and vocabulary, and a
+- everything is checked before the state is handed over: the version names (``streamrec.registry``)
+  and the dataset's (``check_dataset``), which the manifest supplies and which become paths; the
+  sha256 (by the loaders, which run the very bytes they hashed); that every part was trained on the same split and vocabulary, and a
   smoke inference.
 
 Only ONNX and JSON are read from the registry (``load_onnx``/``load_ranker``): no pickle, no code.
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from streamrec import registry as reg
+from streamrec.data.names import check_dataset
 from streamrec.errors import LoadError
 from streamrec.models.base import Recommender
 from streamrec.rank.features import ItemTable, SessionContext
@@ -85,7 +87,7 @@ class RegistryLoader:
         spec = manifest.get("pipeline") or {}
         if not spec.get("sources"):
             raise LoadError(f"{reg.RANKER} version {version} has no pipeline spec in its manifest; publish it again")
-        cache = self._split(manifest["dataset"], manifest["protocol"])
+        cache = self._split(check_dataset(manifest.get("dataset")), manifest["protocol"])
         expected = json.loads(cache.key)
         versions = {reg.RANKER: version}
         generators: dict[str, Recommender] = {}
@@ -120,7 +122,7 @@ class RegistryLoader:
         if self.fold_ranker:
             from streamrec.rank.folded import fold_ranker
 
-            ranker_fn = fold_ranker(ranker, ranker_dir / reg.MODEL)
+            ranker_fn = fold_ranker(ranker, ranker.graph)  # the bytes the sha256 was checked on
         pipeline = Pipeline(generators, table, spec["n_per_source"], ranker_fn)
         popular = (np.argsort(-table.log_pop[1:], kind="stable") + 1).astype(np.int64)
         state = ServingState(pipeline, cache.vocab, versions, cache.dataset, popular)

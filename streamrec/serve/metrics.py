@@ -46,7 +46,8 @@ class ServeMetrics:
         self.serving.set(1 if versions else 0)
 
     def start_http(self, port: int, host: str = "127.0.0.1") -> int:
-        """Serve /metrics on ``port`` (0 = pick a free one); returns the port."""
+        """Serve /metrics on ``host``:``port`` (``STREAMREC_METRICS_HOST``/``_PORT``; port 0 = pick a free
+        one); returns the port."""
         if self._http is None:
             server, _thread = start_http_server(port, addr=host, registry=self.registry)
             self._http = server

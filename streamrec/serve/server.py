@@ -27,7 +27,7 @@ from streamrec.errors import ConfigError
 from streamrec.serve.batcher import BatcherConfig, MicroBatcher
 from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.metrics import ServeMetrics
-from streamrec.serve.servicer import RecommenderServicer, pb2, pb2_grpc, recommend_batch
+from streamrec.serve.servicer import RecommenderServicer, add_to_server, pb2, recommend_batch
 from streamrec.serve.sessions import SessionSource
 from streamrec.serve.state import ServingState, StateHolder
 from streamrec.serve.validation import Limits
@@ -114,10 +114,11 @@ class RecommendServer:
                    ("grpc.so_reuseport", int(self.reuse_port)),
                    ("grpc.keepalive_permit_without_calls", 1)]
         server = grpc.aio.server(options=options)
-        pb2_grpc.add_RecommenderServicer_to_server(servicer, server)
+        add_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        if s.reflection:  # off where the schema should not be browsable (the Kubernetes ConfigMap)
+            names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+            reflection.enable_server_reflection(names, server)
         address = f"{s.grpc_host}:{self.port}"
         credentials = _credentials(s)
         try:
@@ -132,13 +133,13 @@ class RecommendServer:
         await server.start()
         self._server = server
         if self.metrics_port:  # 0 = off
-            self.bound_metrics_port = self.metrics.start_http(self.metrics_port)
+            self.bound_metrics_port = self.metrics.start_http(self.metrics_port, s.metrics_host)
         self._watcher = ModelWatcher(self.loader, self.holder, self.metrics, poll_s=s.registry_poll_s,
                                      on_change=self._on_change)
         self._watcher.start()
         self._pubsub_task = asyncio.get_running_loop().create_task(self._listen_for_publish())
-        logger.info("server listening event=server_started address=%s:%s tls=%s mtls=%s registry=%s", s.grpc_host,
-                    self.bound_port, bool(credentials), bool(s.tls_client_ca), s.registry)
+        logger.info("server listening event=server_started address=%s:%s tls=%s mtls=%s reflection=%s registry=%s",
+                    s.grpc_host, self.bound_port, bool(credentials), bool(s.tls_client_ca), s.reflection, s.registry)
         return self
 
     def _on_change(self, state: ServingState | None, problem: str | None) -> None:

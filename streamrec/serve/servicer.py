@@ -22,6 +22,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError, Message
 
 from streamrec.errors import InvalidRequest, RedisUnavailable, StreamrecError
 from streamrec.rank.features import SessionContext
@@ -34,7 +35,7 @@ from streamrec.serve.sessions import SessionSource
 from streamrec.serve.state import ServingState, StateHolder
 from streamrec.serve.validation import Limits, validate_id, validate_ids, validate_k, validate_known_fields
 
-__all__ = ["Answer", "RecommenderServicer", "recommend_batch", "similar_items", "top_up"]
+__all__ = ["Answer", "RecommenderServicer", "add_to_server", "recommend_batch", "similar_items", "top_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,40 @@ pb2, pb2_grpc = load_stubs()
 
 class _Unavailable(StreamrecError):
     """Nothing can answer this request now (no model loaded and no Redis)."""
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """What the request deserializer gives the handler for bytes that are not the request message.
+
+    grpc.aio answers a deserializer that raises with ``UNKNOWN`` ("Unexpected DecodeError"), before
+    any handler runs; handing this on instead lets ``_rpc`` refuse it as ``INVALID_ARGUMENT``,
+    counted and logged like any other bad request."""
+
+    message_type: str
+    error: str
+
+
+def _lenient_deserializer(message: type[Message]) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as exc:
+            return _Undecodable(message.DESCRIPTOR.full_name, str(exc))
+    return deserialize
+
+
+def add_to_server(servicer: RecommenderServicer, server: grpc.aio.Server) -> None:
+    """``add_RecommenderServicer_to_server`` with request deserializers that never raise (``_Undecodable``);
+    the methods are taken from the service's ``DESCRIPTOR``, so a new RPC needs no change here."""
+    service = pb2.DESCRIPTOR.services_by_name["Recommender"]
+    handlers = {method.name: grpc.unary_unary_rpc_method_handler(
+        getattr(servicer, method.name),
+        request_deserializer=_lenient_deserializer(getattr(pb2, method.input_type.name)),
+        response_serializer=getattr(pb2, method.output_type.name).SerializeToString)
+        for method in service.methods}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    server.add_registered_method_handlers(service.full_name, handlers)
 
 
 @dataclass(frozen=True)
@@ -145,9 +180,9 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
     # ---------------------------------------------------------------- handlers
 
     async def _recommend(self, request: Any, context: grpc.aio.ServicerContext) -> Answer:
-        validate_id(request.session_id, "session_id", self.limits)
+        request.session_id = validate_id(request.session_id, "session_id", self.limits, session=True)
         validate_k(request.k, self.limits)
-        validate_ids(request.exclude_item_ids, "exclude_item_ids", self.limits)
+        request.exclude_item_ids[:] = validate_ids(request.exclude_item_ids, "exclude_item_ids", self.limits)
         state = self.holder.state
         try:
             events = await self.sessions.session(request.session_id, context.time_remaining())
@@ -169,16 +204,16 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
                                   [e.item_id for e in events])
 
     async def _for_sequence(self, request: Any, context: grpc.aio.ServicerContext) -> Answer:
-        validate_ids(request.item_ids, "item_ids", self.limits)
+        request.item_ids[:] = validate_ids(request.item_ids, "item_ids", self.limits)
         validate_k(request.k, self.limits)
-        validate_ids(request.exclude_item_ids, "exclude_item_ids", self.limits)
+        request.exclude_item_ids[:] = validate_ids(request.exclude_item_ids, "exclude_item_ids", self.limits)
         state = self._state()
         history = np.array(state.indices(request.item_ids), dtype=np.int64)
         return await self._answer(state, "RecommendForSequence", history, SessionContext(), request, context,
                                   list(request.item_ids))
 
     async def _similar(self, request: Any, context: grpc.aio.ServicerContext) -> Answer:
-        validate_id(request.item_id, "item_id", self.limits)
+        request.item_id = validate_id(request.item_id, "item_id", self.limits)
         validate_k(request.k, self.limits)
         state = self._state()
         item = state.index.get(request.item_id)
@@ -288,6 +323,9 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         start = time.perf_counter()
         code, details = grpc.StatusCode.OK, ""
         try:
+            if isinstance(request, _Undecodable):
+                raise InvalidRequest(f"the request is not a valid {request.message_type} message ({request.error}); "
+                                     "check the client against protos/streamrec/v1/recommender.proto")
             validate_known_fields(request)
             remaining = context.time_remaining()
             if remaining is not None and remaining <= 0:

@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from streamrec.errors import InvalidRequest
+from streamrec.errors import InvalidEvent, InvalidRequest
+from streamrec.events.ids import MAX_ID_BYTES, check_id
 
 __all__ = ["Limits", "validate_k", "validate_id", "validate_ids", "validate_known_fields"]
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_id_len: int = 128  # bytes of UTF-8
+    max_id_len: int = MAX_ID_BYTES  # bytes of UTF-8
     max_k: int = 1000
     max_items: int = 1000  # ids in a sequence or an exclude list
 
@@ -40,17 +41,19 @@ def validate_k(k: int, limits: Limits) -> None:
         raise InvalidRequest(f"k must be between 1 and {limits.max_k}, got {k}" + (" (k is required)" if k == 0 else ""))
 
 
-def validate_id(value: str, what: str, limits: Limits) -> None:
+def validate_id(value: str, what: str, limits: Limits, *, session: bool = False) -> str:
+    """The id in NFC, by the worker's own rule (``streamrec.events.ids``), so that every id the worker
+    stores can be asked for; ``InvalidRequest`` otherwise."""
     if not value:
         raise InvalidRequest(f"{what} is required and must not be empty")
-    size = len(value.encode("utf-8"))
-    if size > limits.max_id_len:
-        raise InvalidRequest(f"{what} is {size} bytes long; at most {limits.max_id_len} are allowed")
+    try:
+        return check_id(value, what, max_bytes=limits.max_id_len, session=session)
+    except InvalidEvent as exc:
+        raise InvalidRequest(exc.detail) from None
 
 
-def validate_ids(values: Iterable[str], what: str, limits: Limits) -> None:
+def validate_ids(values: Iterable[str], what: str, limits: Limits) -> list[str]:
     values = list(values)
     if len(values) > limits.max_items:
         raise InvalidRequest(f"{what} has {len(values)} ids; at most {limits.max_items} are allowed")
-    for i, value in enumerate(values):
-        validate_id(value, f"{what}[{i}]", limits)
+    return [validate_id(value, f"{what}[{i}]", limits) for i, value in enumerate(values)]

@@ -1,22 +1,36 @@
-"""The session agent: a thin loop that hands batches to ``SessionWriter``."""
+"""The session agent: a thin loop that hands batches to ``SessionWriter`` and acks what it settled.
+
+A batch's offsets may be committed only once the batch is settled: its valid events in Redis, its
+dead letters acked by the broker or counted as lost. Faust's ``take_events`` acks a batch whenever
+the loop body leaves it, also when the body raised, and the agent then crashes and is restarted
+around the events it had buffered: valid events were committed unapplied. So the batches come from
+``noack_take`` and are acked here, after ``settle``, which never raises: a failure is retried with
+backoff until it passes (``apply`` is idempotent), and one record whose dead letter cannot be sent
+is skipped alone. Only a stop (cancellation) leaves ``settle`` early, and then nothing is acked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Protocol
 
 import faust
 from faust.types import EventT
 
 from streamrec.settings import Settings
-from streamrec.stream.processor import CountingWriter, Record, SessionWriter
+from streamrec.stream.escape import escape_text
+from streamrec.stream.processor import BatchResult, CountingWriter, DeadLetter, Record, SessionWriter
 from streamrec.stream.topics import Topics
 
-__all__ = ["register_session_agent"]
+__all__ = ["DeadLetterSender", "Writer", "register_session_agent", "settle"]
 
 log = logging.getLogger(__name__)
+
+RETRY_MAX_S = 30.0  # the longest wait between two tries of a failing batch
 
 
 def _record(event: EventT) -> Record:
@@ -28,21 +42,85 @@ def register_session_agent(app: faust.App, topics: Topics, settings: Settings, d
     @app.agent(topics.clicks, name="sessions")
     async def sessions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async with CountingWriter(settings) if dry_run else SessionWriter(settings) as writer:
-            async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-                await _process(writer, topics, events)
+            sender = DeadLetterSender(topics.dead_letters.send, settings.dead_letter_payload_bytes)
+            async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+                await settle(writer, sender, [_record(e) for e in events])
+                for event in events:
+                    await stream.ack(event)
                 yield None
 
     _ = sessions
 
 
-async def _process(writer: SessionWriter | CountingWriter, topics: Topics, events: Sequence[EventT]) -> None:
-    result = await writer.apply([_record(e) for e in events])
+Send = Callable[..., Awaitable[Awaitable[object]]]  # Faust's ``Topic.send``: sends, returns the ack's future
+
+
+class Writer(Protocol):
+    """What ``settle`` needs of ``SessionWriter`` (and of the dry run's ``CountingWriter``)."""
+
+    async def apply(self, records: Sequence[Record]) -> BatchResult: ...
+
+    async def count(self, counts: Mapping[str, int]) -> None: ...
+
+
+class DeadLetterSender:
+    """Sends dead letters and waits for the broker's acks. A letter that cannot be encoded, sent or
+    acked (too large, refused, a timeout) is logged with its source offset, counted, and skipped: the
+    others, and the batch, go on."""
+
+    def __init__(self, send: Send, max_payload_bytes: int) -> None:
+        self._send, self.max_payload_bytes = send, max_payload_bytes
+
+    async def send(self, letters: Sequence[DeadLetter], now_ms: int) -> int:
+        """Send ``letters``; how many of them were lost."""
+        pending: list[tuple[DeadLetter, Awaitable[object]]] = []
+        lost = 0
+        for letter in letters:
+            try:
+                message = letter.encode(now_ms, self.max_payload_bytes)
+                pending.append((letter, await self._send(key=message.key, value=message.value,
+                                                         headers=message.headers)))
+            except Exception as exc:  # noqa: BLE001 - whatever it is, it is this record's alone
+                lost += self._lost(letter, exc)
+        acks = await asyncio.gather(*(ack for _, ack in pending), return_exceptions=True)
+        for (letter, _), ack in zip(pending, acks, strict=True):
+            if isinstance(ack, BaseException):
+                lost += self._lost(letter, ack)
+        return lost
+
+    @staticmethod
+    def _lost(letter: DeadLetter, exc: BaseException) -> int:
+        r = letter.record
+        log.error("the dead letter of %s[%d]@%d (%s) could not be sent, the record is skipped: %s",
+                  escape_text(r.topic), r.partition, r.offset, letter.reason, escape_text(repr(exc), 500))
+        return 1
+
+
+async def settle(writer: Writer, sender: DeadLetterSender, records: Sequence[Record],
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+    """Apply one batch and send its dead letters; return only once both are done. Never raises but
+    ``CancelledError``: whatever fails is logged and retried with backoff, the batch left unacked."""
+    delay, retries = 0.1, 0
+    while True:
+        try:
+            result = await writer.apply(records)
+            break
+        except Exception as exc:  # noqa: BLE001 - a bug, a script error, Redis out of memory: retry, never ack
+            retries += 1
+            first = records[0]
+            log.error("a batch of %d record(s) from %s[%d]@%d failed (try %d); its offsets stay uncommitted and "
+                      "it is retried in %.1fs:\n%s", len(records), escape_text(first.topic), first.partition,
+                      first.offset, retries, delay, escape_text("".join(traceback.format_exception(exc)), keep="\n"))
+            await sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
     if result.duplicates:
         log.info("skipped %d redelivered event(s) already in Redis", result.duplicates)
+    lost = 0
     if result.dead:
-        now_ms = int(time.time() * 1000)
-        # wait for the dead letters to be durable before take() acks the batch
-        futures = [await topics.dead_letters.send(key=d.record.key, value=d.encode(now_ms)) for d in result.dead]
-        await asyncio.gather(*futures)
-        log.warning("%d event(s) sent to the dead-letter topic; first: %s (%s)",
-                    len(result.dead), result.dead[0].reason, result.dead[0].detail)
+        lost = await sender.send(result.dead, int(time.time() * 1000))
+        first_dead = result.dead[0]
+        log.warning("%d event(s) refused, %d sent to the dead-letter topic; first: %s (%s)", len(result.dead),
+                    len(result.dead) - lost, first_dead.reason, escape_text(first_dead.detail, 300))
+    if result.dead or retries:
+        await writer.count({"dead_letters_sent": len(result.dead) - lost, "dead_letters_lost": lost,
+                            "batch_retries": retries})

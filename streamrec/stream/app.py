@@ -47,6 +47,8 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         broker_commit_interval=settings.commit_interval_s,
         broker_max_poll_records=max(settings.batch_max, 500),
+        consumer_max_fetch_size=settings.kafka_max_message_bytes,  # per partition: the largest record the topic takes
+        producer_max_request_size=settings.kafka_max_message_bytes,  # dead letters are capped to fit
         stream_buffer_maxsize=max(4 * settings.batch_max, 4096),
         producer_acks=-1,
         producer_compression_type=None if settings.compression == "none" else settings.compression,

@@ -72,17 +72,18 @@ def _stats(args: argparse.Namespace, settings: Settings) -> int:
     print(f"events applied     {result['events_applied']:,}")
     print(f"live sessions      {result['live_sessions']:,}")
     print(f"consumer lag       {result['consumer_lag']:,}")
+    for name in ("dead_letters_sent", "dead_letters_lost", "batch_retries"):
+        print(f"{name.replace('_', ' '):18} {result.get(name, 0):,}")
     print("popular now        " + "; ".join(result["popular_now"]))
     print("popular all time   " + "; ".join(f"{item} ({n})" for item, n in result["popular_all_time"]))
     return 0
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.stream.inspect import tail_dead_letters
+    from streamrec.stream.inspect import format_dead_letter, tail_dead_letters
 
     for letter in tail_dead_letters(settings, args.n):
-        where = f"@{letter['source']['partition']}:{letter['source']['offset']}"
-        print(json.dumps(letter) if args.json else f"{letter['reason']:18} {letter['detail'][:70]:70} {where}")
+        print(json.dumps(letter) if args.json else format_dead_letter(letter))  # JSON escapes control characters
     return 0
 
 

@@ -14,20 +14,23 @@ from kafka import KafkaConsumer, TopicPartition
 from streamrec.kafka_security import kafka_python_kwargs
 from streamrec.redis_access import async_client
 from streamrec.settings import Settings
+from streamrec.stream.escape import escape_text
+from streamrec.stream.processor import counters_key
 from streamrec.stream.session_store import SessionEvent, read_session
 
-__all__ = ["consumer_lag", "format_session", "group_assignment", "list_sessions", "show_sessions", "tail_dead_letters",
-           "wait_for_lag"]
+__all__ = ["consumer_lag", "format_dead_letter", "format_session", "group_assignment", "list_sessions", "show_sessions",
+           "tail_dead_letters", "wait_for_lag"]
 
 
 def format_session(session_id: str, events: list[SessionEvent], ttl_s: int | None = None, last: int = 8) -> str:
     if not events:
-        return f"{session_id}: (unknown or expired)"
+        return f"{escape_text(session_id)}: (unknown or expired)"
     when = datetime.fromtimestamp(events[-1].timestamp / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-    head = f"{session_id}: {len(events)} event(s), last at {when} UTC" + (f", expires in {ttl_s}s" if ttl_s else "")
+    head = f"{escape_text(session_id)}: {len(events)} event(s), last at {when} UTC"
+    head += f", expires in {ttl_s}s" if ttl_s else ""
     shown = events[-last:]
     lines = [f"  {'…' if len(events) > last else ' '}"] if len(events) > last else []
-    lines += [f"   {e.event_type:12} {e.item_id}" for e in shown]
+    lines += [f"   {escape_text(e.event_type):12} {escape_text(e.item_id)}" for e in shown]
     return "\n".join([head, *lines])
 
 
@@ -89,6 +92,17 @@ def tail_dead_letters(settings: Settings, n: int, timeout_s: float = 5.0) -> lis
     return letters[-n:]
 
 
+def format_dead_letter(letter: dict[str, Any]) -> str:
+    """One line per dead letter for a terminal: reason, detail, key and where the record was. Every
+    text in it came from the refused record, so all of it is escaped."""
+    source = letter.get("source") or {}
+    where = f"@{source.get('partition')}:{source.get('offset')}"
+    key = letter.get("key")
+    cut = " (payload cut)" if letter.get("truncated") else ""
+    return (f"{escape_text(str(letter.get('reason'))):18} {escape_text(str(letter.get('detail')), 70):71} "
+            f"key={escape_text(key, 40) if key is not None else '(none)'} {where}{cut}")
+
+
 def consumer_lag(settings: Settings) -> dict[int, int]:
     """Per partition of the clicks topic: messages not yet committed by the worker group."""
     from kafka import KafkaAdminClient
@@ -145,7 +159,8 @@ def _offset(meta: Any) -> int:
 
 
 async def stats(settings: Settings, top: int = 10) -> dict[str, Any]:
-    """Counters the worker keeps: events applied, live sessions, most popular items now."""
+    """Counters the worker keeps: events applied, live sessions, most popular items now; once it has met
+    bad records or failures, also ``dead_letters_sent``, ``dead_letters_lost`` and ``batch_retries``."""
     from streamrec.stream.session_store import pop_keys
 
     decayed, _, count, events = pop_keys(settings.redis_prefix)
@@ -158,4 +173,5 @@ async def stats(settings: Settings, top: int = 10) -> dict[str, Any]:
             "live_sessions": sessions,
             "popular_now": [item for item, _ in await client.zrevrange(decayed, 0, top - 1, withscores=True)],
             "popular_all_time": [(item, int(n)) for item, n in await client.zrevrange(count, 0, top - 1, withscores=True)],
+            **{name: int(n) for name, n in (await client.hgetall(counters_key(settings.redis_prefix))).items()},
         }

@@ -14,9 +14,9 @@ import base64
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
@@ -25,9 +25,11 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamrec.errors import InvalidEvent
+from streamrec.events.ids import key_names
 from streamrec.events.schema import ClickEvent, EventLimits, parse_event
 from streamrec.redis_access import AsyncRedis, async_client
 from streamrec.settings import Settings
+from streamrec.stream.escape import escape_text
 from streamrec.stream.session_store import (
     APPLY_LUA,
     FIELD,
@@ -40,7 +42,8 @@ from streamrec.stream.session_store import (
     session_keys,
 )
 
-__all__ = ["BatchResult", "CountingWriter", "DeadLetter", "Record", "SessionWriter", "limits_from", "validate"]
+__all__ = ["BatchResult", "CountingWriter", "DeadLetter", "DeadLetterMessage", "Record", "SessionWriter",
+           "counters_key", "limits_from", "validate"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,28 +60,54 @@ class Record:
     value: bytes | None
 
 
+# What a dead letter keeps of the refused record's key and of the reason's detail; the payload's share
+# is a setting (``dead_letter_payload_bytes``). Together they bound a dead letter's size, so that it
+# always fits the dead-letter topic (``Settings.validate`` checks the sum).
+DEAD_LETTER_KEY_BYTES: Final = 1024
+DEAD_LETTER_DETAIL_CHARS: Final = 1000
+HEADER_PREFIX: Final = "streamrec.error."
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterMessage:
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     record: Record
     reason: str
     detail: str
 
-    def encode(self, now_ms: int) -> bytes:
-        """Everything needed to inspect or replay the event: nothing of it is lost."""
+    def encode(self, now_ms: int, max_payload_bytes: int) -> DeadLetterMessage:
+        """The message for the dead-letter topic: a JSON body, and the error context again in headers,
+        as Kafka Connect's dead-letter queue puts it, for tools that route on headers without parsing.
+
+        The record's bytes are kept once, base64-encoded, and only their first ``max_payload_bytes``:
+        a refused record can be as large as the topic allows, and a dead letter must stay sendable.
+        ``truncated`` says when they were cut; ``payload_bytes`` is the original size.
+        """
         raw = self.record.value or b""
-        try:
-            text: str | None = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        return orjson.dumps({
+        kept = raw[:max_payload_bytes]
+        key = self.record.key[:DEAD_LETTER_KEY_BYTES] if self.record.key is not None else None
+        detail = self.detail[:DEAD_LETTER_DETAIL_CHARS]
+        source = self.record
+        body = orjson.dumps({
             "reason": self.reason,
-            "detail": self.detail,
-            "source": {"topic": self.record.topic, "partition": self.record.partition, "offset": self.record.offset},
-            "key": self.record.key.decode("utf-8", "replace") if self.record.key is not None else None,
-            "payload": text,
-            "payload_b64": base64.b64encode(raw).decode(),
+            "detail": detail,
+            "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
+            "key": key.decode("utf-8", "replace") if key is not None else None,
+            "payload_b64": base64.b64encode(kept).decode(),
+            "payload_bytes": len(raw),
+            "truncated": len(kept) < len(raw),
             "failed_at_ms": now_ms,
         })
+        context = {"reason": self.reason, "detail": detail, "topic": source.topic, "partition": source.partition,
+                   "offset": source.offset, "failed_at_ms": now_ms, "truncated": str(len(kept) < len(raw)).lower()}
+        headers = [(HEADER_PREFIX + name, str(value).encode("utf-8", "replace")) for name, value in context.items()]
+        return DeadLetterMessage(key, body, headers)
 
 
 @dataclass
@@ -106,7 +135,12 @@ def validate(records: Sequence[Record], limits: EventLimits, now_ms: int) -> tup
         except InvalidEvent as exc:
             dead.append(DeadLetter(record, exc.reason, exc.detail))
             continue
-        if record.key is not None and record.key != event.session_id.encode():
+        if record.key is None:
+            dead.append(DeadLetter(record, "missing_key",
+                                   "the record has no Kafka key; it must be the session_id, so that a session "
+                                   "stays on one partition, in order"))
+            continue
+        if not key_names(record.key, event.session_id):
             dead.append(DeadLetter(record, "key_mismatch",
                                    "the Kafka key must be the session_id, so that a session stays on one partition"))
             continue
@@ -119,6 +153,23 @@ def group_by_session(events: Sequence[tuple[Record, ClickEvent]]) -> dict[str, l
     for record, event in events:
         grouped[event.session_id].append((record, event))
     return grouped
+
+
+def counters_key(prefix: str) -> str:
+    """The worker's own counters (a hash): dead letters sent and lost, batches retried; ``streamrec stats``."""
+    return f"{prefix}worker:counters"
+
+
+async def _add_counts(client: AsyncRedis, key: str, counts: Mapping[str, int]) -> None:
+    """Add to the worker's counters, if Redis takes it: they inform, and must never fail a settled batch."""
+    try:
+        pipe = client.pipeline(transaction=False)
+        for name, n in counts.items():
+            if n:
+                pipe.hincrby(key, name, n)
+        await pipe.execute()
+    except Exception as exc:  # noqa: BLE001 - counting is best effort, the batch is already applied
+        log.warning("could not update the worker's counters %s: %r", dict(counts), exc)
 
 
 class SessionWriter:
@@ -144,6 +195,9 @@ class SessionWriter:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def count(self, counts: Mapping[str, int]) -> None:
+        await _add_counts(self.client, counters_key(self.settings.redis_prefix), counts)
 
     async def apply(self, records: Sequence[Record], now_ms: int | None = None) -> BatchResult:
         """Validate and write one batch; when it returns, the batch is durable in Redis.
@@ -235,6 +289,7 @@ class CountingWriter:
     def __init__(self, settings: Settings) -> None:
         self.client = async_client(settings.redis_address, cluster=settings.redis_is_cluster)
         self.counter = pop_keys(settings.redis_prefix)[3]
+        self.counters = counters_key(settings.redis_prefix)
 
     async def __aenter__(self) -> CountingWriter:
         return self
@@ -246,6 +301,9 @@ class CountingWriter:
         await self.client.incrby(self.counter, len(records))
         return BatchResult(applied=len(records))
 
+    async def count(self, counts: Mapping[str, int]) -> None:
+        await _add_counts(self.client, self.counters, counts)
+
 
 async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
     """Retry ``attempt`` with capped exponential backoff while Redis is unreachable."""
@@ -254,6 +312,6 @@ async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
         try:
             return await attempt()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            log.warning("Redis write failed (%s); retrying in %.1fs", exc, delay)
+            log.warning("Redis write failed (%s); retrying in %.1fs", escape_text(str(exc), 500), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

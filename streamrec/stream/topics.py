@@ -22,7 +22,10 @@ def ensure_topics(settings: Settings) -> None:
     """Create the clicks and dead-letter topics if missing (idempotent).
 
     Both are created explicitly, not left to broker auto-creation, so the clicks topic gets
-    ``topic_partitions`` partitions: that count is the ceiling on parallel workers.
+    ``topic_partitions`` partitions: that count is the ceiling on parallel workers. Both take records
+    of up to ``kafka_max_message_bytes`` (``max.message.bytes``), the size the worker fetches and the
+    producers send: the worker sees whatever the topic accepted, and its dead letters fit theirs.
+    Topics that already exist are left as they are.
     """
     try:
         admin = KafkaAdminClient(**kafka_python_kwargs(settings.kafka_access), client_id="streamrec-admin",
@@ -31,7 +34,8 @@ def ensure_topics(settings: Settings) -> None:
         raise InfraError(f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}). Is it up? Try: streamrec infra up") from exc
     try:
         existing = set(admin.list_topics())
-        wanted = [NewTopic(name, settings.topic_partitions, 1)
+        config = {"max.message.bytes": str(settings.kafka_max_message_bytes)}
+        wanted = [NewTopic(name, settings.topic_partitions, 1, topic_configs=config)
                   for name in (settings.clicks_topic, settings.dead_letter_topic) if name not in existing]
         if wanted:
             try:

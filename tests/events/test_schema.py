@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 
 import orjson
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamrec.errors import InvalidEvent
-from streamrec.events.schema import EVENT_TYPES, ClickEvent, EventLimits, encode_event, parse_event
+from streamrec.events.schema import EVENT_TYPES, REASONS, ClickEvent, EventLimits, encode_event, parse_event
 
 NOW = 1_750_000_000_000
 GOOD = {"event_id": "e1", "session_id": "s1", "user_id": "u1", "item_id": "Toy Story (1995)",
@@ -108,16 +109,57 @@ def test_no_json_document_crashes_the_parser(doc: object) -> None:
         assert isinstance(event, ClickEvent) and event.event_type in EVENT_TYPES
 
 
+def valid_ids(exclude: str = "") -> st.SearchStrategy[str]:
+    """Ids that ``streamrec.events.ids`` accepts as they are: printable, NFC, at most 128 bytes of UTF-8."""
+    chars = st.characters(codec="utf-8", exclude_categories=("C", "Z"), exclude_characters=exclude)
+    return st.text(chars, min_size=1, max_size=32).map(lambda s: unicodedata.normalize("NFC", s)).filter(
+        lambda s: s and s.isprintable() and len(s.encode()) <= 128 and not set(exclude) & set(s))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.builds(ClickEvent,
-                 event_id=st.text(st.characters(codec="utf-8", exclude_categories=("C", "Z")), min_size=1, max_size=128),
-                 session_id=st.text(st.characters(codec="utf-8", exclude_categories=("C", "Z")), min_size=1, max_size=128),
-                 item_id=st.text(st.characters(codec="utf-8", exclude_categories=("C", "Z")), min_size=1, max_size=128),
+@given(st.builds(ClickEvent, event_id=valid_ids(), session_id=valid_ids(exclude="{}"), item_id=valid_ids(),
                  event_type=st.sampled_from(sorted(EVENT_TYPES)),
                  timestamp=st.integers(EventLimits().min_timestamp_ms, NOW),
-                 user_id=st.none() | st.text(st.characters(codec="utf-8", exclude_categories=("C", "Z")), min_size=1,
-                                             max_size=128)))
+                 user_id=st.none() | valid_ids()))
 def test_every_valid_event_round_trips(event: ClickEvent) -> None:
     raw = encode_event(event)
     if len(raw) <= EventLimits().max_bytes:
         assert parse_event(raw, now_ms=NOW) == event
+
+
+@pytest.mark.parametrize(("session_id", "needle"), [("}x", "hash tag"), ("hot}1", "hash tag"), ("{a}", "hash tag")])
+def test_braces_in_a_session_id_are_refused_because_they_break_its_hash_tag(session_id: str, needle: str) -> None:
+    with pytest.raises(InvalidEvent, match=needle) as caught:
+        parse_event(encode_event({**GOOD, "session_id": session_id}), now_ms=NOW)
+    assert caught.value.reason == "bad_id"
+    assert parse_event(encode_event({**GOOD, "item_id": "}x{"}), now_ms=NOW).item_id == "}x{"  # only session ids
+
+
+def test_ids_are_measured_in_utf8_bytes_as_the_server_measures_them() -> None:
+    cjk = "\u4e2d" * 43  # 43 characters, 129 bytes: refused by the worker, as by the server
+    with pytest.raises(InvalidEvent, match="129 bytes") as caught:
+        parse_event(encode_event({**GOOD, "session_id": cjk}), now_ms=NOW)
+    assert caught.value.reason == "id_too_long"
+    assert parse_event(encode_event({**GOOD, "session_id": cjk[:42]}), now_ms=NOW).session_id == cjk[:42]
+
+
+def test_ids_are_stored_in_nfc() -> None:
+    decomposed = "Cafe\u0301"
+    event = parse_event(encode_event({**GOOD, "session_id": decomposed, "item_id": decomposed}), now_ms=NOW)
+    assert event.session_id == event.item_id == "Caf\u00e9"
+
+
+def test_every_dead_letter_reason_is_listed_and_documented() -> None:
+    """The README's list of reasons is the one operators filter on: it must name exactly ``REASONS``."""
+    import re
+    from pathlib import Path
+
+    import streamrec.events.schema as schema
+
+    raised = {reason for module in Path(schema.__file__).parent.glob("*.py")
+              for reason in re.findall(r'InvalidEvent\(\s*"(\w+)"', module.read_text())}
+    assert {"not_json", "bad_id"} <= raised <= set(REASONS)
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    documented = re.search(r"`reason` \(a\s+stable code: (.*?)\)", readme, re.S)
+    assert documented is not None
+    assert re.findall(r"`(\w+)`", documented.group(1)) == list(REASONS)

@@ -2,6 +2,7 @@
 shuffled labels is rejected and the old release keeps serving, and a warm start seeds from it."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,20 @@ def test_a_warm_start_seeds_from_the_current_release(first_round: tuple[Path, Re
     result = run_retrain(config(registry, data_dir, warm_start=True), events=events)
     manifest = json.loads((registry / "sasrec" / result.release["sasrec"] / "manifest.json").read_text())
     assert manifest["warm_start"] == str(registry / "sasrec" / current["sasrec"])
+
+
+def test_a_current_release_that_cannot_be_loaded_rejects_the_new_one_unless_forced(
+        first_round: tuple[Path, RetrainResult], clicks: tuple[pd.DataFrame, Path], tmp_path: Path) -> None:
+    """The gate fails closed: with nothing to compare with, it must not promote on the new release's word."""
+    events, data_dir = clicks
+    registry = Path(shutil.copytree(first_round[0], tmp_path / "registry"))
+    served = release_of(registry)
+    model = registry / "deepfm" / served["deepfm"] / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-64])  # corrupt: its sha256 no longer matches
+    cheap = {"budget_s": 2.0, "ranker_epochs": 1}
+    refused = run_retrain(config(registry, data_dir, **cheap), events=events.iloc[:80_000])
+    assert not refused.promoted and "current release cannot be loaded" in refused.decision.reason
+    assert "sha256" in refused.decision.reason and "--force" in refused.decision.reason
+    assert release_of(registry) == served
+    forced = run_retrain(config(registry, data_dir, force=True, **cheap), events=events.iloc[:80_000])
+    assert forced.promoted and release_of(registry) == forced.release

@@ -77,3 +77,15 @@ def test_periods_parse(text: str, seconds: float) -> None:
 def test_a_bad_period_is_refused() -> None:
     with pytest.raises(ConfigError, match="6h"):
         parse_every("often")
+
+
+def test_rejected_rounds_do_not_count_toward_keep_and_never_delete_the_rollback_target(tmp_path: Path) -> None:
+    promote(tmp_path, release(tmp_path, "1"))
+    promote(tmp_path, release(tmp_path, "2"))  # current; release 1 is the rollback target
+    for v in "34567":  # five rejected rounds
+        for name, version in release(tmp_path, v).items():
+            set_status(tmp_path / name / version, "rejected", "NDCG@10 too low")
+    deleted = {p.name for p in prune(tmp_path, keep=2)}
+    assert deleted == {"s3", "d3", "s4", "d4", "s5", "d5"}  # rejected beyond the newest two versions
+    assert {r.version for r in list_versions(tmp_path)} == {"s1", "s2", "s6", "s7", "d1", "d2", "d6", "d7"}
+    assert rollback(tmp_path) == {"sasrec": "s1", "deepfm": "d1"}

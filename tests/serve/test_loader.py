@@ -3,11 +3,14 @@ published once; each test changes a copy of it and checks that the loader refuse
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -15,7 +18,7 @@ from streamrec import registry as reg
 from streamrec.data.movielens import load
 from streamrec.errors import LoadError
 from streamrec.eval.protocols import LeaveOneOut, split
-from streamrec.export import publish, ranker_graph
+from streamrec.export import export_onnx, load_ranker, publish, ranker_graph
 from streamrec.models.deepfm import DeepFM, DeepFMConfig
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.rank.features import ItemTable, dense_names, sparse_sizes
@@ -97,6 +100,17 @@ def _point_outside(registry: Path, version: str) -> None:
     (registry / reg.RANKER / reg.POINTER).write_text("../sasrec\n")
 
 
+def _point_absolute(registry: Path, version: str) -> None:
+    (registry / reg.RANKER / reg.POINTER).write_text("/etc\n")
+
+
+def _link_outside(registry: Path, version: str) -> None:
+    """A version whose name is valid but whose directory is a link to a copy outside the registry."""
+    outside = Path(shutil.copytree(reg.version_dir(registry, reg.RANKER, version), registry.parent / "outside"))
+    (registry / reg.RANKER / "linked").symlink_to(outside, target_is_directory=True)
+    (registry / reg.RANKER / reg.POINTER).write_text("linked\n")
+
+
 def _other_vocab(registry: Path, version: str) -> None:
     directory = reg.version_dir(registry, reg.RANKER, version)
     vocab = reg.read_vocab(directory, reg.read_manifest(directory)) or []
@@ -119,8 +133,15 @@ def _manifest(change: Callable[[dict[str, Any]], None]) -> Callable[[Path, str],
     (_manifest(lambda m: m["pipeline"].update(sources=["sasrec", "pop"])), "needs sasrec, which has no version"),
     (_manifest(lambda m: m["pipeline"].update(sources=["sasrec", "pop"], generator_versions={"sasrec": "../x"})),
      "version name '../x' is not valid"),
+    (_point_absolute, "version name '/etc' is not valid"),
+    (_link_outside, "outside the registry"),
+    (_manifest(lambda m: m["pipeline"].update(sources=["sasrec", "pop"], generator_versions={"sasrec": "../../x"})),
+     "version name '../../x' is not valid"),
+    (_manifest(lambda m: m.update(dataset="../../etc")), "unknown dataset '../../etc'"),
+    (_manifest(lambda m: m.update(dataset="snapshot-x/../../../etc")), "unknown dataset 'snapshot-x/../../../etc'"),
 ], ids=["corrupt-graph", "pointer-outside", "no-spec", "not-a-ranker", "item-count", "vocab", "genres", "split",
-        "missing-generator", "generator-outside"])
+        "missing-generator", "generator-outside", "pointer-absolute", "version-linked-outside",
+        "generator-far-outside", "dataset-outside", "snapshot-dataset-outside"])
 def test_a_bad_version_is_refused_and_the_loader_still_loads_a_good_one(
         registry: Path, version: str, base_settings: Settings, damage: Callable[[Path, str], None],
         needle: str) -> None:
@@ -150,3 +171,43 @@ def test_a_neural_generator_must_come_from_the_ranker_split_and_vocabulary(regis
             protocol=manifest["protocol"], metrics={}, registry=registry)
     with pytest.raises(LoadError, match="sasrec version .* has another item vocabulary"):
         loader(registry, base_settings).load()
+
+
+def test_a_graph_replaced_after_its_hash_is_checked_is_never_served(
+        registry: Path, version: str, base_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph is hashed and run from the same bytes: a file swapped right after the hash was taken
+    (the seam: ``hashlib.sha256``'s digest of the published graph) cannot be what serves."""
+    directory = reg.version_dir(registry, reg.RANKER, version)
+    manifest = reg.read_manifest(directory)
+    config = DeepFMConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in manifest["config"].items()})
+    torch.manual_seed(1)
+    other = export_onnx(DeepFM(config), tmp_path / "other.onnx", ranker_graph(config)).read_bytes()
+    N, F = 64, len(config.sparse_sizes)
+    sample = (np.zeros((N, F), np.int64), np.zeros((N, config.n_multi), np.float32),
+              np.random.default_rng(0).standard_normal((N, config.n_dense)).astype(np.float32))
+    published_scores = load_ranker(directory).score(*sample)
+    other_scores = ort.InferenceSession(other, providers=["CPUExecutionProvider"]).run(
+        None, dict(zip(("sparse", "multi", "dense"), sample, strict=True)))[0]
+    assert not np.allclose(published_scores, other_scores, atol=1e-4)
+
+    sha256, swapped = hashlib.sha256, []
+
+    class SwapAfterHash:
+        def __init__(self, data: bytes = b"") -> None:
+            self._h = sha256(data)
+
+        def update(self, data: bytes) -> None:
+            self._h.update(data)
+
+        def hexdigest(self) -> str:
+            digest = self._h.hexdigest()
+            if digest == manifest["sha256"] and not swapped:
+                (directory / reg.MODEL).write_bytes(other)
+                swapped.append(True)
+            return digest
+
+    monkeypatch.setattr(hashlib, "sha256", SwapAfterHash)
+    state = loader(registry, base_settings, fold_ranker=True).load()
+    assert swapped, "the seam did not fire"
+    served = np.asarray(state.pipeline.ranker(*sample))
+    np.testing.assert_allclose(served, published_scores, atol=1e-4)

@@ -43,6 +43,14 @@ def running(isolated: Settings, registry: Path, server_factory: Any) -> Any:
     return server_factory(settings_for(isolated, registry))
 
 
+def modelless(isolated: Settings, tmp_path: Path, server_factory: Any, metrics_port: int | None = None,
+              **changes: Any) -> Any:
+    """A server on an empty registry (nothing to load: cheap), for what needs no model."""
+    registry = tmp_path / "empty-registry"
+    registry.mkdir()
+    return server_factory(settings_for(isolated, registry, **changes), wait_loaded_s=None, metrics_port=metrics_port)
+
+
 def test_a_session_in_redis_changes_the_answer_and_unknown_sessions_get_a_cold_start(isolated: Settings,
                                                                                       running: Any) -> None:
     with running.channel() as channel:
@@ -101,6 +109,49 @@ def test_invalid_requests_get_invalid_argument(running: Any, method: str, reques
             call(request_, timeout=5)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert re.search(needle, info.value.details())
+
+
+def test_bytes_that_are_not_the_request_message_get_invalid_argument(isolated: Settings, tmp_path: Path,
+                                                                   server_factory: Any) -> None:
+    """Not UNKNOWN ("Unexpected DecodeError"), which grpc.aio answers when a request deserializer raises."""
+    running = modelless(isolated, tmp_path, server_factory)
+    garbage = [b"\xff\xff not protobuf", b"\x0a\x02\xff\xfe"]  # corrupt wire format; a string field of bad UTF-8
+    with running.channel() as channel:
+        for method in ("Recommend", "RecommendForSequence", "SimilarItems"):
+            call = channel.unary_unary(f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None)
+            for raw in garbage:
+                with pytest.raises(grpc.RpcError) as info:
+                    call(raw, timeout=5)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, raw, info.value.details())
+                assert f"not a valid streamrec.v1.{method}Request message" in info.value.details()
+            assert running.server.metrics.errors.labels(method, "INVALID_ARGUMENT")._value.get() == len(garbage)
+        health_stub = health_pb2_grpc.HealthStub(channel)  # the server is none the worse
+        assert health_stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_can_be_turned_off(isolated: Settings, tmp_path: Path, server_factory: Any) -> None:
+    running = modelless(isolated, tmp_path, server_factory, reflection=False)
+    with running.channel() as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            next(iter(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                timeout=5)))
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert health(channel, "") == health_pb2.HealthCheckResponse.SERVING  # the other services are there
+
+
+def test_metrics_listen_on_the_configured_host(isolated: Settings, tmp_path: Path, server_factory: Any) -> None:
+    """STREAMREC_METRICS_HOST: 0.0.0.0 in the Kubernetes and Compose configs, so a scraper can reach it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.2", 0))  # any loopback address other than the default 127.0.0.1
+        port = int(s.getsockname()[1])
+    running = modelless(isolated, tmp_path, server_factory, metrics_host="127.0.0.2", metrics_port=port)
+    assert running.server.bound_metrics_port == port
+    text = urllib.request.urlopen(f"http://127.0.0.2:{port}/metrics", timeout=5).read().decode()
+    assert "streamrec_model_loaded" in text
+    with pytest.raises(OSError):  # and on that address only
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
 def test_unknown_fields_and_oversized_messages_are_refused(running: Any) -> None:

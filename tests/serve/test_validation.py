@@ -30,6 +30,16 @@ def test_ids_must_be_present_and_short() -> None:
         validate_id("é" * 5, "session_id", LIMITS)
 
 
+def test_ids_follow_the_workers_rule_nfc_and_no_braces_in_session_ids() -> None:
+    assert validate_id("Cafe\u0301", "item_id", LIMITS) == "Caf\u00e9"
+    assert validate_ids(["a", "Cafe\u0301"], "item_ids", LIMITS) == ["a", "Caf\u00e9"]
+    assert validate_id("}x", "item_id", LIMITS) == "}x"
+    with pytest.raises(InvalidRequest, match="hash tag"):
+        validate_id("}x", "session_id", LIMITS, session=True)
+    with pytest.raises(InvalidRequest, match="control or non-printable"):
+        validate_id("a\x1b[2J", "session_id", LIMITS, session=True)
+
+
 def test_id_lists_are_bounded_and_each_id_checked() -> None:
     validate_ids(["a", "b", "c"], "item_ids", LIMITS)
     validate_ids([], "item_ids", LIMITS)

@@ -1,5 +1,5 @@
-"""``ModelWatcher``: swap in a new CURRENT version, refuse a bad one once while the old one serves,
-and keep watching through surprises. A loader of this file's own stands in for ``RegistryLoader``
+"""``ModelWatcher``: swap in a new CURRENT version, refuse a bad one while the old one serves (and retry
+it with backoff), and keep watching through surprises. A loader of this file's own stands in for ``RegistryLoader``
 (the watcher needs its ``registry`` and ``load(version)``); the pointer is a real file."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_a_bad_version_is_refused_once_and_the_old_one_keeps_serving(tmp_path: P
     assert s.changes == [("v1", s.watcher.refused["v2"])] and s.swaps("refused") == 1.0
 
     assert run(s.watcher.check()) is False
-    assert s.loader.loaded == ["v2"], "a refused version is not retried while CURRENT names it"
+    assert s.loader.loaded == ["v2"], "a refused version is not retried before its backoff"
     assert s.swaps("refused") == 1.0 and len(s.changes) == 1
 
     point(tmp_path, "v3")
@@ -191,3 +191,51 @@ def test_stop_ends_the_watcher_even_when_a_notice_arrives_at_the_same_moment(tmp
         return bool(done)
 
     assert run(scenario()), "stop() did not end the watcher"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_refused_version_is_retried_with_doubling_backoff_and_counted_per_attempt(tmp_path: Path) -> None:
+    s = Setup(tmp_path, Loader(tmp_path, bad={"v2"}), state_of("v1"), poll_s=10.0)
+    clock = Clock()
+    s.watcher.clock = clock
+    point(tmp_path, "v2")
+    due = 0.0
+    for attempt, wait in enumerate([10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0], start=1):
+        clock.now = due
+        assert run(s.watcher.check()) is False
+        assert len(s.loader.loaded) == attempt and s.swaps("refused") == attempt and len(s.changes) == attempt
+        clock.now = due + wait - 0.001
+        assert run(s.watcher.check()) is False and len(s.loader.loaded) == attempt, "not before the backoff"
+        due += wait
+    s.loader.bad.clear()  # the version became loadable
+    clock.now = due
+    assert run(s.watcher.check()) is True and s.holder.state.ranker_version == "v2"  # type: ignore[union-attr]
+    assert "v2" not in s.watcher.refused
+
+
+def test_a_version_incomplete_when_first_seen_is_loaded_once_complete_without_a_notice(tmp_path: Path) -> None:
+    s = Setup(tmp_path, Loader(tmp_path, bad={"v2"}), state_of("v1"), poll_s=0.05)
+
+    async def scenario() -> None:
+        point(tmp_path, "v2")  # named before its files are complete: refused
+        s.watcher.start()
+        try:
+            async with asyncio.timeout(10):
+                while not s.watcher.refused:
+                    await asyncio.sleep(0.01)
+            s.loader.bad.clear()  # complete now; no notice is sent
+            async with asyncio.timeout(10):
+                while s.holder.state.ranker_version != "v2":  # type: ignore[union-attr]
+                    await asyncio.sleep(0.01)
+        finally:
+            await s.watcher.stop()
+
+    run(scenario())
+    assert s.loader.loaded[-1] == "v2" and len(s.loader.loaded) >= 2 and s.swaps("swapped") == 1.0

@@ -1,0 +1,108 @@
+"""The agent's batch handling without Faust or a broker: ``settle`` retries whatever fails and never
+raises; ``DeadLetterSender`` loses one record at most for one bad dead letter. The live version of
+both, on the real broker, is ``test_worker.py``'s hostile-records test."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+import pytest
+from faust.exceptions import ProducerSendError
+from redis.exceptions import ResponseError
+
+from streamrec.events.schema import EventLimits
+from streamrec.stream.agents import DeadLetterSender, settle
+from streamrec.stream.processor import BatchResult, DeadLetter, Record, validate
+
+NOW = 1_750_000_000_000
+
+
+def rec(offset: int, value: bytes | None, key: bytes | None = b"s1") -> Record:
+    return Record("clicks", 2, offset, key, value)
+
+
+def event(i: int) -> bytes:
+    return orjson.dumps({"event_id": f"e{i}", "session_id": "s1", "item_id": f"i{i}", "event_type": "view",
+                         "timestamp": NOW - 100 + i})
+
+
+class FlakyWriter:
+    """Fails its first applies with the given errors, then validates like ``SessionWriter``."""
+
+    def __init__(self, *failures: Exception) -> None:
+        self.failures = list(failures)
+        self.applies = 0
+        self.counts: list[dict[str, int]] = []
+
+    async def apply(self, records: Sequence[Record]) -> BatchResult:
+        self.applies += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        good, dead = validate(records, EventLimits(), NOW)
+        return BatchResult(applied=len(good), dead=dead)
+
+    async def count(self, counts: Mapping[str, int]) -> None:
+        self.counts.append(dict(counts))
+
+
+class Broker:
+    """Faust's ``Topic.send`` as the agent sees it: ``refuse`` raises at once (a record over the producer's
+    limit), ``fail_ack`` fails the delivery future (the broker said no)."""
+
+    def __init__(self, refuse: int | None = None, fail_ack: int | None = None) -> None:
+        self.refuse, self.fail_ack = refuse, fail_ack
+        self.sent: list[dict[str, Any]] = []
+
+    async def send(self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> asyncio.Future[None]:
+        offset = int(dict(headers)["streamrec.error.offset"])
+        if offset == self.refuse:
+            raise ProducerSendError("Error while sending: MessageSizeTooLargeError()")
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if offset == self.fail_ack:
+            ack.set_exception(RuntimeError("RecordTooLargeError"))
+        else:
+            self.sent.append(orjson.loads(value))
+            ack.set_result(None)
+        return ack
+
+
+def test_a_failing_batch_is_retried_with_backoff_until_it_passes_and_never_raises() -> None:
+    """Before, any error out of a batch crashed the agent, and Faust acked the batch on the way out."""
+    writer, naps = FlakyWriter(ResponseError("CROSSSLOT"), ValueError("a bug"), OSError("gone")), []
+
+    async def nap(s: float) -> None:
+        naps.append(s)
+
+    asyncio.run(settle(writer, DeadLetterSender(Broker().send, 1024), [rec(0, event(0))], sleep=nap))
+    assert writer.applies == 4 and naps == [0.1, 0.2, 0.4]
+    assert writer.counts == [{"dead_letters_sent": 0, "dead_letters_lost": 0, "batch_retries": 3}]
+
+
+def test_a_dead_letter_that_cannot_be_sent_costs_that_record_alone(caplog: pytest.LogCaptureFixture) -> None:
+    writer, broker = FlakyWriter(), Broker(refuse=1, fail_ack=3)
+    records = [rec(0, event(0)), rec(1, b"x" * 5000), rec(2, b"{bad"), rec(3, b"[1]"), rec(4, event(4), key=None)]
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(settle(writer, DeadLetterSender(broker.send, 1024), records))
+    assert [(d["source"]["offset"], d["reason"]) for d in broker.sent] == [(2, "not_json"), (4, "missing_key")]
+    assert writer.counts == [{"dead_letters_sent": 2, "dead_letters_lost": 2, "batch_retries": 0}]
+    lost = [r.getMessage() for r in caplog.records if "could not be sent" in r.getMessage()]
+    assert len(lost) == 2 and "clicks[2]@1 (oversized)" in lost[0] and "clicks[2]@3 (not_object)" in lost[1]
+
+
+def test_text_from_records_is_escaped_in_the_worker_log(caplog: pytest.LogCaptureFixture) -> None:
+    hostile = orjson.dumps({"event_id": "e", "session_id": "s1", "item_id": "i", "event_type": "view",
+                            "timestamp": NOW, "\x1b[2J\x1b[31mpwned\r\n2026 INFO forged": 1})
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(settle(FlakyWriter(), DeadLetterSender(Broker().send, 1024), [rec(0, hostile)]))
+    text = caplog.text
+    assert "\\x1b[2J\\x1b[31mpwned\\r\\n2026 INFO forged" in text
+    assert "\x1b" not in text and "\r" not in text
+
+
+def test_a_dead_letter_keeps_an_ordinary_detail_as_it_is() -> None:
+    letter = DeadLetter(rec(0, b"{"), "not_json", "plain")
+    assert orjson.loads(letter.encode(NOW, 1024).value)["detail"] == "plain"
