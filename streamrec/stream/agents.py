@@ -122,5 +122,9 @@ async def settle(writer: Writer, sender: DeadLetterSender, records: Sequence[Rec
         log.warning("%d event(s) refused, %d sent to the dead-letter topic; first: %s (%s)", len(result.dead),
                     len(result.dead) - lost, first_dead.reason, escape_text(first_dead.detail, 300))
     if result.dead or retries:
-        await writer.count({"dead_letters_sent": len(result.dead) - lost, "dead_letters_lost": lost,
-                            "batch_retries": retries})
+        try:
+            await writer.count({"dead_letters_sent": len(result.dead) - lost, "dead_letters_lost": lost,
+                                "batch_retries": retries})
+        except Exception as exc:  # noqa: BLE001 - the batch is settled; its counters are for people, not for acking
+            log.error("could not update the worker's counters (%s); the batch is settled all the same",
+                      escape_text(repr(exc), 500))

@@ -82,6 +82,18 @@ def test_a_failing_batch_is_retried_with_backoff_until_it_passes_and_never_raise
     assert writer.counts == [{"dead_letters_sent": 0, "dead_letters_lost": 0, "batch_retries": 3}]
 
 
+def test_counters_that_cannot_be_written_do_not_unsettle_a_settled_batch() -> None:
+    """The batch is in Redis and its dead letters sent: a failing counter update must not raise (the
+    agent would crash and the batch be redone)."""
+    class CounterlessWriter(FlakyWriter):
+        async def count(self, counts: Mapping[str, int]) -> None:
+            raise OSError("Redis went away")
+
+    writer = CounterlessWriter()
+    asyncio.run(settle(writer, DeadLetterSender(Broker().send, 1024), [rec(0, event(0)), rec(1, b"{bad")]))
+    assert writer.applies == 1
+
+
 def test_a_dead_letter_that_cannot_be_sent_costs_that_record_alone(caplog: pytest.LogCaptureFixture) -> None:
     writer, broker = FlakyWriter(), Broker(refuse=1, fail_ack=3)
     records = [rec(0, event(0)), rec(1, b"x" * 5000), rec(2, b"{bad"), rec(3, b"[1]"), rec(4, event(4), key=None)]
