@@ -56,6 +56,7 @@ class Settings:
     clicks_topic: str = "streamrec.clicks"
     dead_letter_topic: str = "streamrec.clicks.dlq"
     topic_partitions: int = 6
+    topic_replication_factor: int = 1  # of the topics streamrec creates; 3 on a cluster (one local broker: 1)
     compression: str = "lz4"
 
     app_id: str = "streamrec-sessions"  # Faust app id, also the consumer group
@@ -162,7 +163,7 @@ class Settings:
         return env
 
     def validate(self) -> None:
-        positive = ("topic_partitions", "session_max_len", "session_ttl_s", "batch_max",
+        positive = ("topic_partitions", "topic_replication_factor", "session_max_len", "session_ttl_s", "batch_max",
                     "max_event_bytes", "max_id_len", "kafka_port", "redis_port")
         for name in positive:
             if getattr(self, name) <= 0:

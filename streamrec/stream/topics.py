@@ -7,7 +7,7 @@ import logging
 import faust
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import InvalidReplicationFactorError, KafkaError, TopicAlreadyExistsError
 
 from streamrec.errors import InfraError
 from streamrec.kafka_security import kafka_python_kwargs
@@ -25,7 +25,8 @@ def ensure_topics(settings: Settings) -> None:
     ``topic_partitions`` partitions: that count is the ceiling on parallel workers. Both take records
     of up to ``kafka_max_message_bytes`` (``max.message.bytes``), the size the worker fetches and the
     producers send: the worker sees whatever the topic accepted, and its dead letters fit theirs.
-    Topics that already exist are left as they are.
+    Topics that already exist are left as they are. Each gets ``topic_replication_factor`` replicas
+    (``STREAMREC_TOPIC_REPLICATION_FACTOR``: 1 for the local broker, 3 on a cluster).
     """
     try:
         admin = KafkaAdminClient(**kafka_python_kwargs(settings.kafka_access), client_id="streamrec-admin",
@@ -35,7 +36,7 @@ def ensure_topics(settings: Settings) -> None:
     try:
         existing = set(admin.list_topics())
         config = {"max.message.bytes": str(settings.kafka_max_message_bytes)}
-        wanted = [NewTopic(name, settings.topic_partitions, 1, topic_configs=config)
+        wanted = [NewTopic(name, settings.topic_partitions, settings.topic_replication_factor, topic_configs=config)
                   for name in (settings.clicks_topic, settings.dead_letter_topic) if name not in existing]
         if wanted:
             try:
@@ -43,6 +44,10 @@ def ensure_topics(settings: Settings) -> None:
                 log.info("created topics %s", [t.name for t in wanted])
             except TopicAlreadyExistsError:
                 pass
+            except InvalidReplicationFactorError as exc:
+                raise InfraError(f"cannot create {', '.join(t.name for t in wanted)} with replication factor "
+                                 f"{settings.topic_replication_factor} ({exc}); set STREAMREC_TOPIC_REPLICATION_FACTOR "
+                                 "to at most the number of brokers") from exc
     finally:
         admin.close()
 
