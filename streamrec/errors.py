@@ -18,6 +18,7 @@ __all__ = [
     "InvalidRequest",
     "LoadError",
     "PeerError",
+    "RedisRolledBack",
     "RedisUnavailable",
     "StreamrecError",
 ]
@@ -37,6 +38,12 @@ class InfraError(StreamrecError):
 
 class RedisUnavailable(InfraError):
     """Redis did not answer a server's call in time; the request is answered without it (degraded)."""
+
+
+class RedisRolledBack(InfraError):
+    """Redis holds an older applied offset than this worker wrote there: it lost acknowledged writes
+    (a crash between two fsyncs of its append-only file). The worker stops so that, restarted, it
+    re-reads the partition from the offset Redis kept (``streamrec.stream.resume``)."""
 
 
 class InvalidEvent(StreamrecError, ValueError):

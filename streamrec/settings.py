@@ -65,6 +65,12 @@ class Settings:
     session_ttl_s: int = 1800  # idle time after which a session expires
     cooc_window: int = 3  # co-occurrence counts pair a new item with this many previous ones
     popularity_half_life_s: float = 86400.0  # in event time
+    # Memory bounds of the counters (docs/operations.md, "Memory bounds"): the popularity sets keep
+    # their most popular items, and an item dropped from them loses its co-occurrence key too
+    counter_max_items: int = 200000
+    cooc_max_partners: int = 50  # partners kept per co-occurrence key, the strongest
+    cooc_ttl_s: int = 604800  # a co-occurrence key not written for this long expires (7 days)
+    redis_maxmemory_mb: int = 1024  # the local redis-server's cap (policy noeviction); 0: no cap
     batch_max: int = 1000
     batch_within_s: float = 0.005  # how long a batch may wait to fill; bounds added latency
     session_timeout_s: float = 10.0  # Kafka group session timeout: how fast a dead worker is noticed
@@ -164,7 +170,8 @@ class Settings:
 
     def validate(self) -> None:
         positive = ("topic_partitions", "topic_replication_factor", "session_max_len", "session_ttl_s", "batch_max",
-                    "max_event_bytes", "max_id_len", "kafka_port", "redis_port")
+                    "max_event_bytes", "max_id_len", "kafka_port", "redis_port", "counter_max_items",
+                    "cooc_max_partners", "cooc_ttl_s")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
@@ -175,6 +182,8 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}DEAD_LETTER_PAYLOAD_BYTES must be positive and at most "
                               f"3/4 of {ENV_PREFIX}KAFKA_MAX_MESSAGE_BYTES less 32 KiB, got "
                               f"{self.dead_letter_payload_bytes} and {self.kafka_max_message_bytes}")
+        if self.redis_maxmemory_mb < 0:
+            raise ConfigError(f"{ENV_PREFIX}REDIS_MAXMEMORY_MB must be >= 0 (0: no cap), got {self.redis_maxmemory_mb}")
         if self.popularity_half_life_s <= 0 or self.batch_within_s < 0:
             raise ConfigError("popularity half-life must be positive and batch window non-negative")
         if self.serve_max_message_bytes <= 0 or self.serve_workers < 0:

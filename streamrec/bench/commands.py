@@ -16,6 +16,13 @@ __all__ = ["register"]
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.bench.ingest import IngestBenchConfig, run_ingest_bench
 
+    if args.hostile:
+        from streamrec.bench.hostile import HostileBenchConfig, format_hostile, run_hostile_bench
+
+        hostile = run_hostile_bench(settings, HostileBenchConfig(events=args.hostile_events, keep=args.keep))
+        print(format_hostile(hostile))
+        _write_json(args.json, hostile)
+        return 0 if hostile["lost"] == 0 and hostile["probe_sessions_wrong"] == 0 and hostile["under_cap"] else 1
     config = IngestBenchConfig(events=args.events, fresh_rate=args.rate, fresh_seconds=args.fresh_seconds,
                                source=args.source, keep=args.keep, faust_ceiling=not args.no_ceiling,
                                workers=args.workers)
@@ -98,6 +105,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bp.add_argument("--workers", type=int, default=1,
                     help="worker processes, at most the topic's partitions (default 1); with more than one, "
                     "throughput is timed once their group is stable")
+    bp.add_argument("--hostile", action="store_true",
+                    help="instead, the hostile phase: events with random new item ids, a third of them in one "
+                    "endless session, plus probe sessions checked at the end; reports Redis used_memory against "
+                    "its cap, losses and the size of every key family (needs a Redis maxmemory)")
+    bp.add_argument("--hostile-events", type=int, default=1_000_000, metavar="N",
+                    help="events of the hostile phase (default 1000000)")
     bp.add_argument("--keep", action="store_true", help="keep the bench topics and Redis keys")
     bp.add_argument("--no-ceiling", action="store_true",
                     help="skip the extra phase that measures a dry-run worker (Faust alone) on the same events")

@@ -46,7 +46,7 @@ from streamrec.stream.launcher import WorkerProcess
 from streamrec.stream.session_store import pop_keys
 from streamrec.stream.topics import ensure_topics
 
-__all__ = ["IngestBenchConfig", "run_ingest_bench", "synthetic_events"]
+__all__ = ["IngestBenchConfig", "bench_run_settings", "cleanup_bench_run", "run_ingest_bench", "synthetic_events"]
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,18 @@ def _stop(workers: list[WorkerProcess]) -> None:
         worker.stop()
 
 
+def bench_run_settings(base: Settings) -> tuple[str, Settings]:
+    """A run id, and settings with a topic, consumer group and Redis prefix of that run's own."""
+    run = uuid.uuid4().hex[:8]
+    return run, base.replace(clicks_topic=f"streamrec.bench.{run}.clicks", dead_letter_topic=f"streamrec.bench.{run}.dlq",
+                             app_id=f"streamrec-bench-{run}", redis_prefix=f"bench:{run}:")
+
+
 def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any]:
     if not 1 <= config.workers <= base.topic_partitions:
         raise ConfigError(f"workers must be between 1 and the topic's {base.topic_partitions} partitions, "
                          f"got {config.workers}")
-    run = uuid.uuid4().hex[:8]
-    settings = base.replace(clicks_topic=f"streamrec.bench.{run}.clicks", dead_letter_topic=f"streamrec.bench.{run}.dlq",
-                            app_id=f"streamrec-bench-{run}", redis_prefix=f"bench:{run}:")
+    run, settings = bench_run_settings(base)
     ensure_topics(settings)
     client = redis.Redis.from_url(settings.redis_address)
     counter = pop_keys(settings.redis_prefix)[3]
@@ -264,12 +269,13 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
     finally:
         _stop(workers)
         if not config.keep:
-            _cleanup(settings, client)
+            cleanup_bench_run(settings, client)
         client.close()
     return result
 
 
-def _cleanup(settings: Settings, client: redis.Redis) -> None:
+def cleanup_bench_run(settings: Settings, client: redis.Redis) -> None:
+    """Delete the run's Redis keys, topics and consumer groups."""
     keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=5000))  # the dry run's keys too
     for i in range(0, len(keys), 1000):
         client.unlink(*keys[i:i + 1000])

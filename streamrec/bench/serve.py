@@ -53,6 +53,7 @@ def store_sessions(settings: Settings, config: ServeBenchConfig) -> list[str]:
     from streamrec.data.datasets import load
     from streamrec.events.schema import encode_event
     from streamrec.stream.processor import Record, SessionWriter
+    from streamrec.stream.session_store import offsets_key, partition_field
 
     inter = load(config.dataset, settings.data_dir).interactions
     users = inter["user_id"].unique()
@@ -71,6 +72,9 @@ def store_sessions(settings: Settings, config: ServeBenchConfig) -> list[str]:
 
     async def write() -> None:
         async with SessionWriter(settings) as writer:
+            # "bench" is a made-up partition whose offsets restart at 0 on every run: forget its last
+            # run's, or the writer would skip this run's records as already applied
+            await writer.client.hdel(offsets_key(settings.redis_prefix), partition_field("bench", 0))
             for lo in range(0, len(records), 1000):
                 await writer.apply(records[lo:lo + 1000])
 

@@ -6,7 +6,9 @@ the loop body leaves it, also when the body raised, and the agent then crashes a
 around the events it had buffered: valid events were committed unapplied. So the batches come from
 ``noack_take`` and are acked here, after ``settle``, which never raises: a failure is retried with
 backoff until it passes (``apply`` is idempotent), and one record whose dead letter cannot be sent
-is skipped alone. Only a stop (cancellation) leaves ``settle`` early, and then nothing is acked.
+is skipped alone. Only a stop (cancellation) leaves ``settle`` early, and then nothing is acked, or a
+Redis that lost applied writes (``RedisRolledBack``): the worker then stops, unacked, and its restart
+re-reads from what Redis kept (``streamrec.stream.resume``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Protocol
 import faust
 from faust.types import EventT
 
+from streamrec.errors import RedisRolledBack
 from streamrec.settings import Settings
 from streamrec.stream.escape import escape_text
 from streamrec.stream.processor import BatchResult, CountingWriter, DeadLetter, Record, SessionWriter
@@ -44,7 +47,12 @@ def register_session_agent(app: faust.App, topics: Topics, settings: Settings, d
         async with CountingWriter(settings) if dry_run else SessionWriter(settings) as writer:
             sender = DeadLetterSender(topics.dead_letters.send, settings.dead_letter_payload_bytes)
             async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
-                await settle(writer, sender, [_record(e) for e in events])
+                try:
+                    await settle(writer, sender, [_record(e) for e in events])
+                except RedisRolledBack as exc:
+                    log.critical("%s", exc)
+                    await app.crash(exc)
+                    return
                 for event in events:
                     await stream.ack(event)
                 yield None
@@ -98,13 +106,16 @@ class DeadLetterSender:
 
 async def settle(writer: Writer, sender: DeadLetterSender, records: Sequence[Record],
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
-    """Apply one batch and send its dead letters; return only once both are done. Never raises but
-    ``CancelledError``: whatever fails is logged and retried with backoff, the batch left unacked."""
+    """Apply one batch and send its dead letters; return only once both are done. Raises only
+    ``CancelledError`` and ``RedisRolledBack``: whatever else fails is logged and retried with backoff,
+    the batch left unacked."""
     delay, retries = 0.1, 0
     while True:
         try:
             result = await writer.apply(records)
             break
+        except RedisRolledBack:
+            raise
         except Exception as exc:  # noqa: BLE001 - a bug, a script error, Redis out of memory: retry, never ack
             retries += 1
             first = records[0]

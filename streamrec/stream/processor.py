@@ -20,11 +20,19 @@ from typing import Final, TypeVar
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from streamrec.errors import InvalidEvent
+from streamrec.errors import InvalidEvent, RedisRolledBack
 from streamrec.events.ids import key_names
 from streamrec.events.schema import ClickEvent, EventLimits, parse_event
 from streamrec.redis_access import AsyncRedis, async_client
@@ -37,9 +45,12 @@ from streamrec.stream.session_store import (
     SESSION_LUA,
     cooc_key,
     half_life_to_tau_ms,
+    offsets_key,
     pack,
+    partition_field,
     pop_keys,
     session_keys,
+    session_position_key,
 )
 
 __all__ = ["BatchResult", "CountingWriter", "DeadLetter", "DeadLetterMessage", "Record", "SessionWriter",
@@ -47,6 +58,10 @@ __all__ = ["BatchResult", "CountingWriter", "DeadLetter", "DeadLetterMessage", "
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# Replies that say where a key lives or that the cluster is moving, not that Redis refused the data:
+# the batch is retried rather than its session sent to the dead-letter topic.
+_CLUSTER_STATE_ERRORS = (AskError, BusyLoadingError, ClusterDownError, MovedError, TryAgainError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +187,43 @@ async def _add_counts(client: AsyncRedis, key: str, counts: Mapping[str, int]) -
         log.warning("could not update the worker's counters %s: %r", dict(counts), exc)
 
 
+Partition = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One batch as the scripts take it: its sessions' packed records, and per partition its field
+    name, the last offset this worker applied there ('' if none) and the batch's last offset."""
+
+    sessions: list[tuple[str, list[tuple[Record, ClickEvent]], str]]  # (session id, rows, packed)
+    partitions: list[Partition]
+    partition_args: list[str | int]
+
+    @property
+    def n(self) -> int:
+        return len(self.partitions)
+
+
+def _plan(good: Sequence[tuple[Record, ClickEvent]], records: Sequence[Record],
+          applied: Mapping[Partition, int]) -> _Plan:
+    last: dict[Partition, int] = {}
+    for r in records:  # dead letters too: once the batch is settled, their offsets are done with
+        last[r.topic, r.partition] = max(r.offset, last.get((r.topic, r.partition), -1))
+    index = {tp: str(i + 1) for i, tp in enumerate(last)}
+    sessions = [(sid, rows, pack((ev.event_id, ev.timestamp, f"{rec.offset:019d}", ev.item_id, ev.event_type,
+                                   index[rec.topic, rec.partition]) for rec, ev in rows))
+                for sid, rows in group_by_session(good).items()]
+    args: list[str | int] = []
+    for tp, end in last.items():
+        args += [partition_field(*tp), str(applied[tp]) if tp in applied else "", end]
+    return _Plan(sessions, list(last), args)
+
+
 class SessionWriter:
-    """Applies batches to Redis, one node or a cluster. Owns its connection pool; use ``async with``."""
+    """Applies batches to Redis, one node or a cluster. Owns its connection pool; use ``async with``.
+
+    It remembers the last offset it applied per partition, to notice a Redis that lost them
+    (``RedisRolledBack``)."""
 
     def __init__(self, settings: Settings, client: AsyncRedis | None = None) -> None:
         self.settings = settings
@@ -184,8 +234,7 @@ class SessionWriter:
         self._apply = self.client.register_script(APPLY_LUA)
         self._pop = self.client.register_script(POP_LUA)
         self._session = self.client.register_script(SESSION_LUA)
-        self._fixed_args = [settings.session_max_len, settings.session_ttl_s, settings.cooc_window,
-                            half_life_to_tau_ms(settings.popularity_half_life_s), settings.redis_prefix]
+        self._applied: dict[Partition, int] = {}
 
     async def __aenter__(self) -> SessionWriter:
         return self
@@ -200,63 +249,111 @@ class SessionWriter:
         await _add_counts(self.client, counters_key(self.settings.redis_prefix), counts)
 
     async def apply(self, records: Sequence[Record], now_ms: int | None = None) -> BatchResult:
-        """Validate and write one batch; when it returns, the batch is durable in Redis.
+        """Validate and write one batch; when it returns, the batch is in Redis and its partitions'
+        applied offsets with it. Sessions that Redis refused (an error on their keys) come back as
+        dead letters, the others are applied all the same.
 
         Retries while Redis is unreachable: the batch must land before its offsets are committed.
+        Raises ``RedisRolledBack`` when Redis holds less than this writer applied.
         """
         now = int(time.time() * 1000) if now_ms is None else now_ms
         good, dead = validate(records, self.limits, now)
         result = BatchResult(dead=dead)
-        if good:
-            result.applied, result.duplicates = await _retrying(lambda: self._write(good))
+        if not records:
+            return result
+        plan = _plan(good, records, self._applied)
+        write = self._write_by_slot if self.cluster else self._write
+        result.applied, result.duplicates, failed = await _retrying(lambda: write(plan))
+        for k, message in failed:
+            sid, rows, _ = plan.sessions[k]
+            result.dead.extend(DeadLetter(rec, "redis_error", f"Redis refused session {sid!r}: {message}")
+                               for rec, _ in rows)
+        for tp, end in zip(plan.partitions, plan.partition_args[2::3], strict=True):
+            self._applied[tp] = int(end)
         return result
 
-    async def _write(self, good: Sequence[tuple[Record, ClickEvent]]) -> tuple[int, int]:
-        if self.cluster:
-            return await self._write_by_slot(good)
-        prefix = self.settings.redis_prefix
-        keys: list[str] = list(pop_keys(prefix))
-        args: list[str | int | float] = list(self._fixed_args)
-        for session_id, rows in group_by_session(good).items():
-            keys.extend(session_keys(prefix, session_id))
-            args.append(pack((ev.event_id, ev.timestamp, f"{rec.offset:019d}", ev.item_id, ev.event_type)
-                             for rec, ev in rows))
-        applied, duplicates = await self._apply(keys=keys, args=args)
-        return int(applied), int(duplicates)
+    def _rolled_back(self, reply: Sequence[object]) -> RedisRolledBack:
+        name, mark, expected = (_text(x) for x in reply[1:4])
+        return RedisRolledBack(
+            f"Redis holds offset {mark} as the last applied of {name}, but this worker applied up to {expected} "
+            "there: Redis lost acknowledged writes (a crash before its append-only file was synced?). The worker "
+            "stops; restarted, it re-reads the partition from the offset Redis kept")
 
-    async def _write_by_slot(self, good: Sequence[tuple[Record, ClickEvent]]) -> tuple[int, int]:
-        """The cluster path: what APPLY_LUA does, as scripts and commands that each stay in one slot."""
+    def _fixed(self) -> list[str | int | float]:
+        s = self.settings
+        return [s.session_max_len, s.session_ttl_s, s.cooc_window, half_life_to_tau_ms(s.popularity_half_life_s),
+                s.redis_prefix, s.counter_max_items, s.cooc_max_partners, s.cooc_ttl_s]
+
+    async def _write(self, plan: _Plan) -> tuple[int, int, list[tuple[int, str]]]:
         prefix = self.settings.redis_prefix
-        max_len, ttl, window, tau, _ = self._fixed_args
-        calls = [(session_keys(prefix, session_id),
-                  [max_len, ttl, window, pack((ev.event_id, ev.timestamp, f"{rec.offset:019d}", ev.item_id,
-                                               ev.event_type) for rec, ev in rows)])
-                 for session_id, rows in group_by_session(good).items()]
+        keys: list[str] = [*pop_keys(prefix), offsets_key(prefix)]
+        args: list[str | int | float] = [*self._fixed(), plan.n, *plan.partition_args]
+        for sid, _, packed in plan.sessions:
+            keys.extend(session_keys(prefix, sid))
+            args.append(packed)
+        reply = await self._apply(keys=keys, args=args)
+        if int(reply[0]) == 1:
+            raise self._rolled_back(reply)
+        failed = [(int(k) - 1, _text(message)) for k, message in zip(reply[3::2], reply[4::2], strict=True)]
+        return int(reply[1]), int(reply[2]), failed
+
+    async def _write_by_slot(self, plan: _Plan) -> tuple[int, int, list[tuple[int, str]]]:
+        """The cluster path: what APPLY_LUA does, as scripts and commands that each stay in one slot.
+        Sessions first, so that the counters leave out the sessions Redis refused; then popularity and
+        the offsets; then the co-occurrence of the events new to the counters."""
+        s, prefix = self.settings, self.settings.redis_prefix
+        names = plan.partition_args[0::3]
+        calls = [((*session_keys(prefix, sid), session_position_key(prefix, sid)),
+                  [s.session_max_len, s.session_ttl_s, s.cooc_window, packed, *names])
+                 for sid, _, packed in plan.sessions]
         applied = duplicates = 0
-        events: list[tuple[str, str]] = []  # (item, ts) applied, in APPLY_LUA's order
-        cooc: Counter[tuple[str, str]] = Counter()
-        for reply in await self._sessions(calls):
+        failed: list[tuple[int, str]] = []
+        new_events: list[tuple[str, int, str, list[str]]] = []  # (item, offset, tp index, partners)
+        left_out: set[tuple[int, int]] = set()  # (session, offset): refused, or an event id seen before
+        for k, reply in enumerate(await self._sessions(calls)):
+            if isinstance(reply, ResponseError):
+                failed.append((k, str(reply)))
+                left_out.update((k, rec.offset) for rec, _ in plan.sessions[k][1])
+                continue
             applied, duplicates = applied + int(reply[0]), duplicates + int(reply[1])
-            for rec in reply[2:]:
-                item, ts, *partners = (rec.decode() if isinstance(rec, bytes) else rec).split(FIELD)
-                events.append((item, ts))
+            left_out.update((k, int(offset)) for offset in _text(reply[2]).split(FIELD) if offset)
+            for rec in reply[3:]:
+                item, offset, tp, *partners = _text(rec).split(FIELD)
+                new_events.append((item, int(offset), tp, partners))
+        index = {tp: str(i + 1) for i, tp in enumerate(plan.partitions)}
+        counted = pack((ev.item_id, ev.timestamp, f"{rec.offset:019d}", index[rec.topic, rec.partition])
+                       for k, (_, rows, _) in enumerate(plan.sessions) for rec, ev in rows
+                       if (k, rec.offset) not in left_out)
+        pop = await self._pop(keys=[*pop_keys(prefix), offsets_key(prefix)], args=[
+            half_life_to_tau_ms(s.popularity_half_life_s), s.counter_max_items, plan.n, *plan.partition_args, counted])
+        if int(pop[0]) == 1:
+            raise self._rolled_back(pop)
+        marks = {str(i + 1): int(m) for i, m in enumerate(pop[2:2 + plan.n])}
+        dropped = [_text(item) for item in pop[2 + plan.n:]]
+        cooc: Counter[tuple[str, str]] = Counter()
+        for item, offset, tp, partners in new_events:
+            if offset > marks[tp]:  # new to the counters: a replay is not counted twice
                 for other in partners:
                     cooc[item, other] += 1
                     cooc[other, item] += 1
-        if events:
-            await self._pop(keys=pop_keys(prefix), args=[tau, pack(events)])
-        if cooc:
+        if cooc or dropped:
             pipe = self.client.pipeline(transaction=False)  # split by node, one round trip each
             for (item, other), n in cooc.items():
                 pipe.zincrby(cooc_key(prefix, item), n, other)
+            for key in {cooc_key(prefix, item) for item, _ in cooc}:
+                pipe.zremrangebyrank(key, 0, -(s.cooc_max_partners + 1))
+                pipe.expire(key, s.cooc_ttl_s)
+            for item in dropped:
+                pipe.delete(cooc_key(prefix, item))
             await pipe.execute()
-        return applied, duplicates
+        return applied, duplicates, failed
 
-    async def _sessions(self, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list[list[object]]:
-        """SESSION_LUA for each (keys, args), pipelined by node. A call that meets a node without the
-        script (restarted, failed over) is run again once loaded; the others are not, since a second
-        run would find their events seen and report them as duplicates."""
-        replies: list[list[object] | None] = [None] * len(calls)
+    async def _sessions(self, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list[list[object] | ResponseError]:
+        """SESSION_LUA for each (keys, args), pipelined by node; a session that Redis refuses
+        (``ResponseError``) is returned as its error, the others go on. A call that meets a node without
+        the script (restarted, failed over) is run again once loaded; the others are not, since a
+        second run would find their events seen and report them as duplicates."""
+        replies: list[list[object] | ResponseError | None] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(3):
             pipe = self.client.pipeline(transaction=False)
@@ -268,6 +365,8 @@ class SessionWriter:
             for i, result in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
                 if isinstance(result, NoScriptError):
                     missing.append(i)
+                elif isinstance(result, ResponseError) and not isinstance(result, _CLUSTER_STATE_ERRORS):
+                    replies[i] = result
                 elif isinstance(result, BaseException):
                     raise result
                 else:
@@ -277,6 +376,10 @@ class SessionWriter:
             await self.client.script_load(SESSION_LUA)  # on every primary
             todo = missing
         raise RedisConnectionError("the session script could not be loaded on every cluster node")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class CountingWriter:

@@ -11,6 +11,7 @@ from faust.worker import Worker
 from streamrec.settings import Settings
 from streamrec.stream.agents import register_session_agent
 from streamrec.stream.app import create_app
+from streamrec.stream.resume import install_resume
 from streamrec.stream.topics import Topics, ensure_topics
 
 __all__ = ["build_worker_app", "run_worker"]
@@ -18,6 +19,8 @@ __all__ = ["build_worker_app", "run_worker"]
 
 def build_worker_app(settings: Settings, dry_run: bool = False) -> faust.App:
     app = create_app(settings)
+    if not dry_run:
+        install_resume(app, settings)
     register_session_agent(app, Topics(app, settings), settings, dry_run)
     return app
 

@@ -134,6 +134,11 @@ def test_compose_services() -> None:
         assert services[name]["depends_on"]["kafka"]["condition"] == "service_healthy", name
 
 
+def test_compose_redis_is_capped_and_never_evicts() -> None:
+    argv = compose()["services"]["redis"]["command"]
+    assert argv[argv.index("--maxmemory") + 1] == "1gb" and argv[argv.index("--maxmemory-policy") + 1] == "noeviction"
+
+
 def test_server_probes_scaling_and_disruption_budget() -> None:
     server = pod_spec(by_kind("Deployment")["streamrec-server"])["containers"][0]
     ready, live = server["readinessProbe"]["exec"]["command"], server["livenessProbe"]["exec"]["command"]

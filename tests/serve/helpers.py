@@ -33,9 +33,10 @@ def ids(response: Any) -> list[str]:
 
 def write_session(settings: Settings, session_id: str, item_ids: Sequence[str], *, event_type: str = "click",
                   start_ms: int | None = None, offset: int = 0) -> None:
-    """Write a session into Redis exactly as the worker does (``SessionWriter``), minus Kafka."""
+    """Write a session into Redis exactly as the worker does (``SessionWriter``), minus Kafka. Each
+    session comes from a partition of its own, so that ``offset`` counts within the session."""
     start = int(time.time() * 1000) - 60_000 if start_ms is None else start_ms
-    records = [Record(settings.clicks_topic, 0, offset + i, session_id.encode(), encode_event({
+    records = [Record(f"{settings.clicks_topic}.{session_id}", 0, offset + i, session_id.encode(), encode_event({
         "event_id": f"{session_id}-{offset + i}", "session_id": session_id, "item_id": item,
         "event_type": event_type, "timestamp": start + 1000 * i})) for i, item in enumerate(item_ids)]
 

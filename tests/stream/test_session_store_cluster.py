@@ -15,7 +15,7 @@ from streamrec.redis_access import AsyncRedis, async_client
 from streamrec.serve.sessions import SessionSource
 from streamrec.settings import Settings
 from streamrec.stream.processor import Record, SessionWriter
-from streamrec.stream.session_store import cooc_key, pop_keys, read_session
+from streamrec.stream.session_store import cooc_key, pop_keys, read_session, session_keys
 from tests.stream.helpers import make_events
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,8 @@ def test_cluster_writes_and_reads_match_one_node_exactly(isolated: Settings, red
     cluster = one_node.replace(redis_url=redis_cluster.url)
     assert cluster.redis_is_cluster and not one_node.redis_is_cluster
     events = make_events(3000, sessions=300, seed=7, out_of_order_every=9)
-    records = as_records(events)
+    # the last 100 events published again (new offsets, same event ids: a producer's retry)
+    records = as_records(events + events[-100:])
     # batches as Kafka hands them over, then three of them redelivered (a crash before the commit)
     batches = [records[i:i + 250] for i in range(0, len(records), 250)]
     batches += batches[3:6]
@@ -60,8 +61,8 @@ def test_cluster_writes_and_reads_match_one_node_exactly(isolated: Settings, red
     items = {str(e["item_id"]) for e in events}
 
     async def scenario() -> None:
-        assert await write_all(one_node, batches) == (3000, 750)
-        assert await write_all(cluster, batches) == (3000, 750)
+        assert await write_all(one_node, batches) == (3000, 850)
+        assert await write_all(cluster, batches) == (3000, 850)
         async with async_client(one_node.redis_address, cluster=False, decode_responses=True) as client:
             expected = await state(client, one_node.redis_prefix, sessions, items)
         async with async_client(cluster.redis_address, cluster=True, decode_responses=True) as client:
@@ -85,5 +86,34 @@ def test_cluster_writes_and_reads_match_one_node_exactly(isolated: Settings, red
                 expected["decayed"], key=lambda row: row[1], reverse=True)][:source.popular_n]
         finally:
             await source.close()
+
+    asyncio.run(scenario())
+
+
+def test_on_the_cluster_a_bad_session_fails_alone(isolated: Settings, redis_cluster: LocalRedisCluster) -> None:
+    """Ids that would break hash tags are refused; a session whose key Redis refuses (WRONGTYPE) is sent
+    to the dead letters; every other session of the batch is applied exactly once."""
+    settings = isolated.replace(redis_url=redis_cluster.url)
+    prefix = settings.redis_prefix
+    sids = ["}x", "hot}1", "hot}2", "broken", *[f"ok{i}" for i in range(12)]]
+    events = [{"event_id": f"e{i}", "session_id": sids[i % len(sids)], "user_id": None, "item_id": f"I{i % 9}",
+               "event_type": "view", "timestamp": 1_750_000_000_000 + i} for i in range(160)]
+    batch = as_records(events)
+
+    async def scenario() -> None:
+        async with async_client(settings.redis_address, cluster=True, decode_responses=True) as client:
+            await client.set(session_keys(prefix, "broken")[0], "not a sorted set")
+            async with SessionWriter(settings) as writer:
+                first = await writer.apply(batch)
+                again = await writer.apply(batch)  # redelivered
+            assert (first.applied, again.applied, again.duplicates) == (120, 0, 120)
+            reasons = Counter((str(orjson.loads(d.record.value)["session_id"]), d.reason) for d in first.dead)
+            assert reasons == {("}x", "bad_id"): 10, ("hot}1", "bad_id"): 10, ("hot}2", "bad_id"): 10,
+                               ("broken", "redis_error"): 10}, reasons
+            assert len(again.dead) == 40  # the dead-letter topic is at-least-once, as the clicks are
+            for sid in sids[4:]:
+                assert [e.item_id for e in await read_session(client, prefix, sid)] == [
+                    str(e["item_id"]) for e in events if e["session_id"] == sid]
+            assert int(await client.get(pop_keys(prefix)[3])) == 120
 
     asyncio.run(scenario())

@@ -187,7 +187,10 @@ def test_sigkill_mid_stream_then_restart_loses_and_duplicates_nothing(isolated: 
         log = second.log_text()
     expected = expected_sessions(events, settings.session_max_len)
     assert read_sessions(settings, expected) == expected
-    assert "redelivered event(s) already in Redis" in log, "the restart saw no redelivery: nothing was tested"
+    # the restart either re-read applied events and skipped them, or (nothing committed yet) started
+    # after the offsets Redis holds; either way it had something to get right
+    assert "redelivered event(s) already in Redis" in log or "Redis holds as applied" in log, \
+        "the restart saw no redelivery: nothing was tested"
     assert "Traceback" not in log
 
 
