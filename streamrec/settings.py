@@ -63,6 +63,9 @@ class Settings:
     redis_prefix: str = "streamrec:"
     session_max_len: int = 200
     session_ttl_s: int = 1800  # idle time after which a session expires
+    # Event ids a session remembers, to apply the same event published twice once (a redelivery is
+    # caught by its offset instead); up to 128 keeps the set in Redis's compact encoding
+    session_dedup_ids: int = 100
     cooc_window: int = 3  # co-occurrence counts pair a new item with this many previous ones
     popularity_half_life_s: float = 86400.0  # in event time
     # Memory bounds of the counters (docs/operations.md, "Memory bounds"): the popularity sets keep
@@ -170,7 +173,7 @@ class Settings:
 
     def validate(self) -> None:
         positive = ("topic_partitions", "topic_replication_factor", "session_max_len", "session_ttl_s", "batch_max",
-                    "max_event_bytes", "max_id_len", "kafka_port", "redis_port", "counter_max_items",
+                    "max_event_bytes", "max_id_len", "kafka_port", "redis_port", "counter_max_items", "session_dedup_ids",
                     "cooc_max_partners", "cooc_ttl_s")
         for name in positive:
             if getattr(self, name) <= 0:

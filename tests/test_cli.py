@@ -14,6 +14,7 @@ from streamrec.settings import Settings
 COMMANDS = [["infra"], ["worker"], ["publish"], ["sessions"], ["sessions", "show"], ["sessions", "list"], ["dlq"], ["stats"],
             ["bench"], ["bench", "ingest"], ["bench", "models"], ["settings"], ["evaluate"], ["train"],
             ["archive"], ["archive", "seed"], ["archive", "stats"], ["bench", "peer"], ["bench", "serve"],
+            ["bench", "memory"], ["bench", "startup"],
             ["train-ranker"], ["serve"], ["recommend"], ["health"], ["live"], ["retrain"], ["models"],
             ["models", "list"], ["models", "rollback"]]
 CLIENTS = [["recommend", "--session", "s"], ["health"], ["live"]]  # the commands that call the server over TLS

@@ -1,14 +1,18 @@
-"""``streamrec bench``: ingest, models, peer and serve benchmarks. Parsing and printing only."""
+"""``streamrec bench``: ingest, memory, models, peer, serve and startup benchmarks. Parsing and printing only."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from streamrec.data.names import DEFAULT_DATASET, MOVIELENS
 from streamrec.serve.commands import add_target, target_of
 from streamrec.settings import Settings, add_registry_option
+
+if TYPE_CHECKING:
+    from streamrec.bench.memory import Shape
 
 __all__ = ["register"]
 
@@ -29,6 +33,17 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     result = run_ingest_bench(settings, config)
     print(json.dumps(result, indent=2))
     _write_json(args.json, result)
+    return 0
+
+
+def _bench_memory(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.memory import DEFAULT_SHAPES, MemoryBenchConfig, format_memory, run_memory_bench
+
+    shapes = tuple(args.shapes) if args.shapes else DEFAULT_SHAPES
+    report = run_memory_bench(settings, MemoryBenchConfig(shapes=shapes, seed=args.seed, progress=not args.quiet))
+    print(format_memory(report))
+    if _write_json(args.json, report):
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -80,6 +95,30 @@ def _bench_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _bench_startup(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.startup import StartupBenchConfig, format_startup, run_startup_bench
+
+    config = StartupBenchConfig(registry=settings.registry, processes=tuple(args.processes), runs=args.runs,
+                                server_pythonpath=args.server_pythonpath, timeout_s=args.timeout)
+    report = run_startup_bench(config, say=print)
+    print()
+    print(format_startup(report))
+    if _write_json(args.json, report):
+        print(f"wrote {args.json}")
+    return 0 if all(r["answered"] for r in report["processes"].values()) else 1
+
+
+def _shape(text: str) -> Shape:
+    """argparse's ``type`` for ``--shapes``: the bench module (and what it imports) only when parsed."""
+    from streamrec.bench.memory import Shape
+    from streamrec.errors import ConfigError
+
+    try:
+        return Shape.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _write_json(path: str | None, figures: object) -> bool:
     """``--json PATH``: every bench can also write its figures; False when no path was given."""
     if not path:
@@ -116,6 +155,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="skip the extra phase that measures a dry-run worker (Faust alone) on the same events")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
     p.set_defaults(func=_bench)
+    bp = bsub.add_parser("memory", help="Redis memory per session as the worker writes it, on a throwaway Redis",
+                         description="Start a redis-server of the bench's own (free loopback port, temporary "
+                         "directory, no persistence; stopped at the end), write sessions of each shape through the "
+                         "worker's SessionWriter with the settings of the environment (ML-1M-like ids, events "
+                         "interleaved across sessions as a live stream brings them), and report per shape: bytes per "
+                         "session (used_memory after MEMORY PURGE, after less before, less the shared counters), "
+                         "the counters' bytes ({pop} and cooc:* keys), and MEMORY USAGE of one session's :items and "
+                         ":seen keys.")
+    bp.add_argument("--shapes", type=_shape, nargs="+", default=None, metavar="SESSIONSxEVENTS",
+                    help="sessions x events per session (default 5000x20 2000x50 1000x200)")
+    bp.add_argument("--seed", type=int, default=0, help="seed of the item draws (default 0)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    bp.set_defaults(func=_bench_memory)
     bp = bsub.add_parser("models", help="onnxruntime latency of each CURRENT model in the registry",
                          description="Load every model whose CURRENT points at an exported version, and time "
                          "onnxruntime inference (CPU) on random sequences: p50/p99 per batch size after warm-up.")
@@ -170,3 +223,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="connections, used in turn (a server of several processes shares out connections; default 4)")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     bp.set_defaults(func=_bench_serve)
+    bp = bsub.add_parser("startup", help="server start-up time, memory per process and release size on disk",
+                         description="Start `streamrec serve` on the registry as a child process (this interpreter, "
+                         "a free port, metrics off), --runs times for each --processes count, the first run cold. "
+                         "Times from the spawn until the gRPC health service answers (listening) and until "
+                         "streamrec.v1.Recommender is SERVING in every process (polled every 20 ms); then RSS, PSS "
+                         "and USS of the server and all its descendants (/proc/<pid>/smaps_rollup; the PSS total "
+                         "counts shared pages once), one Recommend, SIGTERM. Also the size on disk of the current "
+                         "release: the CURRENT ranker and every version its manifest names. The protocol is in "
+                         "streamrec/bench/startup.py.")
+    add_registry_option(bp)
+    bp.add_argument("--processes", type=int, nargs="+", default=[1, 2], metavar="N",
+                    help="server processes (serve --processes), one count after the other (default 1 2)")
+    bp.add_argument("--runs", type=int, default=3, metavar="R",
+                    help="starts per processes count; the first is the cold one (default 3)")
+    bp.add_argument("--server-pythonpath", type=Path, default=None, metavar="DIR",
+                    help="put DIR in front of the server's PYTHONPATH (only the server's): measure the server of "
+                    "another checkout, e.g. the figures before a change")
+    bp.add_argument("--timeout", type=float, default=600.0, metavar="S",
+                    help="seconds a start may take to serve before the bench gives up (default 600)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bp.set_defaults(func=_bench_startup)

@@ -16,7 +16,7 @@ Protocol:
 - **Ceiling.** The same events are first consumed by a dry-run worker (Faust, take_events and
   acks, but no session writes): ``faust_ceiling_events_per_s`` is what the framework alone
   sustains here, the bound on ``events_per_s``.
-- **Loss.** ``lost`` = events published - events applied (the worker de-duplicates by event id).
+- **Loss.** ``lost`` = events published - events applied (the worker skips what it applied by offset, and by event id an event published twice).
 """
 
 from __future__ import annotations

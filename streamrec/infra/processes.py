@@ -18,7 +18,7 @@ from pathlib import Path
 from streamrec.errors import InfraError
 from streamrec.files import write_atomic
 
-__all__ = ["OwnedProcess", "port_open", "wait_until"]
+__all__ = ["OwnedProcess", "free_port", "port_open", "wait_until"]
 
 
 def _start_time(pid: int) -> int | None:
@@ -113,6 +113,14 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now, picked by the OS (another process may take it before we do, in
+    which case the start fails with ``require_free_port``'s message)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, interval_s: float = 0.25) -> bool:

@@ -12,7 +12,6 @@ Each node also takes its port + 10000 (the cluster bus).
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import redis
 
 from streamrec.errors import InfraError
-from streamrec.infra.processes import OwnedProcess, port_open, require_free_port, wait_until
+from streamrec.infra.processes import OwnedProcess, free_port, port_open, require_free_port, wait_until
 
 __all__ = ["LocalRedisCluster", "free_cluster_ports"]
 
@@ -32,9 +31,7 @@ def free_cluster_ports(n: int, host: str = "127.0.0.1") -> tuple[int, ...]:
     in which case ``start`` fails with a clear message)."""
     ports: list[int] = []
     while len(ports) < n:
-        with socket.socket() as sock:
-            sock.bind((host, 0))
-            port = sock.getsockname()[1]
+        port = free_port(host)
         if port + BUS_OFFSET < 65536 and port not in ports and not port_open(host, port + BUS_OFFSET):
             ports.append(port)
     return tuple(ports)

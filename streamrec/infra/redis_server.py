@@ -32,6 +32,7 @@ EVICTION_POLICY = "noeviction"  # never evict: see the module docstring
 @dataclass(frozen=True)
 class RedisServer:
     settings: Settings
+    persistent: bool = True  # the append-only file (see argv); False only for a throwaway server (bench memory)
 
     @property
     def process(self) -> OwnedProcess:
@@ -66,7 +67,7 @@ class RedisServer:
         # close that gap at a large write cost.
         argv = [
             binary, "--bind", s.redis_host, "--port", str(s.redis_port), "--dir", str(workdir),
-            "--save", "", "--appendonly", "yes", "--appendfsync", "everysec",
+            "--save", "", "--appendonly", "yes" if self.persistent else "no", "--appendfsync", "everysec",
             "--protected-mode", "yes", "--daemonize", "no",
         ]
         if s.redis_maxmemory_mb:

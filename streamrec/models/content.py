@@ -12,13 +12,14 @@ CUDA 13 wheels, triton, transformers and scikit-learn: gigabytes for one baselin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from streamrec.errors import ConfigError
+from streamrec.models.arrays import State, check_rows, int_array, int_from, require
 from streamrec.models.base import TrainData
 from streamrec.models.recommend import (
     RecommendMixin,
@@ -79,6 +80,21 @@ class ContentSimilarity(RecommendMixin):
         scores = (profile @ self.vectors.T + self.prior[None, :]).astype(np.float32)
         scores[:, 0] = -np.inf
         return demote_history(scores, hists) if self.config.demote_history else scores
+
+    def state(self) -> State:
+        """What ``score`` reads, as plain arrays (``streamrec.models.arrays``): the item vectors and the
+        popularity prior."""
+        return {"n_items": int_array(self.n_items), "vectors": self.vectors, "prior": self.prior}
+
+    @classmethod
+    def from_state(cls, config: ContentConfig, state: Mapping[str, np.ndarray]) -> ContentSimilarity:
+        """The fitted model ``state()`` describes; its arrays are used as they are (never copied nor written)."""
+        require(state, ("vectors", "prior"), cls.name)
+        model = cls(config)
+        model.n_items = int_from(state, "n_items")
+        model.vectors, model.prior = state["vectors"], state["prior"]
+        check_rows(cls.name, model.n_items + 1, {"vectors": model.vectors, "prior": model.prior})
+        return model
 
 
 def item_vectors(items: pd.DataFrame, n_items: int, config: ContentConfig = ContentConfig()) -> np.ndarray:

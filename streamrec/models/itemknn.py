@@ -8,13 +8,14 @@ batch of 256 histories to milliseconds.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from streamrec.errors import ConfigError
+from streamrec.models.arrays import State, check_rows, csr_from_arrays, csr_to_arrays, int_array, int_from, require
 from streamrec.models.base import TrainData
 from streamrec.models.recommend import (
     RecommendMixin,
@@ -83,6 +84,23 @@ class ItemKNN(RecommendMixin):
         hist = history_matrix(hists, self.n_items, exponential_weights(self.config.recency_decay))
         scores = backfill((hist @ self.similarity).toarray(), self.counts)
         return demote_history(scores, hists) if self.config.demote_history else scores
+
+    def state(self) -> State:
+        """What ``score`` reads, as plain arrays (``streamrec.models.arrays``): the pruned similarity and the
+        counts of the popularity back-fill."""
+        return {"n_items": int_array(self.n_items), "counts": self.counts,
+                **csr_to_arrays("similarity", self.similarity)}
+
+    @classmethod
+    def from_state(cls, config: ItemKNNConfig, state: Mapping[str, np.ndarray]) -> ItemKNN:
+        """The fitted model ``state()`` describes; its arrays are used as they are (never copied nor written)."""
+        require(state, ("counts",), cls.name)
+        model = cls(config)
+        model.n_items = int_from(state, "n_items")
+        model.counts = state["counts"]
+        model.similarity = csr_from_arrays("similarity", state)
+        check_rows(cls.name, model.n_items + 1, {"counts": model.counts, "similarity": model.similarity})
+        return model
 
 
 def cooccurrence(sequences: Sequence[np.ndarray], n_items: int, window: int | None) -> sp.csr_matrix:

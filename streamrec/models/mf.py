@@ -15,13 +15,14 @@ Fold-in at score time is always the exact solve: a handful of rows is cheap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ArtifactError, ConfigError
+from streamrec.models.arrays import State, check_rows, int_array, int_from, require
 from streamrec.models.base import TrainData
 from streamrec.models.recommend import (
     RecommendMixin,
@@ -103,6 +104,28 @@ class MatrixFactorization(RecommendMixin):
         scores[empty] = self.counts.astype(np.float32)  # cold start: nothing to fold in, so popularity
         scores[:, 0] = -np.inf
         return demote_history(scores, hists) if cfg.demote_history else scores
+
+    def state(self) -> State:
+        """What ``score`` reads, as plain arrays (``streamrec.models.arrays``): the item factors, their Gram
+        matrix (stored, not recomputed: a BLAS product's last bits may differ between machines) and the
+        counts of the cold start. The training rows' factors are not needed to score a history."""
+        return {"n_items": int_array(self.n_items), "counts": self.counts, "item_factors": self.item_factors,
+                "gram": self.gram}
+
+    @classmethod
+    def from_state(cls, config: ALSConfig, state: Mapping[str, np.ndarray]) -> MatrixFactorization:
+        """The fitted model ``state()`` describes, without ``user_factors`` (empty); its arrays are used as
+        they are (never copied nor written)."""
+        require(state, ("counts", "item_factors", "gram"), cls.name)
+        model = cls(config)
+        model.n_items = int_from(state, "n_items")
+        model.counts, model.item_factors, model.gram = state["counts"], state["item_factors"], state["gram"]
+        check_rows(cls.name, model.n_items + 1, {"counts": model.counts, "item_factors": model.item_factors})
+        f = config.factors
+        if model.item_factors.shape[1:] != (f,) or model.gram.shape != (f, f):
+            raise ArtifactError(f"the state of {cls.name} does not have {f} factors (config.factors): item_factors "
+                                f"{model.item_factors.shape}, gram {model.gram.shape}; re-export it")
+        return model
 
 
 def fold_in(

@@ -5,12 +5,13 @@ It ignores the history entirely, which is also why it is the cold-start fallback
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from streamrec.errors import ConfigError
+from streamrec.models.arrays import State, check_rows, int_array, int_from, require
 from streamrec.models.base import TrainData
 from streamrec.models.recommend import RecommendMixin, clean_histories, demote_history
 
@@ -63,3 +64,17 @@ class MostPopular(RecommendMixin):
         if self.config.demote_history:
             demote_history(scores, clean_histories(histories, self.n_items))
         return scores
+
+    def state(self) -> State:
+        """What ``score`` reads, as plain arrays (``streamrec.models.arrays``)."""
+        return {"n_items": int_array(self.n_items), "popularity": self.popularity}
+
+    @classmethod
+    def from_state(cls, config: PopularityConfig, state: Mapping[str, np.ndarray]) -> MostPopular:
+        """The fitted model ``state()`` describes; its array is used as it is (never copied nor written)."""
+        require(state, ("popularity",), cls.name)
+        model = cls(config)
+        model.n_items = int_from(state, "n_items")
+        model.popularity = state["popularity"]
+        check_rows(cls.name, model.n_items + 1, {"popularity": model.popularity})
+        return model

@@ -14,13 +14,15 @@ data, so the same code serves offline evaluation and the server.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
+from streamrec.errors import ArtifactError
 from streamrec.events.schema import EVENT_TYPES
+from streamrec.models.arrays import State, check_rows, csr_from_arrays, csr_to_arrays, int_array, int_from, require
 from streamrec.models.base import TrainData
 from streamrec.models.itemknn import ItemKNN, ItemKNNConfig
 from streamrec.models.recommend import clean_histories
@@ -89,6 +91,29 @@ class ItemTable:
             similarity = ItemKNN(ItemKNNConfig()).fit(data).similarity
         return cls(data.n_items, genres, names, bucket, year, np.log1p(pop).astype(np.float32),
                    np.log1p(recent).astype(np.float32), sp.csr_matrix(similarity, dtype=np.float32))
+
+    def state(self) -> State:
+        """Every array, as plain arrays (``streamrec.models.arrays``). The genre names are strings and travel
+        apart (in the manifest): ``from_state`` takes them back."""
+        return {"n_items": int_array(self.n_items), "genres": self.genres, "year_bucket": self.year_bucket,
+                "year": self.year, "log_pop": self.log_pop, "log_recent_pop": self.log_recent_pop,
+                **csr_to_arrays("similarity", self.similarity)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, np.ndarray], genre_names: Sequence[str]) -> ItemTable:
+        """The table ``state()`` describes, with the genre names of its columns; its arrays are used as they
+        are (never copied nor written)."""
+        names = ("genres", "year_bucket", "year", "log_pop", "log_recent_pop")
+        require(state, names, "the item table")
+        n_items = int_from(state, "n_items")
+        table = cls(n_items, state["genres"], tuple(genre_names), state["year_bucket"], state["year"],
+                    state["log_pop"], state["log_recent_pop"], csr_from_arrays("similarity", state))
+        check_rows("the item table", n_items + 1,
+                   {**{n: getattr(table, n) for n in names}, "similarity": table.similarity})
+        if table.genres.ndim != 2 or table.genres.shape[1] != len(table.genre_names):
+            raise ArtifactError(f"the item table has {table.genres.shape[1:]} genre columns and "
+                                f"{len(table.genre_names)} genre names; re-export it")
+        return table
 
 
 @dataclass(frozen=True, eq=False)

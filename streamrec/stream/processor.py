@@ -282,7 +282,7 @@ class SessionWriter:
     def _fixed(self) -> list[str | int | float]:
         s = self.settings
         return [s.session_max_len, s.session_ttl_s, s.cooc_window, half_life_to_tau_ms(s.popularity_half_life_s),
-                s.redis_prefix, s.counter_max_items, s.cooc_max_partners, s.cooc_ttl_s]
+                s.redis_prefix, s.counter_max_items, s.cooc_max_partners, s.cooc_ttl_s, s.session_dedup_ids]
 
     async def _write(self, plan: _Plan) -> tuple[int, int, list[tuple[int, str]]]:
         prefix = self.settings.redis_prefix
@@ -304,7 +304,7 @@ class SessionWriter:
         s, prefix = self.settings, self.settings.redis_prefix
         names = plan.partition_args[0::3]
         calls = [((*session_keys(prefix, sid), session_position_key(prefix, sid)),
-                  [s.session_max_len, s.session_ttl_s, s.cooc_window, packed, *names])
+                  [s.session_max_len, s.session_ttl_s, s.cooc_window, s.session_dedup_ids, packed, *names])
                  for sid, _, packed in plan.sessions]
         applied = duplicates = 0
         failed: list[tuple[int, str]] = []

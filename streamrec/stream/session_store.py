@@ -7,7 +7,7 @@ that must live together share a slot):
   (``\\x1f``-separated). Ties in time keep Kafka order through the zero-padded offset.
   Trimmed to the last ``session_max_len`` events.
 - ``P sess:{<sid>}:seen``   ZSET of the event ids applied (score: event time), the last
-  ``session_max_len``: the same event published twice is applied once.
+  ``session_dedup_ids``: the same event published twice is applied once.
 - ``P {pop}:decayed``       ZSET of forward-decayed popularity (weights relative to a landmark),
   the ``counter_max_items`` highest.
 - ``P {pop}:landmark``      the landmark time (ms) the decayed weights are relative to.
@@ -54,7 +54,7 @@ __all__ = [
 # the position a worker resumes from (``streamrec.stream.resume``): Redis persists its writes about
 # once a second, so after a Redis crash the offsets Kafka holds can be ahead of what Redis kept, and
 # the worker re-reads from Redis's own. A session's ``seen`` ids catch the same event published twice
-# (two offsets), within its last ``session_max_len`` events.
+# (two offsets), within its last ``session_dedup_ids`` events.
 #
 # A Redis error on one session (a key of the wrong type, say) must not fail the others: each
 # session runs under pcall and a failed one is returned with its error, for the dead-letter topic.
@@ -73,7 +73,7 @@ __all__ = [
 # landmark L, so an increment never touches other items. When weights grow large everything is
 # rescaled once and the landmark moves forward. Time is event time: a replay decays as it happened.
 #
-# Bounds: a session keeps its last ``max_len`` events and ids and expires when idle; the popularity
+# Bounds: a session keeps its last ``max_len`` events and ``max_ids`` ids and expires when idle; the popularity
 # sets keep their ``max_items`` most popular items, and an item dropped from the all-time counts
 # loses its co-occurrence key; a co-occurrence key keeps its ``max_partners`` strongest partners and
 # expires when not written for ``cooc_ttl`` seconds.
@@ -91,7 +91,7 @@ end
 -- just ahead of it in time (its co-occurrence partners), and on_repeat(offset), if given, for an
 -- event id seen before at another offset. Trims, refreshes TTLs. Returns the counts
 -- and the session's last offset per tp (records of a partition come in offset order).
-local function append_session(items, seen, packed, max_len, ttl, window, marks, on_event, on_repeat)
+local function append_session(items, seen, packed, max_len, max_ids, ttl, window, marks, on_event, on_repeat)
   local applied, duplicates, last, touched = 0, 0, {}, false
   for rec in string.gmatch(packed, '[^\30]+') do
     local event_id, ts, offset, item, kind, tp = string.match(rec, '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)$')
@@ -123,7 +123,7 @@ local function append_session(items, seen, packed, max_len, ttl, window, marks, 
   end
   if touched then
     redis.call('ZREMRANGEBYRANK', items, 0, -(max_len + 1))
-    redis.call('ZREMRANGEBYRANK', seen, 0, -(max_len + 1))
+    redis.call('ZREMRANGEBYRANK', seen, 0, -(max_ids + 1))
     redis.call('EXPIRE', items, ttl)
     redis.call('EXPIRE', seen, ttl)
   end
@@ -205,15 +205,16 @@ end
 """
 
 # One node. KEYS: the four {pop} keys, {pop}:offsets, then (items, seen) per session. ARGV: max_len,
-# ttl, cooc window, tau (ms), key prefix, max_items, max_partners, cooc ttl, the number of partitions
+# ttl, cooc window, tau (ms), key prefix, max_items, max_partners, cooc ttl, max_ids, the number of partitions
 # n, n x (partition, expected, last), then one packed string per session. Co-occurrence keys are
 # derived from the prefix inside the script (they depend on what the session already holds), which
 # only a single node allows. Returns {0, applied, duplicates, failed session index, its error, ...},
 # or the rollback reply {1, partition, applied offset in Redis, expected}.
 APPLY_LUA = _LUA_PARTS + r"""
 local max_len, ttl, window, tau, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local max_items, max_partners, cooc_ttl, n = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local marks, rollback = read_marks(KEYS[5], 10, n)
+local max_items, max_partners, cooc_ttl, max_ids = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local n = tonumber(ARGV[10])
+local marks, rollback = read_marks(KEYS[5], 11, n)
 if marks == nil then return rollback end
 local add_popularity = popularity(KEYS[1], KEYS[2], KEYS[3], tau)
 local touched = {}
@@ -230,9 +231,9 @@ local function on_event(item, ts, offset, tp, before)
   add_popularity(item, ts)
 end
 local reply = {0, 0, 0}
-local first_session = 10 + 3 * n
+local first_session = 11 + 3 * n
 for k = 1, (#KEYS - 5) / 2 do
-  local ok, a, d = pcall(append_session, KEYS[4 + 2 * k], KEYS[5 + 2 * k], ARGV[first_session + k - 1], max_len, ttl, window, marks, on_event)
+  local ok, a, d = pcall(append_session, KEYS[4 + 2 * k], KEYS[5 + 2 * k], ARGV[first_session + k - 1], max_len, max_ids, ttl, window, marks, on_event)
   if ok then
     reply[2], reply[3] = reply[2] + a, reply[3] + d
   else
@@ -251,12 +252,12 @@ end
 for _, item in ipairs(trim_popularity(KEYS[1], KEYS[3], max_items)) do
   redis.call('DEL', prefix .. 'cooc:{' .. item .. '}')
 end
-write_marks(KEYS[5], 10, n, marks)
+write_marks(KEYS[5], 11, n, marks)
 redis.call('INCRBY', KEYS[4], reply[2])
 return reply
 """
 
-# Cluster, one session. KEYS: items, seen, pos. ARGV: max_len, ttl, cooc window, packed records, then
+# Cluster, one session. KEYS: items, seen, pos. ARGV: max_len, ttl, cooc window, max_ids, packed records, then
 # the partition names by tp index. ``pos`` (a hash in the session's slot, with its TTL) holds the
 # session's own last offset per partition, as ``{pop}:offsets`` does for the whole batch on one node:
 # the two live in different slots, so neither can stand for the other.
@@ -264,7 +265,7 @@ return reply
 # event: item \31 offset \31 tp [\31 partner]...}.
 SESSION_LUA = _LUA_PARTS + r"""
 local marks = {}
-for i = 5, #ARGV do marks[tostring(i - 4)] = tonumber(redis.call('HGET', KEYS[3], ARGV[i])) end
+for i = 6, #ARGV do marks[tostring(i - 5)] = tonumber(redis.call('HGET', KEYS[3], ARGV[i])) end
 local out, repeats = {0, 0, ''}, {}
 local function on_event(item, ts, offset, tp, before)
   local rec = {item, offset, tp}
@@ -276,10 +277,10 @@ local function on_event(item, ts, offset, tp, before)
 end
 local function on_repeat(offset) repeats[#repeats + 1] = offset end
 local last
-out[1], out[2], last = append_session(KEYS[1], KEYS[2], ARGV[4], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), marks, on_event, on_repeat)
+out[1], out[2], last = append_session(KEYS[1], KEYS[2], ARGV[5], tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[2]), tonumber(ARGV[3]), marks, on_event, on_repeat)
 out[3] = table.concat(repeats, '\31')
 for tp, offset in pairs(last) do
-  redis.call('HSET', KEYS[3], ARGV[4 + tonumber(tp)], string.format('%d', tonumber(offset)))
+  redis.call('HSET', KEYS[3], ARGV[5 + tonumber(tp)], string.format('%d', tonumber(offset)))
 end
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2]))
 return out

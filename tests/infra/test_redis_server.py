@@ -19,6 +19,13 @@ def test_the_command_line_caps_memory_without_eviction_and_omits_a_zero_cap(tmp_
     assert "--maxmemory" not in uncapped and uncapped[uncapped.index("--maxmemory-policy") + 1] == "noeviction"
 
 
+def test_only_a_throwaway_server_runs_without_the_append_only_file(tmp_path: Path) -> None:
+    kept = RedisServer(Settings()).argv("redis-server", tmp_path)
+    assert kept[kept.index("--appendonly") + 1] == "yes"
+    throwaway = RedisServer(Settings(), persistent=False).argv("redis-server", tmp_path)
+    assert throwaway[throwaway.index("--appendonly") + 1] == "no" and throwaway[throwaway.index("--save") + 1] == ""
+
+
 @pytest.mark.integration
 def test_the_running_redis_has_the_cap_of_the_settings_after_infra_up(infra: Settings) -> None:
     """``infra`` ran ``infra up``: a Redis that was already running got the cap live (CONFIG SET)."""

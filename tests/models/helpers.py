@@ -1,5 +1,6 @@
 """Helpers shared by the model tests and by the ranking tests built on them: tiny hand-made data,
-the leave-last-out hold-out check, the cyclic overfitting check, and DeepFM's random features.
+the leave-last-out hold-out check, the cyclic overfitting check, DeepFM's random features, and the
+round trip of a fitted model through its exported arrays.
 
 The hold-out check lives here rather than in ``streamrec.eval`` so these tests pin the models'
 behaviour on their own: per user, the last item is held out, every model trains on all users'
@@ -12,8 +13,11 @@ this module too, and never touch torch otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,17 +31,22 @@ if TYPE_CHECKING:
     from streamrec.models.deepfm import DeepFMConfig
 
 __all__ = [
-    "D",
-    "G",
     "N_ITEMS",
     "SIZES",
     "Batch",
+    "D",
+    "G",
     "HoldOut",
     "MakeData",
+    "assert_round_trip",
     "config",
     "cyclic_fit",
     "cyclic_sequences",
+    "frozen",
+    "mixed_data",
+    "numeric_state",
     "random_features",
+    "round_trip_histories",
     "tiny_items",
 ]
 
@@ -129,3 +138,73 @@ def config(**kw: Any) -> DeepFMConfig:
     from streamrec.models.deepfm import DeepFMConfig
 
     return DeepFMConfig(**{"sparse_sizes": SIZES, "n_multi": G, "n_dense": D, **kw})
+
+
+# ---------------------------------------------------------------- state() / from_state()
+
+
+def mixed_data(make_data: MakeData, n_items: int = 30, n: int = 60, seed: int = 0) -> TrainData:
+    """Random sequences (repeats included, some items never seen), varied genres and years, spread times."""
+    rng = np.random.default_rng(seed)
+    seqs = [rng.integers(1, n_items - 2, size=rng.integers(1, 9)) for _ in range(n)]  # the last 3 items unseen
+    stamps = [np.sort(rng.integers(0, 90 * 86_400, size=len(s))) for s in seqs]
+    names = ["Drama", "Comedy", "Horror", "Film-Noir"]
+    genres = ["|".join(g for g in names if rng.random() < 0.4) for _ in range(n_items)]
+    years = [None if rng.random() < 0.1 else int(rng.integers(1930, 2001)) for _ in range(n_items)]
+    return make_data(seqs, n_items, timestamps=stamps, items=tiny_items(n_items, genres, years))
+
+
+def round_trip_histories(n_items: int) -> list[np.ndarray]:
+    """Histories that exercise every path of ``score``: empty, one item, repeats, padding and unknown items,
+    an item never seen in training."""
+    return [np.array([], dtype=np.int64), np.array([3]), np.array([1, 2, 3, 2, 5]), np.array([0, 4, n_items + 7, 6]),
+            np.array([n_items]), np.arange(1, n_items + 1)]
+
+
+def frozen(state: Mapping[str, np.ndarray], tmp_path: Path | None = None) -> dict[str, np.ndarray]:
+    """``state`` as a server gets it: each array copied and read-only, or with ``tmp_path``, saved and
+    memory-mapped read-only (``np.load(mmap_mode="r")``)."""
+    out = {}
+    for name, a in state.items():
+        if tmp_path is None:
+            a = a.copy()
+            a.flags.writeable = False
+        else:
+            np.save(tmp_path / f"{name}.npy", a, allow_pickle=False)
+            a = np.load(tmp_path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        out[name] = a
+    return out
+
+
+def numeric_state(state: Mapping[str, np.ndarray]) -> None:
+    """Every array is a plain numeric ndarray (no object, string or structured dtype), C-contiguous (as a
+    ``.npy`` file maps it back)."""
+    for name, a in state.items():
+        assert isinstance(a, np.ndarray), name
+        assert a.dtype.kind in "biuf" and a.dtype.names is None, (name, a.dtype)
+        assert a.flags.c_contiguous, name
+
+
+def assert_round_trip(model: Any, data: TrainData, tmp_path: Path | None = None) -> Any:
+    """Fit ``model``, send its config through JSON and its state through ``frozen``, rebuild it with
+    ``from_state``, and check that the rebuilt model scores bit-identically, restates the same arrays,
+    and kept the loaded arrays without copying them. Returns the rebuilt model."""
+    model.fit(data)
+    state = model.state()
+    numeric_state(state)
+    config = type(model.config)(**json.loads(json.dumps(dataclasses.asdict(model.config))))
+    assert config == model.config
+    loaded = frozen(state, tmp_path)
+    restored = type(model).from_state(config, loaded)
+    histories = round_trip_histories(data.n_items)
+    expected, got = model.score(histories), restored.score(histories)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert got.tobytes() == expected.tobytes()  # bit-identical, -inf and signed zeros included
+    assert [restored.recommend(h, 5) for h in histories] == [model.recommend(h, 5) for h in histories]
+    again = restored.state()
+    assert again.keys() == state.keys()
+    for name, a in state.items():
+        assert again[name].dtype == a.dtype and np.array_equal(again[name], a), name
+        if a.size > 1 and not name.endswith(".shape"):  # scalars and shapes are rebuilt, arrays kept
+            assert np.shares_memory(again[name], loaded[name]), f"{name} was copied"
+    return restored

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from streamrec.errors import ConfigError
 from streamrec.models import ContentConfig, ContentSimilarity
 from streamrec.models.content import item_vectors
-from tests.models.helpers import HoldOut, MakeData, tiny_items
+from tests.models.helpers import HoldOut, MakeData, assert_round_trip, mixed_data, tiny_items
 
 GENRES = ["Comedy", "Comedy|Romance", "Horror", "Horror|Thriller", "Comedy", "", "Documentary"]
 YEARS = [1995, 1996, 1995, 1994, 1950, 1995, None]
@@ -51,6 +53,13 @@ def test_bad_config_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         ContentConfig(year_bin=0)
 
+
+
+@pytest.mark.parametrize("config", [ContentConfig(), ContentConfig(year_bin=2.0, genre_weight=0.0)])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_state_round_trip_scores_bit_identically(make_data: MakeData, tmp_path: Path, config: ContentConfig,
+                                                 mmap: bool) -> None:
+    assert_round_trip(ContentSimilarity(config), mixed_data(make_data), tmp_path if mmap else None)
 
 @pytest.mark.integration
 def test_beats_random_on_ml100k(ml100k_holdout: HoldOut) -> None:

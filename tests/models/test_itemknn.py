@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ArtifactError, ConfigError
 from streamrec.models import ItemKNN, ItemKNNConfig, MostPopular
 from streamrec.models.itemknn import cooccurrence
-from tests.models.helpers import HoldOut, MakeData
+from tests.models.helpers import HoldOut, MakeData, assert_round_trip, mixed_data
 
 
 def test_cooccurrence_whole_sequence_and_window() -> None:
@@ -56,6 +58,22 @@ def test_bad_config_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         ItemKNNConfig(recency_decay=0.0)
 
+
+
+@pytest.mark.parametrize("config", [ItemKNNConfig(), ItemKNNConfig(window=None, neighbours=3, demote_history=False)])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_state_round_trip_scores_bit_identically(make_data: MakeData, tmp_path: Path, config: ItemKNNConfig,
+                                                 mmap: bool) -> None:
+    restored = assert_round_trip(ItemKNN(config), mixed_data(make_data), tmp_path if mmap else None)
+    assert restored.similarity.data.dtype == np.float64 and restored.counts.dtype == np.int64
+
+
+def test_a_state_of_another_catalogue_is_refused(make_data: MakeData) -> None:
+    state = ItemKNN().fit(mixed_data(make_data)).state()
+    with pytest.raises(ArtifactError, match="counts"):
+        ItemKNN.from_state(ItemKNNConfig(), {**state, "counts": state["counts"][:-1]})
+    with pytest.raises(ArtifactError, match="lacks similarity.data"):
+        ItemKNN.from_state(ItemKNNConfig(), {k: v for k, v in state.items() if k != "similarity.data"})
 
 @pytest.mark.integration
 def test_beats_random_and_popularity_on_ml100k(ml100k_holdout: HoldOut) -> None:

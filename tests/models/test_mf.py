@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ArtifactError, ConfigError
 from streamrec.models import ALSConfig, MatrixFactorization
 from streamrec.models.base import TrainData, top_k
 from streamrec.models.mf import fold_in
-from tests.models.helpers import HoldOut, MakeData
+from tests.models.helpers import HoldOut, MakeData, assert_round_trip, mixed_data
 
 
 def two_tastes(make_data: MakeData) -> TrainData:
@@ -67,6 +69,21 @@ def test_bad_config_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         ALSConfig(alpha=0.0)
 
+
+
+@pytest.mark.parametrize("config", [ALSConfig(factors=4, iterations=3),
+                                    ALSConfig(factors=3, iterations=2, cg_steps=None, fold_in_decay=1.0)])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_state_round_trip_scores_bit_identically(make_data: MakeData, tmp_path: Path, config: ALSConfig,
+                                                 mmap: bool) -> None:
+    restored = assert_round_trip(MatrixFactorization(config), mixed_data(make_data), tmp_path if mmap else None)
+    assert restored.user_factors.shape == (0, config.factors)  # scoring folds histories in: no training rows
+
+
+def test_a_state_with_other_factors_is_refused(make_data: MakeData) -> None:
+    state = MatrixFactorization(ALSConfig(factors=4, iterations=2)).fit(mixed_data(make_data)).state()
+    with pytest.raises(ArtifactError, match="4 factors"):
+        MatrixFactorization.from_state(ALSConfig(factors=4), {**state, "gram": state["gram"][:3, :3]})
 
 @pytest.mark.integration
 def test_beats_random_on_ml100k(ml100k_holdout: HoldOut) -> None:

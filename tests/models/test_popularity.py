@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from streamrec.errors import ConfigError
 from streamrec.models import MostPopular, PopularityConfig
-from tests.models.helpers import HoldOut, MakeData
+from tests.models.helpers import HoldOut, MakeData, assert_round_trip, mixed_data
 
 DAY = 86_400
 
@@ -34,6 +36,13 @@ def test_bad_half_life_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="half_life_days"):
         PopularityConfig(half_life_days=0)
 
+
+
+@pytest.mark.parametrize("config", [PopularityConfig(), PopularityConfig(half_life_days=7.5, demote_history=False)])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_state_round_trip_scores_bit_identically(make_data: MakeData, tmp_path: Path, config: PopularityConfig,
+                                                 mmap: bool) -> None:
+    assert_round_trip(MostPopular(config), mixed_data(make_data), tmp_path if mmap else None)
 
 @pytest.mark.integration
 def test_beats_random_on_ml100k(ml100k_holdout: HoldOut) -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ArtifactError, ConfigError
 from streamrec.models import SKNN, VSKNN, SKNNConfig, VSKNNConfig
-from tests.models.helpers import HoldOut, MakeData
+from tests.models.helpers import HoldOut, MakeData, assert_round_trip, mixed_data
 
 DAY = 86_400
 
@@ -72,6 +74,25 @@ def test_bad_config_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         VSKNNConfig(idf_weight=-1.0)
 
+
+
+@pytest.mark.parametrize("model", [SKNN(), SKNN(SKNNConfig(k=3, sample_size=5)), VSKNN(),
+                                   VSKNN(VSKNNConfig(k=2, idf_weight=0.5, demote_history=False))])
+@pytest.mark.parametrize("mmap", [False, True])
+def test_state_round_trip_scores_bit_identically(make_data: MakeData, tmp_path: Path, model: SKNN,
+                                                 mmap: bool) -> None:
+    restored = assert_round_trip(model, mixed_data(make_data), tmp_path if mmap else None)
+    assert type(restored) is type(model)
+    assert np.array_equal(restored.session_len, model.session_len)  # derived at load, not stored
+    assert restored.session_len.dtype == model.session_len.dtype
+
+
+def test_a_sessions_t_that_is_not_the_transpose_is_refused(make_data: MakeData) -> None:
+    state = VSKNN().fit(mixed_data(make_data)).state()
+    other = VSKNN().fit(mixed_data(make_data, seed=1)).state()
+    broken = {**state, **{k: v for k, v in other.items() if k.startswith("sessions_t.")}}
+    with pytest.raises(ArtifactError, match="transpose"):
+        VSKNN.from_state(VSKNNConfig(), broken)
 
 @pytest.mark.integration
 @pytest.mark.parametrize("model", [SKNN, VSKNN], ids=["sknn", "vsknn"])

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from streamrec.errors import ArtifactError
 from streamrec.rank.candidates import union_top_n
 from streamrec.rank.features import (
     EVENT_TYPE_CODES,
@@ -12,7 +15,7 @@ from streamrec.rank.features import (
     dense_names,
     sparse_sizes,
 )
-from tests.models.helpers import MakeData, tiny_items
+from tests.models.helpers import MakeData, frozen, mixed_data, numeric_state, tiny_items
 
 N_ITEMS = 6
 
@@ -57,3 +60,31 @@ def test_features_layout_and_values(table: ItemTable) -> None:
     assert np.allclose(sim[0][mask[0]], expected[mask[0]])
     assert (f.dense[~mask] == 0).all()
     assert np.isfinite(f.dense).all()
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_state_round_trip_gives_identical_features(make_data: MakeData, tmp_path: Path, mmap: bool) -> None:
+    data = mixed_data(make_data)
+    table = ItemTable.build(data)
+    state = table.state()
+    numeric_state(state)
+    loaded = frozen(state, tmp_path if mmap else None)
+    restored = ItemTable.from_state(loaded, list(table.genre_names))
+    assert restored.genre_names == table.genre_names and restored.n_items == table.n_items
+    assert np.shares_memory(restored.genres, loaded["genres"])  # used as loaded, not copied
+    assert np.shares_memory(restored.similarity.data, loaded["similarity.data"])
+    rng = np.random.default_rng(0)
+    scores = {s: rng.random((4, data.n_items + 1)).astype(np.float32) for s in ("a", "b")}
+    histories = [np.array([1, 2, 3]), np.array([], dtype=np.int64), np.array([5]), np.array([0, 4, data.n_items])]
+    cands = union_top_n(scores, {"a": 6, "b": 4}, histories)
+    contexts = [SessionContext(times=np.arange(len(h)) * 60.0, now=1e4, last_type="click") for h in histories]
+    expected, got = build_features(cands, histories, table, contexts), build_features(cands, histories, restored, contexts)
+    for a, b in zip(expected.flat(), got.flat(), strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    again = restored.state()
+    assert all(again[k].dtype == v.dtype and np.array_equal(again[k], v, equal_nan=True) for k, v in state.items())
+
+
+def test_a_table_whose_genre_names_do_not_match_is_refused(table: ItemTable) -> None:
+    with pytest.raises(ArtifactError, match="genre"):
+        ItemTable.from_state(table.state(), ["Comedy", "Drama"])

@@ -14,6 +14,7 @@ import pytest
 from faust.exceptions import ProducerSendError
 from redis.exceptions import ResponseError
 
+from streamrec.errors import RedisRolledBack
 from streamrec.events.schema import EventLimits
 from streamrec.stream.agents import DeadLetterSender, settle
 from streamrec.stream.processor import BatchResult, DeadLetter, Record, validate
@@ -118,3 +119,11 @@ def test_text_from_records_is_escaped_in_the_worker_log(caplog: pytest.LogCaptur
 def test_a_dead_letter_keeps_an_ordinary_detail_as_it_is() -> None:
     letter = DeadLetter(rec(0, b"{"), "not_json", "plain")
     assert orjson.loads(letter.encode(NOW, 1024).value)["detail"] == "plain"
+
+
+def test_a_redis_that_lost_applied_writes_is_not_retried_but_raised() -> None:
+    """Retrying would apply the batch on top of the hole Redis left; the worker must stop and resume."""
+    writer = FlakyWriter(RedisRolledBack("Redis lost acknowledged writes"))
+    with pytest.raises(RedisRolledBack):
+        asyncio.run(settle(writer, DeadLetterSender(Broker().send, 1024), [rec(0, event(0))]))
+    assert writer.applies == 1
