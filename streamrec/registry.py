@@ -4,10 +4,11 @@ Whatever publishes (``streamrec.export``), promotes or rolls back (``streamrec.r
 (``streamrec.serve``) goes through this module; none of them joins these paths itself. Its location
 is ``Settings.registry`` (``STREAMREC_REGISTRY``, default ``./models``), passed down explicitly. Layout::
 
-    <registry>/<name>/<version>/model.onnx      the exported graph
+    <registry>/<name>/<version>/model.onnx      the exported graph (sequence models and the ranker)
+    <registry>/<name>/<version>/arrays/*.npy    a generator's fitted arrays; a ranker's item table
     <registry>/<name>/<version>/manifest.json   what the version is (written by streamrec.export), with the
-                                                sha256 of model.onnx
-    <registry>/<name>/<version>/vocab.json      item_id per item index; optional for a ranker
+                                                sha256 of model.onnx and of each array
+    <registry>/<name>/<version>/vocab.json      item_id per item index (generators record its digest)
     <registry>/<name>/CURRENT                   the version in use: one line, replaced atomically
     <registry>/<name>/HISTORY                   one JSON line per move of CURRENT: at, version, previous, why
     <registry>/.staging/                        retrain's work in progress; a hidden name is never a model
@@ -51,7 +52,7 @@ __all__ = [
 ]
 
 RANKER: Final = "deepfm"  # the ranker; servers follow its pointer alone, and its manifest names the rest
-SEQUENCE_MODELS: Final = ("sasrec", "gru4rec", "bert4rec")  # published as ONNX; other generators are fitted at load
+SEQUENCE_MODELS: Final = ("sasrec", "gru4rec", "bert4rec")  # published as ONNX; other generators as arrays
 
 MODEL: Final = "model.onnx"
 MANIFEST: Final = "manifest.json"
@@ -270,7 +271,10 @@ def read_model(directory: Path, manifest: Mapping[str, Any]) -> bytes:
     """The bytes of the version's model.onnx, read once and checked against the sha256 its manifest
     records: load these bytes, never the path again (the file may be replaced in between)."""
     path = Path(directory) / MODEL
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ArtifactError(f"{directory} has no {MODEL}; publish the model again") from None
     actual = hashlib.sha256(data).hexdigest()
     if actual != manifest.get("sha256"):
         raise ArtifactError(f"{path} has sha256 {actual}, but its manifest says {manifest.get('sha256')}; "
@@ -279,12 +283,13 @@ def read_model(directory: Path, manifest: Mapping[str, Any]) -> bytes:
 
 
 def resolve(path: Path) -> Path:
-    """A version directory from: a version dir, its ``model.onnx``, or a model dir (via ``CURRENT``)."""
+    """A version directory from: a version dir, its ``model.onnx``, or a model dir (via ``CURRENT``).
+    What the version must hold besides its manifest is its loader's to check."""
     path = Path(path)
     if path.is_file() and path.name == MODEL:
         path = path.parent
     if not (path / MANIFEST).is_file() and (path / POINTER).is_file():
         path = _inside(path, path / current_version(path))
-    if not (path / MANIFEST).is_file() or not (path / MODEL).is_file():
-        raise ArtifactError(f"{path} is not a model version (no {MANIFEST} and {MODEL} there)")
+    if not (path / MANIFEST).is_file():
+        raise ArtifactError(f"{path} is not a model version (no {MANIFEST} there)")
     return path

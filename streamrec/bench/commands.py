@@ -1,4 +1,6 @@
-"""``streamrec bench``: ingest, memory, models, peer, serve and startup benchmarks. Parsing and printing only."""
+"""``streamrec bench``: arrays, ingest, memory, models, peer, serve and startup benchmarks.
+
+Parsing and printing only."""
 
 from __future__ import annotations
 
@@ -33,6 +35,17 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
     result = run_ingest_bench(settings, config)
     print(json.dumps(result, indent=2))
     _write_json(args.json, result)
+    return 0
+
+
+def _bench_arrays(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.arrays import ArraysBenchConfig, format_arrays, run_arrays_bench
+
+    report = run_arrays_bench(ArraysBenchConfig(registry=settings.registry, repeats=args.repeats), say=print)
+    print()
+    print(format_arrays(report))
+    if _write_json(args.json, report):
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -99,7 +112,8 @@ def _bench_startup(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.bench.startup import StartupBenchConfig, format_startup, run_startup_bench
 
     config = StartupBenchConfig(registry=settings.registry, processes=tuple(args.processes), runs=args.runs,
-                                server_pythonpath=args.server_pythonpath, timeout_s=args.timeout)
+                                server_pythonpath=args.server_pythonpath, timeout_s=args.timeout,
+                                warm_requests=args.warm_requests)
     report = run_startup_bench(config, say=print)
     print()
     print(format_startup(report))
@@ -155,6 +169,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="skip the extra phase that measures a dry-run worker (Faust alone) on the same events")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
     p.set_defaults(func=_bench)
+    bp = bsub.add_parser("arrays", help="load time of the current release's arrays: our .npy files against safetensors",
+                         description="Read the arrays of the current release (every generator's, and the ranker's "
+                         "item table), write each member's into a temporary directory as our .npy layout and as one "
+                         "safetensors file, and time, with the page cache warm, the median of --repeats loads of "
+                         "each: read_arrays (mmap + sha256), np.load mapped, np.load into memory, "
+                         "safetensors.numpy.load_file, safetensors safe_open + get_tensor. Whether a way shares "
+                         "the arrays between processes is stated from the method. The protocol is in "
+                         "streamrec/bench/arrays.py.")
+    add_registry_option(bp)
+    bp.add_argument("--repeats", type=int, default=20, metavar="N",
+                    help="timed loads per member and way, after one untimed load (default 20)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bp.set_defaults(func=_bench_arrays)
     bp = bsub.add_parser("memory", help="Redis memory per session as the worker writes it, on a throwaway Redis",
                          description="Start a redis-server of the bench's own (free loopback port, temporary "
                          "directory, no persistence; stopped at the end), write sessions of each shape through the "
@@ -237,6 +264,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="server processes (serve --processes), one count after the other (default 1 2)")
     bp.add_argument("--runs", type=int, default=3, metavar="R",
                     help="starts per processes count; the first is the cold one (default 3)")
+    bp.add_argument("--warm-requests", type=int, default=0, metavar="N",
+                    help="RecommendForSequence requests sent once SERVING, before memory is read (default 0)")
     bp.add_argument("--server-pythonpath", type=Path, default=None, metavar="DIR",
                     help="put DIR in front of the server's PYTHONPATH (only the server's): measure the server of "
                     "another checkout, e.g. the figures before a change")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from streamrec import registry as reg
-from streamrec.export.onnx_export import INPUT, OUTPUT, load_onnx, load_ranker
+from streamrec.export.onnx_load import INPUT, OUTPUT, load_onnx, load_ranker
 from streamrec.stats import percentile
 
 __all__ = ["ModelBenchConfig", "bench_current_pipeline", "bench_models", "bench_pipeline", "format_rows"]

@@ -81,6 +81,9 @@ class StartupBenchConfig:
     poll_s: float = 0.02
     timeout_s: float = 600.0  # spawn until SERVING, per run
     stop_timeout_s: float = 60.0  # SIGTERM until the whole tree is gone, then SIGKILL
+    # RecommendForSequence requests sent once SERVING, before memory is read: a process's pages that
+    # serving writes to stop being shared, so memory at rest would flatter a forked process
+    warm_requests: int = 0
     python: str = field(default_factory=lambda: sys.executable)
 
 
@@ -148,6 +151,8 @@ def role_of(cmdline: Sequence[str], *, root: bool) -> str:
         return "spawned"
     if "resource_tracker" in text:
         return "resource_tracker"
+    if "streamrec" in text and " serve" in f" {text}":
+        return "forked"  # the same command line as the server: forked from it (serve --processes)
     return Path(cmdline[0]).name if cmdline else "?"
 
 
@@ -310,6 +315,7 @@ def _report(config: StartupBenchConfig, server_code: str, release: dict[str, Any
         "server_code": server_code,
         "server_pythonpath": str(config.server_pythonpath) if config.server_pythonpath else None,
         "runs": config.runs,
+        "warm_requests": config.warm_requests,
         "poll_ms": round(config.poll_s * 1000),
         "release": release["members"],
         "release_total_mb": round(release["total_bytes"] / MB, 2),
@@ -426,6 +432,24 @@ class _Server:
                     return since
             next(self._ticks)
 
+    def warm(self, n: int, vocab: Sequence[str], channels: int = 8) -> None:
+        """``n`` RecommendForSequence requests of 5 random known items, over ``channels`` connections
+        (so that the kernel spreads them over the processes)."""
+        import random
+
+        from streamrec.serve.client import open_channel, pb2, pb2_grpc
+
+        rng = random.Random(0)
+        opened = [open_channel(self.target) for _ in range(channels)]
+        try:
+            stubs = [pb2_grpc.RecommenderStub(c) for c in opened]
+            for i in range(n):
+                request = pb2.RecommendForSequenceRequest(item_ids=rng.sample(list(vocab[1:]), 5), k=10)
+                stubs[i % channels].RecommendForSequence(request, timeout=10.0)
+        finally:
+            for channel in opened:
+                channel.close()
+
     def recommend(self) -> tuple[str, int, bool]:
         from streamrec.serve.client import open_channel, recommend
 
@@ -466,11 +490,20 @@ def _one_run(config: StartupBenchConfig, processes: int, log: Path) -> RunResult
         serving = server.wait_serving()
         assert server.proc is not None
         server.tree = _tree(server.proc.pid)
+        if config.warm_requests:
+            server.warm(config.warm_requests, _vocab(config.registry))
         memory = _memory(server.proc.pid)
         answered, items, degraded = server.recommend()
     finally:
         server.stop()
     return RunResult(processes, listening, serving, memory, answered, items, degraded)
+
+
+def _vocab(registry: Path) -> list[str]:
+    from streamrec import registry as reg
+
+    directory = reg.version_dir(registry, reg.RANKER, str(reg.read_pointer(registry, reg.RANKER)))
+    return reg.read_vocab(directory, reg.read_manifest(directory)) or []
 
 
 def run_startup_bench(config: StartupBenchConfig, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Why ``.npy`` files mapped read-only rather than loaded: the processes of one ser
 N``), and the replicas on one host, then share the same page-cache pages, so the second process
 adds little memory; and a load costs a header parse, not a read of the arrays. ``.npy`` holds raw
 numbers after a short header and needs no pickle (``allow_pickle`` is never on: an object array is
-refused). ``streamrec bench artifacts`` compares the load with safetensors.
+refused). ``streamrec bench arrays`` compares the load with safetensors's.
 
 The sha256 is computed over the mapped bytes, and the array is a view of those very bytes: what was
 checked is what is used (a registry file is replaced by a rename, never rewritten in place, so a
@@ -29,8 +29,8 @@ __all__ = ["ARRAYS", "read_arrays", "write_arrays"]
 ARRAYS = "arrays"  # the folder of a version that holds its arrays
 
 
-def write_arrays(directory: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-    """Write each array as ``<directory>/arrays/<name>.npy``; returns the manifest's entries:
+def write_arrays(directory: Path, arrays: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Write each array as ``<directory>/arrays/<prefix><name>.npy``; returns the manifest's entries:
     name -> file, sha256, dtype and shape."""
     folder = Path(directory) / ARRAYS
     folder.mkdir(parents=True, exist_ok=True)
@@ -39,7 +39,7 @@ def write_arrays(directory: Path, arrays: Mapping[str, np.ndarray]) -> dict[str,
         array = np.require(array, requirements="C")  # (ascontiguousarray would make a 0-d array 1-d)
         if array.dtype.hasobject:
             raise ArtifactError(f"array {name!r} has dtype {array.dtype}: only numbers go into the registry")
-        file = reg.check_name(f"{name}.npy", "array")
+        file = reg.check_name(f"{prefix}{name}.npy", "array")
         np.save(folder / file, array, allow_pickle=False)
         entries[name] = {"file": f"{ARRAYS}/{file}", "sha256": reg.sha256_of(folder / file),
                          "dtype": array.dtype.str, "shape": list(array.shape)}

@@ -1,4 +1,4 @@
-"""Ship a trained model as ONNX + JSON, and load it back for serving or evaluation.
+"""Ship a trained model as ONNX + JSON (``streamrec.export.onnx_load`` loads it back).
 
 ``publish`` adds a version to the model registry (its layout, pointers and history are
 ``streamrec.registry``'s) and points ``CURRENT`` at it. What a version holds:
@@ -15,8 +15,6 @@ given to ``publish``:
 - ``"ranker"`` (``ranker_graph``): ``sparse`` (N, F) int64, ``multi`` (N, G) and ``dense`` (N, D)
   float32 -> ``logits`` (N,); ``load_ranker`` returns an ``OnnxRanker``.
 
-Both loaders read the graph once, check its sha256 against the manifest, and create the session from
-those same bytes (a file replaced after the check is never run).
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import onnx
@@ -37,26 +35,12 @@ from torch import nn
 
 from streamrec import registry as reg
 from streamrec.errors import ArtifactError
-from streamrec.train.adapter import TorchSequenceRecommender
+from streamrec.export.arrays import write_arrays
+from streamrec.export.onnx_load import INPUT, OUTPUT, RANKER_INPUTS, RANKER_OUTPUT, Kind
 
-__all__ = [
-    "GraphInput",
-    "GraphSpec",
-    "OnnxRanker",
-    "OnnxRecommender",
-    "export_onnx",
-    "load_onnx",
-    "load_ranker",
-    "publish",
-    "ranker_graph",
-    "sequence_graph",
-]
+__all__ = ["GraphInput", "GraphSpec", "export_onnx", "publish", "ranker_graph", "sequence_graph"]
 
 OPSET = 17
-INPUT, OUTPUT = "seq", "scores"
-RANKER_INPUTS, RANKER_OUTPUT = ("sparse", "multi", "dense"), "logits"
-
-Kind = Literal["sequence", "ranker"]
 
 
 @dataclass(frozen=True)
@@ -157,14 +141,17 @@ def _describe(path: Path, graph: GraphSpec) -> tuple[list[dict[str, object]], di
 
 def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | None = None, dataset: str,
             protocol: Mapping[str, object], metrics: Mapping[str, object], registry: Path,
-            extra: Mapping[str, object] | None = None, graph: GraphSpec | None = None) -> Path:
+            extra: Mapping[str, object] | None = None, graph: GraphSpec | None = None,
+            arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> Path:
     """Export ``model`` as a new version of ``name`` in ``registry``, then point ``CURRENT`` at it (a
     ``HISTORY`` line records the move); returns the version dir.
 
     ``config`` is the model's dataclass config, stored in the manifest. ``graph`` says what to export
     (default: ``sequence_graph(config.max_len)``; a ranker passes ``ranker_graph(config)``).
     ``vocab[i]`` is the item_id of index ``i``: a sequence model needs it (``n_items + 1`` entries),
-    for a ranker it is optional.
+    for a ranker it is optional. ``arrays`` are groups of arrays stored with the version
+    (``streamrec.export.arrays``), each listed in the manifest under its group's key: a ranker's
+    item table.
     """
     if graph is None:
         graph = sequence_graph(config.max_len)
@@ -173,7 +160,9 @@ def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | 
                             f"the model {config.n_items} items + padding")
     version, staging = reg.stage_version(registry, name)
     try:
-        _fill(staging, model, config, name, version, vocab, dataset, protocol, metrics, extra, graph)
+        groups = {key: write_arrays(staging, group, prefix=f"{key}.") for key, group in (arrays or {}).items()}
+        _fill(staging, model, config, name, version, vocab, dataset, protocol, metrics, {**(extra or {}), **groups},
+              graph)
         final = reg.add_version(staging, registry, name, version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -211,71 +200,3 @@ def _fill(staging: Path, model: nn.Module, config: Any, name: str, version: str,
         **dict(extra or {}),
     }
     reg.write_manifest(staging, manifest)
-
-
-def _open(path: Path, kind: Kind, intra_op_threads: int) -> tuple[Any, dict[str, Any], list[str] | None, bytes]:
-    """A checked version's onnxruntime session (CPUExecutionProvider), manifest, vocab (if it has one) and
-    the graph's bytes. The session is made from the very bytes that were hashed, never from the path again."""
-    import onnxruntime as ort
-
-    version_dir = reg.resolve(path)
-    manifest = reg.read_manifest(version_dir)
-    found = manifest.get("kind", "sequence")  # manifests from before rankers have no kind
-    if found != kind:
-        loader = {"sequence": "load_onnx", "ranker": "load_ranker"}.get(found, "a loader for it")
-        raise ArtifactError(f"{version_dir} holds a {found} model, not a {kind} model: open it with {loader}")
-    graph = reg.read_model(version_dir, manifest)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    return session, manifest, reg.read_vocab(version_dir, manifest), graph
-
-
-class OnnxRecommender(TorchSequenceRecommender):
-    """The shared sequence adapter over an onnxruntime session, with the version's manifest and vocab."""
-
-    def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str], *, batch_size: int = 256) -> None:
-        def score(seq: np.ndarray) -> np.ndarray:
-            return session.run([OUTPUT], {INPUT: seq.astype(np.int64, copy=False)})[0]
-
-        config = manifest["config"]
-        super().__init__(score, config["n_items"], config["max_len"], name=manifest["name"], batch_size=batch_size)
-        self.session = session
-        self.manifest = manifest
-        self.vocab = vocab
-
-
-def load_onnx(path: Path, *, intra_op_threads: int = 1, batch_size: int = 256) -> OnnxRecommender:
-    """A sequence model's ``Recommender`` over onnxruntime, after checking the sha256.
-
-    ``path``: a version directory, its ``model.onnx``, or a model directory (its ``CURRENT`` version).
-    """
-    session, manifest, vocab, _ = _open(path, "sequence", intra_op_threads)
-    if vocab is None:
-        raise ArtifactError(f"{manifest['name']} version {manifest['version']} has no vocab.json: publish it again")
-    return OnnxRecommender(session, manifest, vocab, batch_size=batch_size)
-
-
-class OnnxRanker:
-    """A published ranker over an onnxruntime session: raw features in, ``(N,)`` logits out."""
-
-    def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str] | None, graph: bytes = b"") -> None:
-        self.session = session
-        self.manifest = manifest
-        self.vocab = vocab
-        self.graph = graph  # the checked bytes the session runs (streamrec.rank.folded reads its weights)
-
-    def score(self, sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
-        """``sparse`` (N, F) int64, ``multi`` (N, G) 0/1, raw ``dense`` (N, D) -> (N,) float32 logits."""
-        arrays = (sparse.astype(np.int64, copy=False), multi.astype(np.float32, copy=False),
-                  dense.astype(np.float32, copy=False))
-        return self.session.run([RANKER_OUTPUT], dict(zip(RANKER_INPUTS, arrays, strict=True)))[0]
-
-
-def load_ranker(path: Path, *, intra_op_threads: int = 1) -> OnnxRanker:
-    """A published ranker (``publish(..., graph=ranker_graph(config))``), after checking the sha256.
-
-    ``path``: a version directory, its ``model.onnx``, or a model directory (its ``CURRENT`` version).
-    """
-    return OnnxRanker(*_open(path, "ranker", intra_op_threads))

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # a server scores with these models and never builds training data: no pandas there
+    import pandas as pd
 
 __all__ = ["Recommender", "TrainData", "top_k"]
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from streamrec.errors import ConfigError
 from streamrec.models.arrays import State, check_rows, int_array, int_from, require
@@ -29,6 +29,9 @@ from streamrec.models.recommend import (
     history_matrix,
     item_counts,
 )
+
+if TYPE_CHECKING:  # fitting reads the item table with pandas; a server only scores
+    import pandas as pd
 
 __all__ = ["ContentConfig", "ContentSimilarity", "item_vectors"]
 
@@ -99,6 +102,8 @@ class ContentSimilarity(RecommendMixin):
 
 def item_vectors(items: pd.DataFrame, n_items: int, config: ContentConfig = ContentConfig()) -> np.ndarray:
     """``(n_items + 1, d)`` metadata vectors indexed by ``item_idx``; row 0 and items without metadata are 0."""
+    import pandas as pd
+
     idx = items["item_idx"].to_numpy(dtype=np.int64)
     ok = (idx >= 1) & (idx <= n_items)
     idx = idx[ok]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from streamrec import registry as reg
 from streamrec.errors import ConfigError
 from streamrec.eval.protocols import Cases, Split
 from streamrec.models.base import Recommender
@@ -148,15 +149,24 @@ class TwoStage:
         return self._fitted().score_in_context(histories, times, now)
 
 
-def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, dataset: str,
+def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, vocab: Sequence[str], dataset: str,
                    metrics: Mapping[str, object], registry: Path) -> Path:
-    """Export the ranker to ``<registry>/deepfm/<version>`` with everything needed to rebuild its pipeline:
-    the sources and their N, the feature layout, and the generator versions it was trained with."""
+    """Publish a whole release to ``registry``: each fitted generator as a version of its own (arrays),
+    then the ranker (``<registry>/deepfm/<version>``), whose manifest names every member's version and
+    holds what rebuilds the pipeline: the sources and their N, the feature layout, the vocabulary
+    and the item table. Neural generators are already versions (they came from the registry)."""
     from streamrec.export import publish as publish_model
-    from streamrec.export import ranker_graph
+    from streamrec.export import publish_generator, ranker_graph
     from streamrec.rank.features import dense_names
+    from streamrec.rank.release import ITEM_TABLE
 
-    versions = {s: g.manifest.get("version") for s, g in pipeline.generators.items() if hasattr(g, "manifest")}
+    versions: dict[str, str] = {}
+    for source, generator in pipeline.generators.items():
+        if not hasattr(generator, "manifest"):  # fitted here: publish it
+            published = publish_generator(generator, vocab=vocab, dataset=dataset, protocol=dict(split.summary),
+                                          registry=registry)
+            generator.manifest = reg.read_manifest(published)  # type: ignore[attr-defined]
+        versions[source] = str(generator.manifest.get("version"))  # type: ignore[attr-defined]
     extra = {
         "pipeline": {"sources": list(pipeline.sources), "n_per_source": dict(pipeline.n_per_source),
                      "dense_features": list(dense_names(pipeline.sources)),
@@ -165,23 +175,23 @@ def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, dataset:
                      "history": fit.history, "cases": "the split's validation part (see streamrec.offline.ranker_fit)"},
     }
     config = fit.model.config
-    return publish_model(fit.model, config, name=RANKER, dataset=dataset, protocol=dict(split.summary),
-                         metrics=metrics, registry=registry, extra=extra, graph=ranker_graph(config))
+    return publish_model(fit.model, config, name=RANKER, vocab=vocab, dataset=dataset, protocol=dict(split.summary),
+                         metrics=metrics, registry=registry, extra=extra, graph=ranker_graph(config),
+                         arrays={ITEM_TABLE: pipeline.table.state()})
 
 
-def load_pipeline(split: Split, registry: Path, *, progress: bool = False) -> Pipeline:
-    """The served pipeline: the CURRENT ranker, its neural generators from the registry (checked against
-    ``split``), and the other generators fitted on ``split.train``."""
-    from streamrec.export import load_ranker
+def load_pipeline(split: Split, registry: Path, *, fold: bool = False) -> Pipeline:
+    """The served pipeline, exactly as a server loads it: the CURRENT release's artifacts
+    (``streamrec.rank.release``), checked against ``split``; with the ranker's own ONNX logits, or
+    with ``fold`` the folded DeepFM a server runs (``streamrec.rank.folded``)."""
+    from streamrec.rank.release import load_release
 
     root = Path(registry)
-    ranker = load_ranker(root / RANKER)
-    spec = ranker.manifest.get("pipeline") or {}
-    if ranker.manifest.get("protocol") != json.loads(json.dumps(dict(split.summary))):
+    version = reg.read_pointer(root, RANKER)
+    if version is None:
+        raise ConfigError(f"no {RANKER} version is CURRENT under {root}; publish one with streamrec train-ranker")
+    release = load_release(root, version, fold=fold)
+    if release.ranker.manifest.get("protocol") != json.loads(json.dumps(dict(split.summary))):
         raise ConfigError(f"the CURRENT ranker under {root / RANKER} was trained on another split; "
                           "rebuild it with streamrec train-ranker")
-    generators = fit_generators(spec["sources"], split, root, progress)
-    table = ItemTable.build(split.train, getattr(generators.get("itemknn"), "similarity", None))
-    if tuple(spec.get("genres", ())) != table.genre_names:
-        raise ConfigError("the ranker's genre vocabulary differs from the data's; rebuild it with streamrec train-ranker")
-    return Pipeline(generators, table, spec["n_per_source"], ranker.score)
+    return release.pipeline

@@ -99,7 +99,8 @@ def _train_ranker(args: argparse.Namespace, settings: Settings) -> int:
     print(format_report(done.described, done.result))
     if done.version_dir is not None:
         print(f"published {done.version_dir} (CURRENT); pipeline test NDCG@10 with the ONNX ranker "
-              f"{done.onnx_test['NDCG@10']:.4f}")
+              f"{done.onnx_test['NDCG@10']:.4f}, of the release as served (loaded from its artifacts) "
+              f"{done.served_test['NDCG@10']:.4f}")
     default_json = settings.home / "eval" / f"pipeline-{args.dataset}-{args.protocol}.json"
     json_path = Path(args.json) if args.json else default_json
     json_path.parent.mkdir(parents=True, exist_ok=True)

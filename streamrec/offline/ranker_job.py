@@ -2,8 +2,9 @@
 
 The report is one table: each generator alone, the full pipeline, plain score fusion and the
 pipeline without each source, all on the split's test part, plus the candidate recall of the
-union. After publishing, the pipeline is evaluated once more with the exported ONNX ranker, so
-the published artifact's own figures are known.
+union. After publishing, the pipeline is evaluated twice more: with the exported ONNX ranker over
+the generators fitted here, and as the published release a server loads (artifacts only), so the
+published artifacts' own figures are known, and shown to be the same.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from streamrec.errors import ConfigError  # noqa: E402
 from streamrec.eval.evaluate import evaluate  # noqa: E402
 from streamrec.eval.protocols import ProtocolName  # noqa: E402
 from streamrec.models.recommend import item_counts  # noqa: E402
-from streamrec.offline.assemble import PipelineSpec, publish_ranker  # noqa: E402
+from streamrec.offline.assemble import PipelineSpec, load_pipeline, publish_ranker  # noqa: E402
 from streamrec.offline.experiment import ExperimentConfig, ExperimentResult, run_experiment  # noqa: E402
 
 __all__ = ["RankerJob", "RankerJobResult", "format_report", "plot_report", "run_ranker_job"]
@@ -49,7 +50,8 @@ class RankerJobResult:
     described: str
     result: ExperimentResult
     version_dir: Path | None
-    onnx_test: dict[str, float]
+    onnx_test: dict[str, float]  # the generators fitted in the job, with the exported ranker
+    served_test: dict[str, float]  # the published release, loaded and run as a server does
     report: dict[str, object]
 
 
@@ -59,17 +61,22 @@ def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
 
     if job.publish and job.spec.registry is None:
         raise ConfigError("publishing the ranker needs a registry (PipelineSpec.registry); or do not publish")
-    parts, _ = make_split(job.dataset, job.protocol, job.data_dir)
+    parts, vocab = make_split(job.dataset, job.protocol, job.data_dir)
     described = f"{job.dataset.upper()}, {parts.summary['description']}"
     result = run_experiment(parts, ExperimentConfig(spec=job.spec, ablation=job.ablation), progress=progress)
-    version_dir, onnx_test = None, {}
+    version_dir, onnx_test, served_test = None, {}, {}
     if job.publish:
         metrics = {"test": result.variants["pipeline"], "members_test": result.members,
                    "candidate_recall_test": {str(n): r for n, r in result.recall.items()}}
-        version_dir = publish_ranker(result.ranker_fit, result.pipeline, parts, dataset=job.dataset,
+        version_dir = publish_ranker(result.ranker_fit, result.pipeline, parts, vocab=vocab, dataset=job.dataset,
                                      metrics=metrics, registry=job.spec.registry)
+        counts = item_counts(parts.train)
+        # the generators fitted here with the exported ranker, and the release as a server loads and
+        # runs it (artifacts only, the folded ranker): the same answers, so the same figures
         result.pipeline.ranker = load_ranker(version_dir).score
-        onnx_test = evaluate(result.pipeline, parts.test, train_counts=item_counts(parts.train), progress=False)
+        onnx_test = evaluate(result.pipeline, parts.test, train_counts=counts, progress=False)
+        served = load_pipeline(parts, job.spec.registry, fold=True)
+        served_test = evaluate(served, parts.test, train_counts=counts, progress=False)
     report = {
         "dataset": job.dataset, "protocol": dict(parts.summary), "spec": _jsonable(asdict(job.spec)),
         "members": result.members, "variants": result.variants,
@@ -78,8 +85,9 @@ def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
                    "stopped": result.ranker_fit.stopped, "history": result.ranker_fit.history},
         "seconds": result.seconds, "published": str(version_dir) if version_dir else None,
         "onnx_pipeline_test": onnx_test,
+        "served_release_test": served_test,
     }
-    return RankerJobResult(described, result, version_dir, onnx_test, report)
+    return RankerJobResult(described, result, version_dir, onnx_test, served_test, report)
 
 
 def _jsonable(value: object) -> object:

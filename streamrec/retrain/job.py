@@ -150,10 +150,10 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
 
     t = time.monotonic()
     try:
-        RegistryLoader(staging, config.data_dir).load(ranked.version_dir.name)  # the servers' own checks
+        RegistryLoader(staging).load(ranked.version_dir.name)  # the servers' own checks
     except LoadError as exc:
         failures.append(f"the staged release fails the server's checks: {exc}")
-    new = {"pipeline": dict(ranked.onnx_test), **{run.name: dict(run.onnx_test) for run in job.runs}}
+    new = {"pipeline": dict(ranked.served_test), **{run.name: dict(run.onnx_test) for run in job.runs}}
     current, unloadable = _current_metrics(config, snapshot)
     if unloadable is not None and config.force:
         say(f"the current release cannot be loaded ({unloadable}); --force: the new one is judged on its own")
@@ -198,7 +198,7 @@ def _current_metrics(config: RetrainConfig, snapshot: str) -> tuple[dict[str, di
     if reg.read_pointer(config.registry, reg.RANKER) is None:
         return {}, None
     try:
-        state = RegistryLoader(config.registry, config.data_dir).load()
+        state = RegistryLoader(config.registry).load()
     except (LoadError, ArtifactError) as exc:
         return {}, str(exc)
     parts, vocab = make_split(snapshot, "session", config.data_dir)

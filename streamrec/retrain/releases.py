@@ -43,7 +43,7 @@ def _manifest(version_dir: Path) -> dict[str, Any]:
 
 
 def set_status(version_dir: Path, status: str, reason: str = "", **extra: object) -> None:
-    """Record a gate decision in the version's manifest (the sha256 there covers model.onnx only)."""
+    """Record a gate decision in the version's manifest (its sha256s cover the files, not the manifest)."""
     manifest = _manifest(version_dir)
     manifest.update({"status": status, "status_reason": reason,
                      "status_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra})

@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ConfigError, LoadError
 from streamrec.serve.batcher import BatcherConfig, MicroBatcher
 from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.metrics import ServeMetrics
@@ -75,8 +75,7 @@ class RecommendServer:
         self.reuse_port = reuse_port  # share the port with the other processes of a ``serve_processes`` group
         self.port = settings.grpc_port if port is None else port
         self.metrics_port = settings.metrics_port if metrics_port is None else metrics_port
-        self.loader = loader or RegistryLoader(settings.registry, settings.data_dir,
-                                               fold_ranker=settings.serve_fold_ranker)
+        self.loader = loader or RegistryLoader(settings.registry, fold_ranker=settings.serve_fold_ranker)
         self.holder = StateHolder()
         self.metrics = ServeMetrics()
         self.bound_port = 0
@@ -211,13 +210,13 @@ class RecommendServer:
         await self.stop()
 
 
-async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+async def serve(settings: Settings, *, reuse_port: bool = False, loader: RegistryLoader | None = None) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    server = RecommendServer(settings, reuse_port=reuse_port)
+    server = RecommendServer(settings, reuse_port=reuse_port, loader=loader)
     try:
         await server.start()
         await stop.wait()
@@ -225,10 +224,10 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
         await server.stop()
 
 
-def run_server(settings: Settings, reuse_port: bool = False) -> None:
+def run_server(settings: Settings, reuse_port: bool = False, loader: RegistryLoader | None = None) -> None:
     """``serve`` on uvloop when it is installed (blocking). Only uvloop is optional: any other
     failure, a failed import inside the server included, propagates rather than restarting it."""
-    _event_loop_runner()(serve(settings, reuse_port=reuse_port))
+    _event_loop_runner()(serve(settings, reuse_port=reuse_port, loader=loader))
 
 
 def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
@@ -243,10 +242,15 @@ def serve_processes(settings: Settings, processes: int) -> None:
     """``processes`` servers sharing one port (SO_REUSEPORT: the kernel spreads connections over them).
 
     One Python process runs one pipeline pass at a time at best (the GIL); several use every core.
-    Each loads its own models and watches the registry itself. Process ``i`` serves metrics on
-    ``metrics_port + i`` (none when metrics are off). Blocks until SIGINT/SIGTERM, which every
-    process gets and answers by stopping gracefully.
+    The release is loaded once, here, and the other processes are forked from this one after it:
+    they start serving at once, and share its pages (the mapped arrays, the ONNX sessions, the
+    Python objects, which ``gc.freeze`` keeps the collector from writing to) until one of them
+    writes, so a process adds little memory. Each then watches the registry itself, and loads a
+    new release on its own. Process ``i`` serves metrics on ``metrics_port + i`` (none when metrics
+    are off). Blocks until SIGINT/SIGTERM, which every process gets and answers by stopping
+    gracefully.
     """
+    import gc
     import multiprocessing
 
     if processes < 1:
@@ -256,15 +260,21 @@ def serve_processes(settings: Settings, processes: int) -> None:
         return
     if settings.grpc_port == 0:
         raise ConfigError("several processes need a fixed port to share; set STREAMREC_GRPC_PORT or --port")
-    context = multiprocessing.get_context("spawn")
-    level = logging.getLogger("streamrec").getEffectiveLevel()
+    loader = RegistryLoader(settings.registry, fold_ranker=settings.serve_fold_ranker)
+    try:
+        loader.load()  # kept by the loader: each process's first load returns it
+    except LoadError as exc:
+        logger.warning("no release loaded before starting the processes (%s); each loads one when it can", exc)
+    gc.freeze()
+    # fork, not spawn: the point is the shared pages. Nothing of gRPC or of an event loop exists yet.
+    context = multiprocessing.get_context("fork")
     children = [context.Process(target=_serve_child, name=f"streamrec-serve-{i}", args=(
-        settings.replace(metrics_port=settings.metrics_port + i if settings.metrics_port else 0), level))
+        settings.replace(metrics_port=settings.metrics_port + i if settings.metrics_port else 0), loader))
         for i in range(1, processes)]
     for child in children:
         child.start()
     try:
-        run_server(settings, reuse_port=True)
+        run_server(settings, reuse_port=True, loader=loader)
     finally:
         for child in children:
             if child.is_alive() and child.pid is not None:
@@ -273,8 +283,5 @@ def serve_processes(settings: Settings, processes: int) -> None:
             child.join(settings.serve_grace_s + 5)
 
 
-def _serve_child(settings: Settings, level: int) -> None:
-    """A spawned process starts with no logging configured: the CLI's, then the server."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s")
-    logging.getLogger("streamrec").setLevel(level)
-    run_server(settings, reuse_port=True)
+def _serve_child(settings: Settings, loader: RegistryLoader) -> None:
+    run_server(settings, reuse_port=True, loader=loader)

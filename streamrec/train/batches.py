@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamrec.models.sequence import left_pad
+
 __all__ = ["Examples", "batches", "left_pad", "sequence_examples"]
 
 
@@ -22,16 +24,6 @@ class Examples:
 
     def __len__(self) -> int:
         return len(self.inputs)
-
-
-def left_pad(sequences: Sequence[np.ndarray], length: int) -> np.ndarray:
-    """``(len(sequences), length)`` int64: the last ``length`` items of each, left-padded with 0."""
-    out = np.zeros((len(sequences), length), dtype=np.int64)
-    for row, seq in enumerate(sequences):
-        tail = np.asarray(seq, dtype=np.int64)[-length:] if length else np.zeros(0, np.int64)
-        if len(tail):
-            out[row, length - len(tail):] = tail
-    return out
 
 
 def sequence_examples(sequences: Sequence[np.ndarray], max_len: int) -> Examples:

@@ -224,3 +224,12 @@ def test_pods_are_non_root_read_only_and_bounded(name: str) -> None:
         assert {"cpu", "memory"} <= container["resources"]["limits"].keys()
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
         assert {"/tmp", "/var/lib/streamrec"} <= mounts  # the only places written besides the volumes
+
+
+def test_the_server_mounts_the_registry_and_not_the_data() -> None:
+    """A release is artifacts only: the server needs the models, read-only, and nothing of the datasets."""
+    server = pod_spec(by_kind("Deployment")["streamrec-server"])["containers"][0]
+    paths = {m["mountPath"]: m for m in server["volumeMounts"]}
+    env = by_kind("ConfigMap")["streamrec-config"]["data"]
+    assert paths[env["STREAMREC_REGISTRY"]]["readOnly"] and env["STREAMREC_DATA_DIR"] not in paths
+    assert compose()["services"]["server"]["volumes"] == ["models:/models:ro"]

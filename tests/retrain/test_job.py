@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from streamrec import registry as reg
 from streamrec.data.movielens import load
 from streamrec.retrain.gate import GateConfig
 from streamrec.retrain.job import RetrainConfig, RetrainResult, run_retrain
@@ -52,6 +53,9 @@ def first_round(clicks: tuple[pd.DataFrame, Path], tmp_path_factory: pytest.Temp
 def test_a_first_round_is_promoted_and_beats_popularity(first_round: tuple[Path, RetrainResult]) -> None:
     registry, result = first_round
     assert result.promoted and release_of(registry) == result.release
+    assert set(result.release) == {"sasrec", "itemknn", "pop", "deepfm"}  # every member of the release a version
+    for name, version in result.release.items():
+        assert reg.read_pointer(registry, name) == version
     pipeline = result.new["pipeline"]["NDCG@10"]
     manifest = json.loads((registry / "deepfm" / result.release["deepfm"] / "manifest.json").read_text())
     assert manifest["status"] == "promoted" and manifest["dataset"] == result.snapshot

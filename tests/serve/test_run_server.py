@@ -14,7 +14,7 @@ from streamrec.settings import Settings
 def test_a_failed_import_inside_the_server_propagates_and_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bool] = []
 
-    async def broken_serve(settings: Settings, reuse_port: bool = False) -> None:
+    async def broken_serve(settings: Settings, reuse_port: bool = False, loader: object = None) -> None:
         calls.append(reuse_port)
         raise ImportError("No module named 'onnxruntime'")
 
@@ -27,7 +27,7 @@ def test_a_failed_import_inside_the_server_propagates_and_is_not_retried(monkeyp
 def test_without_uvloop_the_server_runs_on_asyncio(monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[str] = []
 
-    async def fake_serve(settings: Settings, reuse_port: bool = False) -> None:
+    async def fake_serve(settings: Settings, reuse_port: bool = False, loader: object = None) -> None:
         ran.append(type(asyncio.get_running_loop()).__module__)
 
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` raise ImportError

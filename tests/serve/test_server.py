@@ -307,7 +307,7 @@ def test_servers_of_a_group_share_their_port_and_no_other_server_can_take_it(iso
 
     settings = settings_for(isolated, registry)
     port = free_port()
-    loader = RegistryLoader(registry, settings.data_dir)
+    loader = RegistryLoader(registry)
 
     async def main() -> None:
         group = [RecommendServer(settings, port=port, loader=loader, reuse_port=True) for _ in range(2)]
