@@ -8,6 +8,8 @@ library still catch them.
 
 from __future__ import annotations
 
+from typing import Literal
+
 __all__ = [
     "ArchiveError",
     "ArtifactError",
@@ -17,6 +19,7 @@ __all__ = [
     "InvalidEvent",
     "InvalidRequest",
     "LoadError",
+    "Overloaded",
     "PeerError",
     "RedisRolledBack",
     "RedisUnavailable",
@@ -71,6 +74,17 @@ class ArchiveError(StreamrecError):
 class ArtifactError(StreamrecError):
     """A model artifact in the registry is missing, incomplete or does not match its manifest (a bad
     name, pointer or sha256 included)."""
+
+
+class Overloaded(StreamrecError):
+    """The server refused a request it could not serve in time (load shedding): its queue was full, or
+    the request waited past the server's default deadline. The server answers RESOURCE_EXHAUSTED with
+    the message; the client should retry with backoff. ``reason`` is a stable code
+    (``queue_full``, ``deadline``), the label of ``streamrec_shed_requests_total``."""
+
+    def __init__(self, reason: Literal["queue_full", "deadline"], detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
 
 
 class LoadError(StreamrecError):

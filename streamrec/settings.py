@@ -102,9 +102,23 @@ class Settings:
     serve_workers: int = 2  # threads that run the pipeline off the event loop; 0 = on it
     serve_max_batch: int = 32  # concurrent requests run as one pipeline pass; 1 = no batching
     serve_batch_wait_ms: float = 0.0  # how long a request may wait for others to batch with; 0 = never
+    # Load shedding (streamrec.serve.batcher): past these, a request is refused with RESOURCE_EXHAUSTED
+    # at once instead of queueing without end. 64 waiting requests are two full batches per worker: at
+    # 1.2 ms of pipeline CPU per request in batches (0.6 ms once issue 16's target is met), about 75 ms
+    # (40 ms) of one core's work, so the last one admitted can still be answered within the default
+    # deadline; a longer queue would only turn quick refusals into late ones. The default deadline (for
+    # clients that set none; a client's own deadline wins) is how long such a request may wait for the
+    # pipeline: 100 ms, the p99 served requests must keep under overload. Beyond that the answer is late
+    # for a "what next" product, and a client that can wait longer says so with a deadline.
+    serve_max_queue: int = 64  # requests waiting for the pipeline at most, per server process
+    serve_default_deadline_ms: float = 100.0  # longest wait for the pipeline of a request without a deadline
     serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)
     serve_max_message_bytes: int = 65536  # larger requests are refused (RESOURCE_EXHAUSTED)
     serve_grace_s: float = 5.0  # in-flight requests get this long to finish on stop
+    # A benchmark switch (`bench serve` sets it on a server of its own), never for production: Recommend
+    # reads the session from Redis as usual, then answers from popularity instead of running the
+    # pipeline, marked cold_start, so the bench can tell the servicer's and Redis's cost from the pipeline's
+    serve_skip_pipeline: bool = False
     redis_timeout_s: float = 0.25  # connect and read timeout of the server's Redis calls
     tls_cert: str = ""  # PEM server certificate chain; with tls_key enables TLS
     tls_key: str = ""  # PEM private key
@@ -196,6 +210,10 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_BATCH must be >= 1 (1: no batching) and "
                               f"{ENV_PREFIX}SERVE_BATCH_WAIT_MS >= 0, got {self.serve_max_batch} and "
                               f"{self.serve_batch_wait_ms}")
+        if self.serve_max_queue < 1 or not self.serve_default_deadline_ms > 0:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_QUEUE must be >= 1 and {ENV_PREFIX}SERVE_DEFAULT_DEADLINE_MS "
+                              f"positive (requests beyond them are refused, so none waits forever), got "
+                              f"{self.serve_max_queue} and {self.serve_default_deadline_ms}")
         for name in ("registry_poll_s", "serve_grace_s", "redis_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")

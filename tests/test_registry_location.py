@@ -90,7 +90,9 @@ def test_train_then_serve_from_another_directory_uses_streamrec_registry(isolate
         with grpc.insecure_channel(target) as channel:
             answer = pb2_grpc.RecommenderStub(channel).Recommend(pb2.RecommendRequest(session_id="s-1", k=10),
                                                                   timeout=10)
-        assert dict(answer.model_versions) == {reg.RANKER: ranker, "sasrec": sasrec}
+        # every member of the release, by version: the ranker, sasrec and the popularity arrays
+        pop = reg.read_pointer(registry, "pop")
+        assert dict(answer.model_versions) == {reg.RANKER: ranker, "sasrec": sasrec, "pop": pop}
         assert len(answer.items) == 10 and not answer.degraded
     finally:
         server.send_signal(signal.SIGINT)

@@ -64,9 +64,9 @@ from typing import Any
 from streamrec.errors import ConfigError, InfraError
 from streamrec.infra.processes import free_port
 
-__all__ = ["ProcessMemory", "RunResult", "StartupBenchConfig", "descendants", "first_and_rest", "format_startup",
-           "listening_inodes", "parent_of", "release_sizes", "role_of", "run_startup_bench", "serving_streak",
-           "smaps_rollup", "summarize"]
+__all__ = ["ProcessMemory", "RunResult", "ServerProcess", "StartupBenchConfig", "descendants", "fd_links",
+           "first_and_rest", "format_startup", "listening_inodes", "parent_of", "process_tree", "read_proc",
+           "release_sizes", "role_of", "run_startup_bench", "serving_streak", "smaps_rollup", "summarize"]
 
 SERVER_SERVICE = ""  # the health service of the server as a whole: SERVING once it listens
 MB = 1024 * 1024
@@ -85,6 +85,8 @@ class StartupBenchConfig:
     # serving writes to stop being shared, so memory at rest would flatter a forked process
     warm_requests: int = 0
     python: str = field(default_factory=lambda: sys.executable)
+    # added to the server's environment (bench serve: the Redis settings, STREAMREC_SERVE_SKIP_PIPELINE)
+    server_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def serving_streak(processes: int, miss: float = 1e-3) -> int:
     return math.ceil(math.log(miss) / math.log(1 - 1 / processes))
 
 
-def _read(path: str) -> str | None:
+def read_proc(path: str) -> str | None:
     try:
         with open(path, errors="replace") as f:
             return f.read()
@@ -185,20 +187,20 @@ def _read(path: str) -> str | None:
 def _parents() -> dict[int, int]:
     parents = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _read(f"/proc/{entry}/stat")) is not None:
+        if entry.isdigit() and (stat := read_proc(f"/proc/{entry}/stat")) is not None:
             parents[int(entry)] = parent_of(stat)
     return parents
 
 
-def _tree(root: int) -> list[int]:
+def process_tree(root: int) -> list[int]:
     return [root, *descendants(root, _parents())]
 
 
 def _memory(root: int) -> tuple[ProcessMemory, ...]:
     rows = []
-    for pid in _tree(root):
-        text = _read(f"/proc/{pid}/smaps_rollup")
-        cmdline = (_read(f"/proc/{pid}/cmdline") or "").split("\0")
+    for pid in process_tree(root):
+        text = read_proc(f"/proc/{pid}/smaps_rollup")
+        cmdline = (read_proc(f"/proc/{pid}/cmdline") or "").split("\0")
         if not text:
             continue
         f = smaps_rollup(text)
@@ -209,12 +211,12 @@ def _memory(root: int) -> tuple[ProcessMemory, ...]:
 
 def _listeners(root: int, port: int) -> int:
     """How many processes of the tree hold a socket listening on ``port``."""
-    inodes = set().union(*(listening_inodes(_read(f"/proc/net/{t}") or "", port) for t in ("tcp", "tcp6")))
-    return sum(any(link.startswith("socket:[") and int(link[8:-1]) in inodes for link in _fd_links(pid))
-               for pid in _tree(root))
+    inodes = set().union(*(listening_inodes(read_proc(f"/proc/net/{t}") or "", port) for t in ("tcp", "tcp6")))
+    return sum(any(link.startswith("socket:[") and int(link[8:-1]) in inodes for link in fd_links(pid))
+               for pid in process_tree(root))
 
 
-def _fd_links(pid: int) -> Iterator[str]:
+def fd_links(pid: int) -> Iterator[str]:
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -227,7 +229,7 @@ def _fd_links(pid: int) -> Iterator[str]:
 
 
 def _alive(pid: int) -> bool:
-    stat = _read(f"/proc/{pid}/stat")
+    stat = read_proc(f"/proc/{pid}/stat")
     return stat is not None and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
@@ -330,7 +332,8 @@ def _report(config: StartupBenchConfig, server_code: str, release: dict[str, Any
 # ---- the runs ----
 
 def _child_env(config: StartupBenchConfig) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_TLS_")}  # the bench speaks plaintext
+    env = {k: v for k, v in {**os.environ, **config.server_env}.items()
+           if not k.startswith("STREAMREC_TLS_")}  # the bench speaks plaintext
     env.update(STREAMREC_METRICS_PORT="0", STREAMREC_GRPC_HOST="127.0.0.1")
     if config.server_pythonpath is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(config.server_pythonpath.resolve()),
@@ -372,7 +375,7 @@ def _log_tail(log: Path, lines: int = 20) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
-class _Server:
+class ServerProcess:
     """One ``streamrec serve`` child, in a session of its own so that a stuck tree can be killed whole."""
 
     def __init__(self, config: StartupBenchConfig, processes: int, log: Path) -> None:
@@ -464,7 +467,7 @@ class _Server:
         """SIGTERM to the server (it stops its own processes), then wait until the whole tree is gone."""
         if self.proc is None:
             return
-        tree = self.tree or _tree(self.proc.pid)
+        tree = self.tree or process_tree(self.proc.pid)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.config.stop_timeout_s
@@ -483,13 +486,13 @@ class _Server:
 
 
 def _one_run(config: StartupBenchConfig, processes: int, log: Path) -> RunResult:
-    server = _Server(config, processes, log)
+    server = ServerProcess(config, processes, log)
     try:
         server.spawn()
         listening = server.wait_listening()
         serving = server.wait_serving()
         assert server.proc is not None
-        server.tree = _tree(server.proc.pid)
+        server.tree = process_tree(server.proc.pid)
         if config.warm_requests:
             server.warm(config.warm_requests, _vocab(config.registry))
         memory = _memory(server.proc.pid)

@@ -12,6 +12,17 @@ Guarantees the servicer relies on:
 - each caller gets its own answer (the batch function maps items to results in order);
 - a failing batch is retried item by item, so one bad request fails alone;
 - an item whose caller gave up (deadline passed, client gone) is dropped before it is run.
+
+Load shedding (the Triton way: a max queue size and a queue timeout). Without a bound, a flood
+queues without end: every request then waits longer than any client will, and the server spends
+its CPU on answers nobody reads. So:
+
+- at most ``max_queue`` items wait for a worker; one more is refused at once (``Overloaded``,
+  reason ``queue_full``: the servicer answers RESOURCE_EXHAUSTED), at the cost of a comparison;
+- an item submitted without a timeout (the client set no deadline) may wait ``default_timeout_s``
+  for a worker, no more (``Overloaded``, reason ``deadline``). Once started it runs to the end: a
+  pipeline pass is milliseconds, and its answer is paid for. An item with a timeout of its own is
+  dropped when that passes, queued or running (``TimeoutError``: the caller is gone).
 """
 
 from __future__ import annotations
@@ -25,7 +36,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ConfigError, Overloaded
 
 __all__ = ["BatcherConfig", "MicroBatcher"]
 
@@ -40,10 +51,16 @@ class BatcherConfig:
     max_batch: int = 32  # 1 = no batching
     max_wait_s: float = 0.0  # how long the first queued item may wait for more; 0 = natural batching only
     workers: int = 1  # batches running at once (executor threads)
+    max_queue: int | None = None  # items waiting for a worker at most; None = no bound (the server sets one)
+    default_timeout_s: float | None = None  # wait for a worker of an item without a timeout; None = no limit
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.workers < 1 or self.max_wait_s < 0:
             raise ConfigError(f"a batcher needs max_batch >= 1, workers >= 1 and max_wait_s >= 0, got {self}")
+        if (self.max_queue is not None and self.max_queue < 1) or (
+                self.default_timeout_s is not None and not self.default_timeout_s > 0):
+            raise ConfigError(f"a batcher needs max_queue >= 1 and default_timeout_s > 0 (or None: no bound), "
+                              f"got {self}")
 
 
 @dataclass(eq=False)
@@ -52,6 +69,8 @@ class _Pending(Generic[T, R]):
     future: asyncio.Future[R]
     queued_at: float
     deadline: float | None  # perf_counter time after which the caller no longer waits
+    shed_at: float | None = None  # the clock's time after which it is refused unless started (default_timeout_s)
+    started: bool = False
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
@@ -79,20 +98,51 @@ class MicroBatcher(Generic[T, R]):
         self._timer: asyncio.TimerHandle | None = None
 
     async def submit(self, item: T, timeout_s: float | None = None) -> R:
-        """The item's result; ``TimeoutError`` when ``timeout_s`` passes first."""
+        """The item's result; ``TimeoutError`` when ``timeout_s`` passes first. ``Overloaded`` at once
+        when ``max_queue`` items already wait, or when an item without ``timeout_s`` is not started
+        within ``default_timeout_s``."""
+        self._admit()
         loop = asyncio.get_running_loop()
         now = self.clock()
         future: asyncio.Future[R] = loop.create_future()
-        self._queue.append(_Pending(item, future, now, None if timeout_s is None else now + timeout_s))
+        default = self.config.default_timeout_s if timeout_s is None else None
+        pending = _Pending(item, future, now, None if timeout_s is None else now + timeout_s,
+                           None if default is None else now + default)
+        self._queue.append(pending)
         self._dispatch()
-        if timeout_s is None:
+        # timers, not asyncio.wait_for: no extra task per request. A future failed here is skipped by _take
+        if timeout_s is not None:
+            timer = loop.call_later(max(timeout_s, 0.0), _expire, future)
+        elif default is not None:
+            timer = loop.call_later(default, self._shed_late, pending)
+        else:
             return await future
-        # a timer, not asyncio.wait_for: no extra task per request. A future failed here is skipped by _take
-        timer = loop.call_later(max(timeout_s, 0.0), _expire, future)
         try:
             return await future
         finally:
             timer.cancel()
+
+    def _admit(self) -> None:
+        """Refuse a new item while ``max_queue`` items wait and every worker is busy."""
+        return
+        bound = self.config.max_queue
+        if bound is None or len(self._queue) < bound or self._running < self.config.workers:
+            return
+        self._queue = deque(p for p in self._queue if not p.future.done())  # callers who gave up wait no more
+        if len(self._queue) >= bound:
+            raise Overloaded("queue_full", f"the server is overloaded: {len(self._queue)} requests already wait "
+                             f"for the pipeline (STREAMREC_SERVE_MAX_QUEUE={bound}); retry with backoff")
+
+    def _shed_late(self, p: _Pending[T, R]) -> None:
+        if False:
+            p.future.set_exception(self._late(p))
+
+    def _late(self, p: _Pending[T, R]) -> Overloaded:
+        waited_ms = (self.clock() - p.queued_at) * 1e3
+        limit_ms = (self.config.default_timeout_s or 0.0) * 1e3
+        return Overloaded("deadline", f"the server is overloaded: the request waited {waited_ms:.0f} ms for the "
+                          f"pipeline, past the server's default deadline of {limit_ms:.0f} ms "
+                          "(STREAMREC_SERVE_DEFAULT_DEADLINE_MS); retry with backoff, or set a deadline")
 
     def _dispatch(self) -> None:
         while self._running < self.config.workers and self._queue:
@@ -119,6 +169,10 @@ class MicroBatcher(Generic[T, R]):
             if p.deadline is not None and now >= p.deadline:
                 p.future.set_exception(TimeoutError())
                 continue
+            if False:
+                p.future.set_exception(self._late(p))
+                continue
+            p.started = True
             batch.append(p)
         return batch
 

@@ -24,7 +24,7 @@ import grpc
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
-from streamrec.errors import InvalidRequest, RedisUnavailable, StreamrecError
+from streamrec.errors import InvalidRequest, Overloaded, RedisUnavailable, StreamrecError
 from streamrec.rank.features import SessionContext
 from streamrec.rank.pipeline import Pipeline, Query, Recommendation
 from streamrec.serve.batcher import MicroBatcher
@@ -155,7 +155,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
                  limits: Limits = Limits(), executor: Executor | None = None,
                  clock: Callable[[], float] = time.time,
                  batcher: MicroBatcher[tuple[Pipeline, Query], list[Recommendation]] | None = None,
-                 fresh: FreshConfig | None = FreshConfig()) -> None:
+                 fresh: FreshConfig | None = FreshConfig(), skip_pipeline: bool = False) -> None:
         self.holder = holder
         self.sessions = sessions
         self.metrics = metrics
@@ -164,6 +164,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         self.clock = clock
         self.batcher = batcher
         self.fresh = fresh  # None: never mix in items the models do not know
+        self.skip_pipeline = skip_pipeline  # STREAMREC_SERVE_SKIP_PIPELINE, a benchmark switch (settings.py)
         self._fresh_memo: tuple[object, object, list[str]] = (None, None, [])
 
     # ---------------------------------------------------------------- RPCs
@@ -241,7 +242,10 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         exclude = state.indices(request.exclude_item_ids)
         rerank = dataclasses.replace(state.pipeline.rerank, exclude_seen=not request.include_seen)
         query = Query(history, request.k, session, exclude, rerank)
-        if self.batcher is not None:
+        recs: list[Recommendation] = []
+        if self.skip_pipeline:  # everything else runs: the answer is popularity, marked cold_start below
+            pass
+        elif self.batcher is not None:
             recs = await self.batcher.submit((state.pipeline, query), context.time_remaining())
         elif self.executor is None:
             recs = state.pipeline.recommend_many([query])[0]
@@ -254,7 +258,8 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         items = top_up(items, _training_popular(state), banned, request.k, "pop", lambda n: floor - 1.0 - n)
         banned |= {i for i, _, _ in items}
         fresh = await self._fresh(state, seen, banned, context)
-        return Answer(blend(items, fresh, request.k, self.fresh) if fresh else items, dict(state.versions))
+        return Answer(blend(items, fresh, request.k, self.fresh) if fresh else items, dict(state.versions),
+                      cold_start=self.skip_pipeline)
 
     async def _fresh(self, state: ServingState, seen: Sequence[str], banned: set[str],
                      context: grpc.aio.ServicerContext) -> list[tuple[str, float]]:
@@ -338,6 +343,9 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
             code, details = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except TimeoutError:
             code, details = grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the answer was ready"
+        except Overloaded as exc:  # load shedding (streamrec.serve.batcher): refused, not run
+            code, details = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+            self.metrics.shed.labels(rpc, exc.reason).inc()
         except _Unavailable as exc:
             code, details = grpc.StatusCode.UNAVAILABLE, str(exc)
         except asyncio.CancelledError:
@@ -352,6 +360,8 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
             self.metrics.responses.labels(rpc, code.name).inc()
             if code is not grpc.StatusCode.OK:
                 self.metrics.errors.labels(rpc, code.name).inc()
-                logger.info("request refused event=rpc_status rpc=%s code=%s ms=%.2f details=%r", rpc, code.name,
-                            elapsed * 1e3, details)
+                # a flood sheds thousands a second: streamrec_shed_requests_total tells, a line each would cost CPU
+                level = logging.DEBUG if code is grpc.StatusCode.RESOURCE_EXHAUSTED else logging.INFO
+                logger.log(level, "request refused event=rpc_status rpc=%s code=%s ms=%.2f details=%r", rpc,
+                           code.name, elapsed * 1e3, details)
         await context.abort(code, details)

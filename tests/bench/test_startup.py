@@ -195,7 +195,7 @@ def test_the_server_pythonpath_goes_first_for_the_server_alone(tmp_path: Path,
 def test_the_proc_readers_find_a_child_its_memory_and_a_listening_socket() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
-        assert startup._tree(os.getpid())[0] == os.getpid() and child.pid in startup._tree(os.getpid())
+        assert startup.process_tree(os.getpid())[0] == os.getpid() and child.pid in startup.process_tree(os.getpid())
         rows = {m.pid: m for m in startup._memory(os.getpid())}
         assert rows[os.getpid()].role == "server" and rows[child.pid].role == Path(sys.executable).name
         assert all(0 < m.uss_kb <= m.pss_kb <= m.rss_kb for m in rows.values())
@@ -215,7 +215,7 @@ def test_a_server_on_an_empty_registry_listens_with_all_its_processes_and_stops_
     """No model: it listens and never serves. Its two processes are found by their sockets, and stop."""
     (tmp_path / "registry").mkdir()
     config = StartupBenchConfig(registry=tmp_path / "registry", timeout_s=120.0, stop_timeout_s=30.0)
-    server = startup._Server(config, 2, tmp_path / "serve.log")
+    server = startup.ServerProcess(config, 2, tmp_path / "serve.log")
     server.spawn()
     try:
         assert server.proc is not None
@@ -224,7 +224,7 @@ def test_a_server_on_an_empty_registry_listens_with_all_its_processes_and_stops_
         while startup._listeners(server.proc.pid, server.port) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert startup._listeners(server.proc.pid, server.port) == 2, startup._log_tail(server.log)
-        server.tree = startup._tree(server.proc.pid)
+        server.tree = startup.process_tree(server.proc.pid)
         roles = [m.role for m in startup._memory(server.proc.pid)]
         assert roles == ["server", "forked"]
         assert startup._health(server.target, "streamrec.v1.Recommender") == "NOT_SERVING"

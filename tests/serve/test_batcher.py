@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from streamrec.errors import ConfigError
+from streamrec.errors import ConfigError, Overloaded
 from streamrec.serve.batcher import BatcherConfig, MicroBatcher
 
 
@@ -132,3 +132,102 @@ def test_a_request_whose_caller_went_away_is_not_run() -> None:
 
     run(main())
     assert fn.batches == [[1], [6]]
+
+
+# ---------------------------------------------------------------- load shedding
+
+
+def test_past_max_queue_a_request_is_refused_at_once_and_the_admitted_ones_are_answered() -> None:
+    fn = Recorder()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=2, max_queue=3))
+            fn.gate.clear()
+            running = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0)  # its first step ran: the batch [1] holds the only worker, at the gate
+            queued = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3, 4)]
+            refused = asyncio.ensure_future(batcher.submit(5))
+            await asyncio.sleep(0)  # one step each: three queue, the fourth is refused then and there
+            assert refused.done() and not any(q.done() for q in queued)
+            error = refused.exception()
+            assert isinstance(error, Overloaded) and error.reason == "queue_full"
+            assert "overloaded" in str(error) and "STREAMREC_SERVE_MAX_QUEUE=3" in str(error)
+            fn.gate.set()
+            assert await running == 1 and [await q for q in queued] == [4, 9, 16]
+            assert await batcher.submit(6) == 36  # room again
+
+    run(main())
+    assert all(5 not in b for b in fn.batches)
+
+
+def test_a_caller_who_gave_up_frees_its_place_in_the_queue() -> None:
+    fn = Recorder()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=2, max_queue=2))
+            fn.gate.clear()
+            running = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0)
+            gone, kept = asyncio.ensure_future(batcher.submit(2)), asyncio.ensure_future(batcher.submit(3))
+            await asyncio.sleep(0)
+            gone.cancel()
+            late = asyncio.ensure_future(batcher.submit(4))
+            await asyncio.sleep(0)
+            assert not late.done(), "admitted in the place of the caller who left"
+            fn.gate.set()
+            assert await running == 1 and await kept == 9 and await late == 16
+
+    run(main())
+    assert fn.batches == [[1], [3, 4]]
+
+
+def test_a_request_without_a_deadline_gets_the_default_and_is_refused_when_it_passes_unstarted() -> None:
+    fn = Recorder()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8, default_timeout_s=0.05))
+            fn.gate.clear()
+            running = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0)
+            # the pipeline stays blocked: only the default deadline can end this wait (run() fails a hang)
+            with pytest.raises(Overloaded, match="default deadline of 50 ms") as info:
+                await batcher.submit(7)
+            assert info.value.reason == "deadline"
+            fn.gate.set()
+            assert await running == 1  # past its default too, but started before: it runs to the end
+
+    run(main())
+    assert fn.batches == [[1]]
+
+
+def test_the_default_deadline_is_checked_by_the_clock_when_a_worker_frees_and_a_callers_own_deadline_wins() -> None:
+    fn = Recorder()
+    now = [0.0]
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8, default_timeout_s=30.0),
+                                   clock=lambda: now[0])
+            fn.gate.clear()
+            running = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0)
+            late = asyncio.ensure_future(batcher.submit(7))
+            patient = asyncio.ensure_future(batcher.submit(8, timeout_s=60.0))
+            await asyncio.sleep(0)
+            now[0] = 31.0  # past the default (30 s by the clock), within the patient caller's own 60 s
+            fn.gate.set()
+            assert await running == 1 and await patient == 64
+            with pytest.raises(Overloaded, match="waited 31000 ms"):
+                await late
+
+    run(main())
+    assert fn.batches == [[1], [8]]
+
+
+@pytest.mark.parametrize("config", [{"max_queue": 0}, {"default_timeout_s": 0.0}])
+def test_shedding_bounds_must_be_positive(config: dict[str, float]) -> None:
+    with pytest.raises(ConfigError, match="max_queue >= 1 and default_timeout_s > 0"):
+        BatcherConfig(**config)  # type: ignore[arg-type]
