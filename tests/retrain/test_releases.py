@@ -89,3 +89,21 @@ def test_rejected_rounds_do_not_count_toward_keep_and_never_delete_the_rollback_
     assert deleted == {"s3", "d3", "s4", "d4", "s5", "d5"}  # rejected beyond the newest two versions
     assert {r.version for r in list_versions(tmp_path)} == {"s1", "s2", "s6", "s7", "d1", "d2", "d6", "d7"}
     assert rollback(tmp_path) == {"sasrec": "s1", "deepfm": "d1"}
+
+
+def test_generator_artifacts_are_members_like_any_other(tmp_path: Path) -> None:
+    """A release names its generators' array versions too: promotion points them, a rollback brings back
+    the neighbour tables with the networks, and pruning keeps what a kept ranker uses."""
+    def full(v: str) -> dict[str, str]:
+        version(tmp_path, "itemknn", f"i{v}", kind="generator")
+        version(tmp_path, "sasrec", f"s{v}")
+        version(tmp_path, "deepfm", f"d{v}", pipeline={"generator_versions": {"sasrec": f"s{v}", "itemknn": f"i{v}"}})
+        return {"sasrec": f"s{v}", "itemknn": f"i{v}", "deepfm": f"d{v}"}
+
+    for v in "123":
+        promote(tmp_path, full(v))
+    assert current(tmp_path, "itemknn") == "i3"
+    assert rollback(tmp_path) == {"sasrec": "s2", "itemknn": "i2", "deepfm": "d2"}
+    assert current(tmp_path, "itemknn") == "i2"
+    deleted = {p.name for p in prune(tmp_path, keep=1)}
+    assert deleted == {"s1", "i1", "d1"}  # 3 is the newest, 2 is current
