@@ -15,8 +15,10 @@ mkdir -p var/logs
 log=var/logs/demo-worker.log
 serve_log=var/logs/demo-serve.log
 
-if [ ! -f "$REGISTRY/deepfm/CURRENT" ]; then
-  echo "== no ranking pipeline in $REGISTRY yet: training small ones (${TRAIN_MIN} min per sequence model)"
+current_manifest="$REGISTRY/deepfm/$(cat "$REGISTRY/deepfm/CURRENT" 2>/dev/null)/manifest.json"
+if [ ! -f "$REGISTRY/deepfm/CURRENT" ] || ! grep -q '"item_table"' "$current_manifest" 2>/dev/null; then
+  # (a ranker published before releases were made of artifacts has no item table: train again)
+  echo "== no ranking pipeline release in $REGISTRY yet: training small ones (${TRAIN_MIN} min per sequence model)"
   "$BIN/streamrec" train --models sasrec,gru4rec --dataset ml-1m --max-len 50 --budget-min "$TRAIN_MIN" \
     --registry "$REGISTRY" -q
   "$BIN/streamrec" train-ranker --dataset ml-1m --sources sasrec,gru4rec,itemknn,mf,content,pop \
