@@ -1,4 +1,4 @@
-"""``streamrec bench``: arrays, ingest, memory, models, peer, serve and startup benchmarks.
+"""``streamrec bench``: arrays, ingest, memory, models, peer, serve and startup benchmarks (and ghz-install).
 
 Parsing and printing only."""
 
@@ -97,14 +97,34 @@ def _bench_peer(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _bench_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.ghz import ghz_path
     from streamrec.bench.serve import ServeBenchConfig, format_result, run_serve_bench
+    from streamrec.errors import ConfigError
 
+    ghz = ghz_path(settings.cache_dir)
+    if args.generator == "ghz" and not ghz.is_file():
+        raise ConfigError(f"no ghz at {ghz}: run `streamrec bench ghz-install` first (needs Go)")
+    use_ghz = args.generator == "ghz" or (args.generator == "auto" and ghz.is_file())
     config = ServeBenchConfig(target=target_of(args, settings), rate=args.rate, seconds=args.seconds,
                               concurrency=args.concurrency, sessions=args.sessions, k=args.k, dataset=args.dataset,
-                              load_sessions=not args.no_load, channels=args.channels)
+                              load_sessions=not args.no_load, channels=args.channels, long_len=args.long_len,
+                              ghz=ghz if use_ghz else None, server_pid=args.server_pid,
+                              skip_pipeline_target=args.skip_pipeline_target, floor=not args.no_floor,
+                              start_server=settings.registry if args.start_server else None,
+                              processes=args.processes)
+    if args.generator == "auto" and not use_ghz:
+        print(f"no ghz at {ghz} (`streamrec bench ghz-install`): the Python generator drives the load")
     result = run_serve_bench(settings, config)
     print(format_result(result))
     _write_json(args.json, result)
+    return 0
+
+
+def _bench_ghz_install(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.ghz import GHZ_MODULE, GHZ_VERSION, install_ghz
+
+    print(f"go install {GHZ_MODULE}@v{GHZ_VERSION} ...")
+    print(f"installed {install_ghz(settings.cache_dir)}: `streamrec bench serve` uses it from now on")
     return 0
 
 
@@ -232,24 +252,56 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     bp.set_defaults(func=_bench_peer)
 
-    bp = bsub.add_parser("serve", help="gRPC Recommend latency and throughput of the running server",
-                         description="Store real sessions (test users' histories of the served dataset) in Redis under "
-                         "the server's prefix, then call Recommend over loopback from an asyncio load generator: at a "
-                         "fixed rate (open loop), and at saturation (closed loop, --concurrency in flight). Prints "
-                         "qps, p50_ms, p90_ms, p99_ms and errors of each phase.")
+    bp = bsub.add_parser("serve", help="where the server's CPU goes: CPU per request, qps and latency of each "
+                         "request kind", description="Store real sessions (users' histories of the dataset, and long "
+                         "ones of --long-len items) in Redis under the server's prefix, then drive, phase after phase: "
+                         "the gRPC floor (a minimal grpc.aio health server started here), the server's empty RPC "
+                         "(Health/Check), Recommend with the pipeline skipped (a server started with "
+                         "STREAMREC_SERVE_SKIP_PIPELINE=1: --skip-pipeline-target or --start-server), Recommend at "
+                         "--rate (open loop), Recommend at saturation (--concurrency in flight), and Recommend on the "
+                         "long sessions. Prints per phase qps, p50/p90/p99 ms, errors and the server's CPU ms per "
+                         "request (its process tree's utime+stime from /proc over the phase, divided by the phase's "
+                         "requests), then empty RPC / floor and Recommend - floor. The load comes from ghz "
+                         "(`streamrec bench ghz-install`) when installed, else from a Python generator. The "
+                         "protocol is in streamrec/bench/serve.py.")
     add_target(bp)
+    add_registry_option(bp, help="with --start-server: the registry the servers serve (default STREAMREC_REGISTRY, "
+                        "./models)")
+    bp.add_argument("--start-server", action="store_true",
+                    help="start the servers here (`streamrec serve` on free ports, this environment's Redis "
+                    "settings): one as configured and one that skips the pipeline; --target is then ignored")
+    bp.add_argument("--processes", type=int, default=1, metavar="N",
+                    help="with --start-server: processes of each server (serve --processes; default 1)")
+    bp.add_argument("--server-pid", type=int, default=None, metavar="PID",
+                    help="the server whose CPU is read, with its descendants (default: the process tree "
+                    "listening on the target's port on this machine)")
+    bp.add_argument("--skip-pipeline-target", metavar="HOST:PORT", default=None,
+                    help="a running server started with STREAMREC_SERVE_SKIP_PIPELINE=1 (on this machine), for the "
+                    "phase of Recommend without the pipeline")
+    bp.add_argument("--generator", choices=("auto", "ghz", "python"), default="auto",
+                    help="the load generator (default auto: ghz when `bench ghz-install` installed it)")
     bp.add_argument("--rate", type=float, default=500.0, help="fixed-rate phase, requests/s (default 500)")
-    bp.add_argument("--seconds", type=float, default=20.0, help="length of each phase (default 20)")
+    bp.add_argument("--seconds", type=float, default=20.0,
+                    help="length of each phase; with ghz, the count of calls that takes (default 20)")
     bp.add_argument("--concurrency", type=int, default=32, help="requests in flight at saturation (default 32)")
     bp.add_argument("--sessions", type=int, default=2000, help="sessions stored in Redis (default 2000)")
+    bp.add_argument("--long-len", type=int, default=200, metavar="N",
+                    help="items of the long sessions' phase, from users with at least N (default 200; 0: no "
+                    "such phase)")
     bp.add_argument("--k", type=int, default=10)
     bp.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET,
                     help=f"sessions come from it (default {DEFAULT_DATASET})")
-    bp.add_argument("--no-load", action="store_true", help="sessions are already in Redis (bench:sess-N)")
+    bp.add_argument("--no-load", action="store_true",
+                    help="sessions are already in Redis (bench:sess-N); no long sessions' phase")
+    bp.add_argument("--no-floor", action="store_true", help="do not start and measure the gRPC floor")
     bp.add_argument("--channels", type=int, default=4,
                     help="connections, used in turn (a server of several processes shares out connections; default 4)")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     bp.set_defaults(func=_bench_serve)
+    bp = bsub.add_parser("ghz-install", help="install the pinned ghz load generator that `bench serve` uses",
+                         description="go install github.com/bojand/ghz/cmd/ghz@v0.120.0 (from the Go module proxy) "
+                         "with GOBIN=<cache dir>/ghz/v0.120.0, where `bench serve` looks for it. Needs Go.")
+    bp.set_defaults(func=_bench_ghz_install)
     bp = bsub.add_parser("startup", help="server start-up time, memory per process and release size on disk",
                          description="Start `streamrec serve` on the registry as a child process (this interpreter, "
                          "a free port, metrics off), --runs times for each --processes count, the first run cold. "

@@ -25,7 +25,7 @@ _SERVING = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.
 
 
 class FloorServicer(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
-    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC's name
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return _SERVING
 
 

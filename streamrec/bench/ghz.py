@@ -89,10 +89,12 @@ class GhzRun:
     connections: int
     timeout_s: float
     rate: float | None = None  # None: as fast as the workers go (saturation)
+    duration_s: float | None = None  # instead of ``count`` (a warm-up)
 
     def argv(self, ghz: Path, protoset: Path, data: Path, out: Path) -> list[str]:
-        argv = [str(ghz), "--insecure", "--protoset", str(protoset), "--call", self.call, "-D", str(data),
-                "-n", str(self.count), "-c", str(self.concurrency), "--connections", str(self.connections),
+        amount = ["-z", f"{self.duration_s:g}s"] if self.duration_s else ["-n", str(self.count)]
+        argv = [str(ghz), "--insecure", "--protoset", str(protoset), "--call", self.call, "-D", str(data), *amount,
+                "-c", str(self.concurrency), "--connections", str(self.connections),
                 "--timeout", f"{self.timeout_s * 1000:.0f}ms", "-O", "json", "-o", str(out)]
         if self.rate is not None:
             argv += ["--rps", f"{self.rate:g}"]
@@ -112,13 +114,14 @@ def run_ghz(ghz: Path, run: GhzRun) -> dict[str, Any]:
 
 
 def parse_report(report: Mapping[str, Any]) -> dict[str, Any]:
-    """The figures of a ghz ``-O json`` report: times are nanoseconds there, milliseconds here. ``errors``
-    counts every call that did not end OK (deadline, refused, unavailable...); ``status_codes`` says which."""
-    latencies = {int(round(p["percentage"])): p["latency"] / 1e6 for p in report.get("latencyDistribution") or ()}
+    """The figures of a ghz ``-O json`` report: times are nanoseconds there, milliseconds here. ``qps``
+    counts the calls that ended OK (ghz's own ``rps`` counts errors too); ``errors`` every other call
+    (deadline, refused, unavailable...), and ``status_codes`` says which."""
+    latencies = {round(p["percentage"]): p["latency"] / 1e6 for p in report.get("latencyDistribution") or ()}
     codes = {str(k): int(v) for k, v in (report.get("statusCodeDistribution") or {}).items()}
     count = int(report["count"])
     return {
-        "qps": round(float(report["rps"]), 1),
+        "qps": round(codes.get("OK", 0) / max(report["total"] / 1e9, 1e-9), 1),  # answered, as the Python generator's
         "p50_ms": round(latencies.get(50, float("nan")), 3),
         "p90_ms": round(latencies.get(90, float("nan")), 3),
         "p99_ms": round(latencies.get(99, float("nan")), 3),

@@ -101,7 +101,7 @@ class MicroBatcher(Generic[T, R]):
         """The item's result; ``TimeoutError`` when ``timeout_s`` passes first. ``Overloaded`` at once
         when ``max_queue`` items already wait, or when an item without ``timeout_s`` is not started
         within ``default_timeout_s``."""
-        self._admit()
+        self.admit()
         loop = asyncio.get_running_loop()
         now = self.clock()
         future: asyncio.Future[R] = loop.create_future()
@@ -122,9 +122,9 @@ class MicroBatcher(Generic[T, R]):
         finally:
             timer.cancel()
 
-    def _admit(self) -> None:
-        """Refuse a new item while ``max_queue`` items wait and every worker is busy."""
-        return
+    def admit(self) -> None:
+        """Raise ``Overloaded`` when a new item would be refused now: ``max_queue`` items wait and every
+        worker is busy. ``submit`` checks it; a caller may too, before work it would waste on a refusal."""
         bound = self.config.max_queue
         if bound is None or len(self._queue) < bound or self._running < self.config.workers:
             return
@@ -134,7 +134,7 @@ class MicroBatcher(Generic[T, R]):
                              f"for the pipeline (STREAMREC_SERVE_MAX_QUEUE={bound}); retry with backoff")
 
     def _shed_late(self, p: _Pending[T, R]) -> None:
-        if False:
+        if not p.future.done() and not p.started:
             p.future.set_exception(self._late(p))
 
     def _late(self, p: _Pending[T, R]) -> Overloaded:
@@ -169,7 +169,7 @@ class MicroBatcher(Generic[T, R]):
             if p.deadline is not None and now >= p.deadline:
                 p.future.set_exception(TimeoutError())
                 continue
-            if False:
+            if p.shed_at is not None and now >= p.shed_at:
                 p.future.set_exception(self._late(p))
                 continue
             p.started = True

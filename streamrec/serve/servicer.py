@@ -184,6 +184,8 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         request.session_id = validate_id(request.session_id, "session_id", self.limits, session=True)
         validate_k(request.k, self.limits)
         request.exclude_item_ids[:] = validate_ids(request.exclude_item_ids, "exclude_item_ids", self.limits)
+        if self.batcher is not None and not self.skip_pipeline:
+            self.batcher.admit()  # shed before the Redis read: under a flood, a refusal costs no round trip
         state = self.holder.state
         try:
             events = await self.sessions.session(request.session_id, context.time_remaining())

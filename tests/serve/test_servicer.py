@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamrec.errors import RedisUnavailable
+from streamrec.errors import Overloaded, RedisUnavailable
 from streamrec.rank.pipeline import Query, Recommendation
 from streamrec.rank.rerank import RerankConfig
 from streamrec.serve.metrics import ServeMetrics
@@ -135,3 +135,30 @@ def test_no_model_yet_answers_from_recent_popularity_alone() -> None:
     reply = recommend(Sessions(items=["a"], recent=["x", "y", "z"]), None, k=2, exclude=["x"])
     assert reply.degraded and reply.cold_start and dict(reply.model_versions) == {}
     assert answer(reply) == [("y", 1.0, ("recent_pop",)), ("z", 0.5, ("recent_pop",))]
+
+
+def test_the_bench_switch_skips_the_pipeline_and_says_so_with_cold_start() -> None:
+    state = state_with([Recommendation(3, 0.5, ("mf",))])
+    servicer = RecommenderServicer(StateHolder(state), Sessions(items=["a"]), ServeMetrics(),  # type: ignore[arg-type]
+                                   skip_pipeline=True)
+    reply = asyncio.run(servicer.Recommend(pb2.RecommendRequest(session_id="s1", k=2), Context()))  # type: ignore[arg-type]
+    assert reply.cold_start and not reply.degraded and state.pipeline.queries == []  # type: ignore[attr-defined]
+    assert answer(reply) == [("b", -1.0, ("pop",)), ("c", -2.0, ("pop",))]  # popularity, the seen a left out
+
+
+def test_when_the_pipeline_queue_is_full_recommend_is_refused_before_reading_redis() -> None:
+    class FullBatcher:
+        def admit(self) -> None:
+            raise Overloaded("queue_full", "the server is overloaded: 64 requests already wait for the pipeline")
+
+    class NoRedis(Sessions):
+        async def session(self, session_id: str, timeout_s: float | None = None) -> list[SessionEvent]:
+            raise AssertionError("Redis read for a request that is refused anyway")
+
+    metrics = ServeMetrics()
+    servicer = RecommenderServicer(StateHolder(state_with()), NoRedis(items=["a"]), metrics,  # type: ignore[arg-type]
+                                   batcher=FullBatcher())  # type: ignore[arg-type]
+    with pytest.raises(AssertionError, match="aborted: StatusCode.RESOURCE_EXHAUSTED the server is overloaded"):
+        asyncio.run(servicer.Recommend(pb2.RecommendRequest(session_id="s1", k=2), Context()))  # type: ignore[arg-type]
+    assert metrics.registry.get_sample_value("streamrec_shed_requests_total",
+                                             {"rpc": "Recommend", "reason": "queue_full"}) == 1

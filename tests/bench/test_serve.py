@@ -1,0 +1,97 @@
+"""``streamrec bench serve`` without Redis: the /proc CPU accounting, the server found by its port, ghz's
+argv and report, the protoset, the install's message without Go, and the gRPC floor answering and measured
+through a phase of the Python generator. The run against servers is in test_serve_integration.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pb2
+
+from streamrec.bench import ghz as ghz_module
+from streamrec.bench.cpu import cpu_ticks, find_server, server_root, tree_cpu_s
+from streamrec.bench.ghz import GhzRun, install_ghz, parse_report, write_protoset
+from streamrec.bench.serve import CHECK_CALL, ServeBenchConfig, _floor, _Phase, _ratios, _run_phase
+from streamrec.errors import ConfigError
+from streamrec.serve.health_probe import check
+
+HERE = Path(__file__).parent
+
+
+def test_cpu_ticks_count_after_the_last_parenthesis() -> None:
+    # fields: pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
+    stat = "4242 (serve (a) b)) S 1 4242 4242 0 -1 4194560 900 0 0 0 150 25 7 3 20 0 5 0 100 0 0"
+    assert cpu_ticks(stat) == 150 + 25 + 7 + 3
+
+
+def test_tree_cpu_grows_with_the_work_of_the_process() -> None:
+    before, start = tree_cpu_s(os.getpid()), os.times()
+    x = 0
+    while (os.times().user + os.times().system) - (start.user + start.system) < 0.2:  # CPU, not wall time
+        x += 1
+    assert tree_cpu_s(os.getpid()) - before >= 0.15
+
+
+def test_the_server_root_is_above_its_forked_children() -> None:
+    parents = {10: 1, 11: 10, 12: 10, 20: 1}
+    cmdlines = {1: "init", 10: "python -m streamrec serve", 11: "python -m streamrec serve",
+                12: "python -m streamrec serve", 20: "other"}
+    assert server_root([11, 12], parents, cmdlines) == 10  # the parent holds no socket itself
+    assert server_root([10], parents, cmdlines) == 10
+    with pytest.raises(ConfigError, match="--server-pid"):
+        server_root([11, 20], parents, cmdlines)
+
+
+def test_ghz_report_is_read_in_milliseconds_with_its_errors() -> None:
+    # captured from ghz 0.120.0 against the floor, then given 3 deadline errors
+    figures = parse_report(json.loads((HERE / "ghz_report.json").read_text()))
+    assert figures["requests"] == 503 and figures["errors"] == 3
+    assert figures["status_codes"] == {"OK": 500, "DeadlineExceeded": 3}
+    assert figures["p50_ms"] == pytest.approx(1.617, abs=1e-3) and figures["p99_ms"] == pytest.approx(4.017, abs=1e-3)
+    assert figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"] and figures["qps"] == pytest.approx(4234.6)
+
+
+def test_ghz_argv_fixed_count_rate_and_warm_up() -> None:
+    run = GhzRun("127.0.0.1:1", CHECK_CALL, [{"service": ""}], count=1000, concurrency=8, connections=2,
+                 timeout_s=1.0, rate=500.0)
+    argv = run.argv(Path("/g/ghz"), Path("p.protoset"), Path("d.json"), Path("o.json"))
+    assert argv[-1] == "127.0.0.1:1" and argv[argv.index("-n") + 1] == "1000" and argv[argv.index("--rps") + 1] == "500"
+    assert argv[argv.index("--timeout") + 1] == "1000ms" and argv[argv.index("-O") + 1] == "json"
+    warm = GhzRun("t:1", CHECK_CALL, [], count=0, concurrency=8, connections=2, timeout_s=1.0, duration_s=1.0)
+    argv = warm.argv(Path("ghz"), Path("p"), Path("d"), Path("o"))
+    assert "-n" not in argv and argv[argv.index("-z") + 1] == "1s" and "--rps" not in argv
+
+
+def test_protoset_holds_both_services(tmp_path: Path) -> None:
+    files = descriptor_pb2.FileDescriptorSet.FromString(write_protoset(tmp_path / "all.protoset").read_bytes()).file
+    services = {f"{f.package}.{s.name}" for f in files for s in f.service}
+    assert {"streamrec.v1.Recommender", "grpc.health.v1.Health"} <= services
+
+
+def test_ghz_install_says_what_to_do_without_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ghz_module.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError, match="install Go"):
+        install_ghz(tmp_path)
+
+
+def test_floor_answers_is_found_by_its_port_and_costs_cpu_per_call() -> None:
+    with _floor() as (target, pid):
+        with grpc.insecure_channel(target) as channel:
+            assert check(channel, "", 5.0) == "SERVING"
+        assert find_server(int(target.rsplit(":", 1)[1])) == pid
+        phase = _Phase("floor", "floor Check", target, pid, "check", [{"service": ""}])
+        result = _run_phase(phase, ServeBenchConfig(seconds=0.5, concurrency=4, channels=2))
+    assert result["requests"] > 0 and result["errors"] == 0 and result["server_pid"] == pid
+    assert result["cpu_ms_per_request"] > 0
+
+
+def test_ratios_against_the_floor() -> None:
+    result = {"phases": ["floor", "check", "saturation"], "floor": {"cpu_ms_per_request": 0.5},
+              "check": {"cpu_ms_per_request": 0.6}, "saturation": {"cpu_ms_per_request": 4.5}}
+    ratios = _ratios(result)
+    assert ratios["check_over_floor"] == pytest.approx(1.2) and ratios["recommend_minus_floor_ms"] == pytest.approx(4.0)
+    assert _ratios({"phases": ["check"], "check": {"cpu_ms_per_request": 0.6}})["check_over_floor"] is None
