@@ -15,7 +15,7 @@ mkdir -p var/logs
 log=var/logs/demo-worker.log
 serve_log=var/logs/demo-serve.log
 
-current_manifest="$REGISTRY/deepfm/$(cat "$REGISTRY/deepfm/CURRENT" 2>/dev/null)/manifest.json"
+current_manifest="$REGISTRY/deepfm/$(cat "$REGISTRY/deepfm/CURRENT" 2>/dev/null || true)/manifest.json"
 if [ ! -f "$REGISTRY/deepfm/CURRENT" ] || ! grep -q '"item_table"' "$current_manifest" 2>/dev/null; then
   # (a ranker published before releases were made of artifacts has no item table: train again)
   echo "== no ranking pipeline release in $REGISTRY yet: training small ones (${TRAIN_MIN} min per sequence model)"
