@@ -71,7 +71,7 @@ def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         raise ConfigError(f"no model with a CURRENT version under {registry}; run `streamrec train` first")
     if args.pipeline:
-        rows.append(bench_current_pipeline(registry, settings.data_dir, config))
+        rows.append(bench_current_pipeline(registry, config))
     print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up")
     print(format_rows(rows))
     _write_json(args.json, rows)

@@ -2,9 +2,10 @@
 
 - every sequence model with a ``CURRENT`` version: onnxruntime on random item sequences (no
   padding) of a fixed length, per batch size;
+- every generator published as arrays: its ``score`` on random histories, per batch size;
 - the ranker: onnxruntime scoring one list of ``candidates`` random feature rows;
 - with ``pipeline``: ``Pipeline.recommend`` for one session held in memory (every generator, the
-  candidate union, features, the ONNX ranker and re-ranking), as the server calls it.
+  candidate union, features, the ranker and re-ranking), the release loaded as a server loads it.
 
 Each is timed over ``runs`` calls after ``warmup`` untimed ones and reported as p50/p99 in ms.
 """
@@ -15,10 +16,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from streamrec import registry as reg
+from streamrec.errors import ConfigError
+from streamrec.export.generators import load_generator
 from streamrec.export.onnx_load import INPUT, OUTPUT, load_onnx, load_ranker
 from streamrec.stats import percentile
 
@@ -64,6 +68,15 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
     common = {"runs": config.runs, "threads": config.intra_op_threads}
     for model_dir in (reg.model_dir(registry, name) for name in reg.model_names(registry)
                       if reg.read_pointer(registry, name) is not None):
+        if _kind(model_dir) == "generator":  # arrays, scored in numpy: its score() on random histories
+            generator: Any = load_generator(model_dir)
+            for batch in config.batch_sizes:
+                histories = [rng.integers(1, generator.n_items + 1, size=config.seq_len) for _ in range(batch)]
+                timing = _timed(lambda h=histories: generator.score(h), config)
+                rows.append({"model": model_dir.name, "version": generator.manifest["version"], "batch": batch,
+                             "seq_len": config.seq_len, "candidates": 0, **common, **timing,
+                             "per_seq_p50_ms": round(timing["p50_ms"] / batch, 4)})
+            continue
         if _kind(model_dir) == "ranker":
             ranker = load_ranker(model_dir, intra_op_threads=config.intra_op_threads)
             cfg, n = ranker.manifest["config"], config.candidates
@@ -104,17 +117,14 @@ def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: i
             "threads": config.intra_op_threads, **timing, "per_seq_p50_ms": timing["p50_ms"]}
 
 
-def bench_current_pipeline(registry: Path, data_dir: Path,
-                           config: ModelBenchConfig = ModelBenchConfig()) -> dict[str, object]:
-    """``bench_pipeline`` for the registry's CURRENT ranker, its pipeline rebuilt as a server would: on the
-    ranker's own split, with the non-neural generators fitted on its training part first."""
-    from streamrec.data.datasets import load
-    from streamrec.eval.protocols import protocol_from_summary, split
-    from streamrec.offline.assemble import load_pipeline
+def bench_current_pipeline(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) -> dict[str, object]:
+    """``bench_pipeline`` for the registry's CURRENT release, loaded from its artifacts as a server loads it."""
+    from streamrec.rank.release import load_release
 
-    manifest = load_ranker(reg.model_dir(registry, reg.RANKER)).manifest
-    parts = split(load(manifest["dataset"], data_dir), protocol_from_summary(manifest["protocol"]))
-    return bench_pipeline(load_pipeline(parts, registry), config)
+    version = reg.read_pointer(registry, reg.RANKER)
+    if version is None:
+        raise ConfigError(f"no {reg.RANKER} version is CURRENT under {registry}; publish one: streamrec train-ranker")
+    return bench_pipeline(load_release(registry, version).pipeline, config)
 
 
 def format_rows(rows: list[dict[str, object]]) -> str:

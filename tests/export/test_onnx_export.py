@@ -11,12 +11,14 @@ import torch
 from streamrec.bench.models import ModelBenchConfig, bench_models
 from streamrec.cli import main
 from streamrec.errors import ArtifactError
-from streamrec.export import export_onnx, load_onnx, load_ranker, publish, ranker_graph
+from streamrec.export import export_onnx, load_onnx, load_ranker, publish, publish_generator, ranker_graph
 from streamrec.models.base import top_k
 from streamrec.models.deepfm import DeepFM, DeepFMConfig
+from streamrec.models.popularity import MostPopular
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.registry import current_version, read_history, resolve, sha256_of
 from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
+from tests.models.helpers import MakeData
 
 N_ITEMS = 60
 MAX_LEN = 12
@@ -137,15 +139,18 @@ def test_a_ranker_shares_the_registry(tmp_path: Path, trained: tuple[SASRec, SAS
 
 
 def test_bench_models_times_every_current_model(tmp_path: Path, trained: tuple[SASRec, SASRecConfig],
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                capsys: pytest.CaptureFixture[str], make_data: MakeData) -> None:
     publish_to(tmp_path, *trained)
-    rows = bench_models(tmp_path, ModelBenchConfig(runs=5, warmup=1))
-    assert [(r["model"], r["batch"], r["seq_len"]) for r in rows] == [("sasrec", 1, MAX_LEN), ("sasrec", 32, MAX_LEN)]
+    pop = MostPopular().fit(make_data([[1, 2, 3], [2, 3, 4]], n_items=N_ITEMS))
+    publish_generator(pop, vocab=VOCAB, dataset="ml-100k", protocol={}, registry=tmp_path)  # arrays, not ONNX
+    rows = bench_models(tmp_path, ModelBenchConfig(runs=5, warmup=1, seq_len=MAX_LEN))
+    assert [(r["model"], r["batch"], r["seq_len"]) for r in rows] == [
+        ("pop", 1, MAX_LEN), ("pop", 32, MAX_LEN), ("sasrec", 1, MAX_LEN), ("sasrec", 32, MAX_LEN)]
     assert all(0 < float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows)  # type: ignore[arg-type]
     out = tmp_path / "bench.json"
     assert main(["bench", "models", "--registry", str(tmp_path), "--runs", "3", "--warmup", "1",
                  "--json", str(out)]) == 0
-    assert "p99 ms" in capsys.readouterr().out and len(json.loads(out.read_text())) == 2
+    assert "p99 ms" in capsys.readouterr().out and len(json.loads(out.read_text())) == 4
     assert main(["bench", "models", "--registry", str(tmp_path / "empty")]) == 2
 
 
