@@ -192,16 +192,31 @@ Partition = tuple[str, int]  # (topic, partition)
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """One batch as the scripts take it: its sessions' packed records, and per partition its field
-    name, the last offset this worker applied there ('' if none) and the batch's last offset."""
+    """One batch as the scripts take it: its sessions' packed records, and per partition the batch's
+    last offset and the last offset this worker applied there (absent if none). The scripts name a
+    partition by its 1-based position in ``last`` (``index``)."""
 
     sessions: list[tuple[str, list[tuple[Record, ClickEvent]], str]]  # (session id, rows, packed)
-    partitions: list[Partition]
-    partition_args: list[str | int]
+    last: dict[Partition, int]
+    expected: Mapping[Partition, int]
 
     @property
     def n(self) -> int:
-        return len(self.partitions)
+        return len(self.last)
+
+    @property
+    def names(self) -> list[str]:
+        return [partition_field(*tp) for tp in self.last]
+
+    @property
+    def partition_args(self) -> list[str | int]:
+        """(name, expected or '', last) per partition, as ``read_marks`` in the scripts takes them."""
+        return [x for tp, end in self.last.items()
+                for x in (partition_field(*tp), str(self.expected[tp]) if tp in self.expected else "", end)]
+
+
+def _index(last: Mapping[Partition, int]) -> dict[Partition, str]:
+    return {tp: str(i + 1) for i, tp in enumerate(last)}
 
 
 def _plan(good: Sequence[tuple[Record, ClickEvent]], records: Sequence[Record],
@@ -209,14 +224,11 @@ def _plan(good: Sequence[tuple[Record, ClickEvent]], records: Sequence[Record],
     last: dict[Partition, int] = {}
     for r in records:  # dead letters too: once the batch is settled, their offsets are done with
         last[r.topic, r.partition] = max(r.offset, last.get((r.topic, r.partition), -1))
-    index = {tp: str(i + 1) for i, tp in enumerate(last)}
+    index = _index(last)
     sessions = [(sid, rows, pack((ev.event_id, ev.timestamp, f"{rec.offset:019d}", ev.item_id, ev.event_type,
                                    index[rec.topic, rec.partition]) for rec, ev in rows))
                 for sid, rows in group_by_session(good).items()]
-    args: list[str | int] = []
-    for tp, end in last.items():
-        args += [partition_field(*tp), str(applied[tp]) if tp in applied else "", end]
-    return _Plan(sessions, list(last), args)
+    return _Plan(sessions, last, {tp: applied[tp] for tp in last if tp in applied})
 
 
 class SessionWriter:
@@ -268,8 +280,7 @@ class SessionWriter:
             sid, rows, _ = plan.sessions[k]
             result.dead.extend(DeadLetter(rec, "redis_error", f"Redis refused session {sid!r}: {message}")
                                for rec, _ in rows)
-        for tp, end in zip(plan.partitions, plan.partition_args[2::3], strict=True):
-            self._applied[tp] = int(end)
+        self._applied.update(plan.last)
         return result
 
     def _rolled_back(self, reply: Sequence[object]) -> RedisRolledBack:
@@ -302,7 +313,7 @@ class SessionWriter:
         Sessions first, so that the counters leave out the sessions Redis refused; then popularity and
         the offsets; then the co-occurrence of the events new to the counters."""
         s, prefix = self.settings, self.settings.redis_prefix
-        names = plan.partition_args[0::3]
+        names = plan.names
         calls = [((*session_keys(prefix, sid), session_position_key(prefix, sid)),
                   [s.session_max_len, s.session_ttl_s, s.cooc_window, s.session_dedup_ids, packed, *names])
                  for sid, _, packed in plan.sessions]
@@ -320,7 +331,7 @@ class SessionWriter:
             for rec in reply[3:]:
                 item, offset, tp, *partners = _text(rec).split(FIELD)
                 new_events.append((item, int(offset), tp, partners))
-        index = {tp: str(i + 1) for i, tp in enumerate(plan.partitions)}
+        index = _index(plan.last)
         counted = pack((ev.item_id, ev.timestamp, f"{rec.offset:019d}", index[rec.topic, rec.partition])
                        for k, (_, rows, _) in enumerate(plan.sessions) for rec, ev in rows
                        if (k, rec.offset) not in left_out)
@@ -348,7 +359,8 @@ class SessionWriter:
             await pipe.execute()
         return applied, duplicates, failed
 
-    async def _sessions(self, calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> list[list[object] | ResponseError]:
+    async def _sessions(self, calls: Sequence[tuple[Sequence[str], Sequence[object]]]
+                        ) -> list[list[object] | ResponseError]:
         """SESSION_LUA for each (keys, args), pipelined by node; a session that Redis refuses
         (``ResponseError``) is returned as its error, the others go on. A call that meets a node without
         the script (restarted, failed over) is run again once loaded; the others are not, since a
