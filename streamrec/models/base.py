@@ -55,14 +55,15 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = Non
 
     Ties are broken by the lower item index, so results are deterministic.
     """
-    scores = scores.astype(np.float32, copy=True)
-    scores[:, 0] = -np.inf
+    negated = np.negative(scores, dtype=np.float32)  # a fresh array, so masking touches no caller's data
+    negated[:, 0] = np.inf
     if exclude is not None:
-        for row, items in enumerate(exclude):
-            scores[row, np.asarray(items, dtype=np.int64)] = -np.inf
-    k = min(k, scores.shape[1] - 1)
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.lexsort((part, -part_scores), axis=1)
+        lengths = [len(items) for items in exclude]
+        if sum(lengths):
+            cols = np.concatenate([np.asarray(items, dtype=np.int64).reshape(-1) for items in exclude])
+            negated[np.repeat(np.arange(len(lengths)), lengths), cols] = np.inf
+    k = min(k, negated.shape[1] - 1)
+    part = np.argpartition(negated, k - 1, axis=1)[:, :k]
+    order = np.lexsort((part, np.take_along_axis(negated, part, axis=1)), axis=1)
     idx = np.take_along_axis(part, order, axis=1)
-    return idx, np.take_along_axis(scores, idx, axis=1)
+    return idx, -np.take_along_axis(negated, idx, axis=1)

@@ -142,18 +142,19 @@ def fold_in(
     f = y.shape[1]
     base = (y.T @ y if gram is None else gram) + reg * np.eye(f)
     weights = history_matrix(histories, y.shape[0] - 1, exponential_weights(decay))  # (B, n + 1) sparse
-    by_length = np.argsort(np.diff(weights.indptr), kind="stable")
+    all_lengths = np.diff(weights.indptr)
+    by_length = np.argsort(all_lengths, kind="stable")
     out = np.zeros((len(histories), f))
     for lo in range(0, len(histories), chunk):
         rows = by_length[lo : lo + chunk]
-        part = weights[rows]
-        lengths = np.diff(part.indptr)
+        lengths = all_lengths[rows]
         if not lengths.sum():
             continue
         slots = np.arange(lengths.max())[None, :] < lengths[:, None]  # (C, L) real entries
+        at = (weights.indptr[rows][:, None] + np.arange(slots.shape[1])[None, :])[slots]  # their CSR positions
         items = np.zeros(slots.shape, dtype=np.int64)
         conf = np.zeros(slots.shape)
-        items[slots], conf[slots] = part.indices, alpha * part.data
+        items[slots], conf[slots] = weights.indices[at], alpha * weights.data[at]
         yh = y[items]  # (C, L, f)
         a = base + np.matmul(yh.transpose(0, 2, 1) * conf[:, None, :], yh)  # (C, f, f)
         b = np.einsum("clf,cl->cf", yh, 1.0 + conf)  # padding rows of yh are zero

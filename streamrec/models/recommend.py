@@ -79,21 +79,20 @@ def history_matrix(histories: Sequence[np.ndarray], n_items: int, weigh: Positio
     Taking the maximum rather than the sum keeps a re-clicked item from outweighing the rest,
     and with weights that grow towards the end it means "weight of the latest occurrence".
     """
-    rows, cols, vals = [], [], []
-    for r, h in enumerate(histories):
-        if len(h) == 0:
-            continue
-        w = weigh(len(h))
-        order = np.lexsort((-w, h))  # per item, largest weight first
-        first = np.r_[True, h[order][1:] != h[order][:-1]]
-        keep = order[first]
-        rows.append(np.full(len(keep), r, dtype=np.int64))
-        cols.append(h[keep])
-        vals.append(w[keep])
     shape = (len(histories), n_items + 1)
-    if not rows:
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    if not lengths.sum():
         return sp.csr_matrix(shape, dtype=np.float64)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+    rows = np.repeat(np.arange(len(histories)), lengths)
+    items = np.concatenate([np.asarray(h, dtype=np.int64) for h in histories])
+    weights = np.concatenate([np.asarray(weigh(int(n)), dtype=np.float64) for n in lengths if n])
+    order = np.lexsort((-weights, items, rows))  # by row, then item, the largest weight first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (rows[order][1:] != rows[order][:-1]) | (items[order][1:] != items[order][:-1])
+    keep = order[first]
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows[keep], minlength=len(histories)))])
+    # the CSR arrays directly (rows in order, items sorted within each): no COO pass, no duplicate summing
+    return sp.csr_matrix((weights[keep], items[keep], indptr), shape=shape)
 
 
 def demote_history(scores: np.ndarray, histories: Sequence[np.ndarray]) -> np.ndarray:

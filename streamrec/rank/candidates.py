@@ -105,12 +105,13 @@ def union_top_n(
     col = np.arange(len(cand)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
     items = np.zeros((B, width), dtype=np.int64)
     items[cand_row, col] = cand_item
-    col_of_pair = np.empty(len(cand), dtype=np.int64)
-    col_of_pair[np.searchsorted(unique_pair, cand_row * V + cand_item)] = col
+    col_of = np.zeros(B * V, dtype=np.int64)  # (row, item) -> its column: a lookup, cheaper than a search
+    col_of[cand_row * V + cand_item] = col
     cand_ranks = np.zeros((B, width, S), dtype=np.int32)
-    cand_ranks[pair // V, col_of_pair[np.searchsorted(unique_pair, pair)], src] = rank
+    cand_ranks[pair // V, col_of[pair], src] = rank
     real = items > 0
-    rows = np.arange(B)[:, None]
-    cand_scores = np.stack([np.asarray(scores[name], dtype=np.float32)[rows, items] for name in sources], axis=-1)
+    flat = (np.arange(B)[:, None] * V + items).ravel()
+    cand_scores = np.stack([np.asarray(scores[name], dtype=np.float32).reshape(-1).take(flat).reshape(B, width)
+                            for name in sources], axis=-1)
     cand_scores = np.where(real[..., None] & np.isfinite(cand_scores), cand_scores, 0.0).astype(np.float32)
     return Candidates(sources, items, cand_scores, cand_ranks)
