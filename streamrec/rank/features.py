@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -62,6 +63,11 @@ class ItemTable:
     log_pop: np.ndarray  # float32 (V,)
     log_recent_pop: np.ndarray  # float32 (V,)
     similarity: sp.csr_matrix  # (V, V) item-item co-occurrence cosine
+
+    @cached_property
+    def genre_norm(self) -> np.ndarray:
+        """float32 (V,): each item's genre vector's length, for the cosines of every request."""
+        return np.linalg.norm(self.genres, axis=1)
 
     @classmethod
     def build(cls, data: TrainData, similarity: sp.csr_matrix | None = None) -> ItemTable:
@@ -151,7 +157,7 @@ def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: It
     mean = s.sum(axis=1, keepdims=True) / n
     std = np.sqrt((((s - mean) * mask[..., None]) ** 2).sum(axis=1, keepdims=True) / n)
     z = np.where(mask[..., None], (s - mean) / np.maximum(std, 1e-6), 0.0)  # (B, C, S)
-    rr = np.where(cands.ranks > 0, 1.0 / np.maximum(cands.ranks, 1), 0.0)  # (B, C, S)
+    rr = np.where(cands.ranks > 0, 1.0 / np.maximum(cands.ranks, 1), 0.0).astype(np.float32)  # (B, C, S)
     n_sources = (cands.ranks > 0).sum(axis=2)  # (B, C)
 
     # session
@@ -163,14 +169,13 @@ def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: It
 
     # closeness of the candidate to the last items
     rows = np.arange(B)[:, None]
-    tails3 = [np.unique(h[-3:]) for h in hists]
+    tails3 = [_distinct(h[-3:]) for h in hists]
     sim_last = _similarity_rows(table.similarity, [h[-1:] for h in hists], B)[rows, items]  # (B, C)
     sim_last3 = _similarity_rows(table.similarity, tails3, B)[rows, items]  # (B, C) mean over the last 3
-    profile = np.stack([table.genres[np.unique(h[-5:])].mean(axis=0) if len(h) else table.genres[0]
-                        for h in hists]) if B else np.zeros((0, table.genres.shape[1]))  # (B, G)
+    profile = _mean_rows(table.genres, [_distinct(h[-5:]) if len(h) else np.zeros(1, np.int64) for h in hists])
     profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-6)
     cand_genres = table.genres[items]  # (B, C, G)
-    cand_norm = np.maximum(np.linalg.norm(cand_genres, axis=2), 1e-6)
+    cand_norm = np.maximum(table.genre_norm[items], 1e-6)
     genre_cos = np.einsum("bcg,bg->bc", cand_genres, profile) / cand_norm
     year_gap = np.abs(table.year[items] - table.year[last][:, None]) / 10.0
     year_gap = np.where(np.isfinite(year_gap), year_gap, 0.0)
@@ -178,11 +183,11 @@ def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: It
     per_pair = np.stack([
         table.log_pop[items],
         table.log_recent_pop[items],
-        np.broadcast_to(np.log1p(lengths)[:, None], (B, C)),
+        np.broadcast_to(np.log1p(lengths).astype(np.float32)[:, None], (B, C)),
         np.broadcast_to(np.log1p(recency_h)[:, None], (B, C)),
         sim_last, sim_last3, genre_cos, year_gap,
-    ], axis=-1)  # (B, C, 8)
-    dense = np.concatenate([z, rr, per_pair], axis=-1).astype(np.float32) * mask[..., None]
+    ], axis=-1).astype(np.float32, copy=False)  # (B, C, 8)
+    dense = np.concatenate([z, rr, per_pair], axis=-1, dtype=np.float32) * mask[..., None]
     sparse = np.stack([
         items,
         table.year_bucket[items],
@@ -191,6 +196,20 @@ def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: It
         np.broadcast_to(length_bucket[:, None], (B, C)),
     ], axis=-1).astype(np.int64)
     return Features(sparse, cand_genres.astype(np.float32), dense)
+
+
+def _distinct(items: np.ndarray) -> np.ndarray:
+    """``np.unique`` of a few items, without its overhead (the tails here hold 1 to 5)."""
+    return np.array(sorted(set(items.tolist())), dtype=np.int64)
+
+
+def _mean_rows(table: np.ndarray, groups: Sequence[np.ndarray]) -> np.ndarray:
+    """(B, ·): row ``b`` is the mean of ``table``'s rows ``groups[b]`` (each non-empty), in one gather."""
+    if not groups:
+        return np.zeros((0, table.shape[1]), dtype=table.dtype)
+    counts = np.array([len(g) for g in groups])
+    sums = np.add.reduceat(table[np.concatenate(groups)], np.cumsum(counts) - counts, axis=0)
+    return sums / counts[:, None].astype(table.dtype)
 
 
 def _recency_hours(context: SessionContext) -> float:

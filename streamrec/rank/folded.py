@@ -52,7 +52,7 @@ class FoldedDeepFM:
     mixed_rows: np.ndarray  # float32 (G + D, H1 + d + 1): the multi-hot values' rows, then the dense features'
     multi_emb: np.ndarray  # float32 (G, d): the multi field's vector is a mean, so its square is not linear
     dense_sq: np.ndarray  # float32 (D,)
-    hidden_bias: np.ndarray  # float32 (H1,)
+    hidden: int  # H1; layer 1's bias is in the first sparse field's rows (every input has one of them)
     layers: tuple[tuple[np.ndarray, np.ndarray | None], ...]  # the rest of the MLP: (W (in, out), bias)
     bias: float
 
@@ -72,6 +72,7 @@ class FoldedDeepFM:
         dense_emb = np.asarray(weights["dense_emb"], dtype=np.float64)  # (D, d)
         sparse_rows = np.concatenate([np.einsum("rd,rdh->rh", emb, blocks[field_of_row]), emb,
                                       np.asarray(weights["sparse_w.weight"], np.float64).reshape(-1, 1)], axis=1)
+        sparse_rows[:sizes[0], :w1.shape[1]] += np.asarray(weights["dnn.0.bias"], np.float64)
         multi_rows = np.concatenate([multi_emb @ blocks[F], multi_emb,
                                      np.asarray(weights["multi_w"], np.float64).reshape(-1, 1)], axis=1)
         dense_rows = np.concatenate([np.einsum("jd,jdh->jh", dense_emb, blocks[F + 1:]), dense_emb,
@@ -86,7 +87,7 @@ class FoldedDeepFM:
                    sparse_rows=sparse_rows.astype(f32), sparse_sq=(emb ** 2).sum(axis=1).astype(f32),
                    mixed_rows=np.concatenate([multi_rows, dense_rows]).astype(f32), multi_emb=multi_emb.astype(f32),
                    dense_sq=(dense_emb ** 2).sum(axis=1).astype(f32),
-                   hidden_bias=np.asarray(weights["dnn.0.bias"], f32), layers=tuple(layers),
+                   hidden=w1.shape[1], layers=tuple(layers),
                    bias=float(np.asarray(weights["bias"])))
 
     def __call__(self, sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
@@ -99,7 +100,7 @@ class FoldedDeepFM:
         return out
 
     def _score(self, sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
-        H1 = len(self.hidden_bias)
+        H1 = self.hidden
         idx = sparse.astype(np.int64, copy=False) + self.offsets  # (N, F)
         multi = multi.astype(np.float32, copy=False)
         multi = multi / np.maximum(multi.sum(axis=1, keepdims=True), 1.0)  # (N, G) the mean's weights
@@ -113,9 +114,7 @@ class FoldedDeepFM:
         squares += (m * m).sum(axis=1)
         total = acc[:, H1:-1]  # (N, d) the sum of all field vectors
         fm = 0.5 * ((total * total).sum(axis=1) - squares)  # (N,) all pairwise dot products
-        h = acc[:, :H1]
-        h += self.hidden_bias
-        np.maximum(h, 0.0, out=h)
+        h = np.maximum(acc[:, :H1], 0.0)  # contiguous for the next product, and one pass instead of two
         for w, b in self.layers:
             h = h @ w
             if b is not None:
