@@ -21,7 +21,7 @@ from streamrec.models.recommend import item_counts
 from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.offline.assemble import PipelineSpec, TwoStage, fit_generators, load_pipeline, publish_ranker
 from streamrec.offline.ranker_fit import RankerConfig
-from streamrec.rank.pipeline import Pipeline
+from streamrec.rank.pipeline import Pipeline, Query
 
 SOURCES = ("itemknn", "vsknn", "mf", "content", "pop")
 
@@ -82,6 +82,13 @@ def test_the_published_release_serves_exactly_what_was_fitted(parts: Split, fitt
     assert np.array_equal(served.score(histories), in_process.score(histories))
     for history in histories[:10]:
         assert served.recommend(history, k=10) == in_process.recommend(history, k=10)
+    # as a server runs it (folded DeepFM, batched): the same items in the same order, the same scores
+    folded = load_pipeline(parts, tmp_path, fold=True)
+    alone = [in_process.recommend(history, k=10) for history in histories]
+    batched = folded.recommend_many([Query(history, 10) for history in histories])  # rows past one _CHUNK_ROWS
+    for want, got in zip(alone, batched, strict=True):
+        assert [(r.item, r.sources) for r in got] == [(r.item, r.sources) for r in want]
+        np.testing.assert_allclose([r.score for r in got], [r.score for r in want], rtol=1e-5, atol=1e-5)
     # and against the torch ranker it was trained as: the same order, logits within float error
     expected, got = pipeline.score(histories), served.score(histories)
     finite = np.isfinite(expected)
