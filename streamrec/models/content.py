@@ -26,7 +26,7 @@ from streamrec.models.recommend import (
     clean_histories,
     demote_history,
     exponential_weights,
-    history_matrix,
+    history_weights,
     item_counts,
 )
 
@@ -76,8 +76,8 @@ class ContentSimilarity(RecommendMixin):
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         hists = clean_histories(histories, self.n_items)
-        hist = history_matrix(hists, self.n_items, exponential_weights(self.config.recency_decay))
-        profile = np.asarray(hist @ self.vectors)  # (B, d); its scale does not matter after normalising
+        hist = history_weights(hists, self.n_items, exponential_weights(self.config.recency_decay))
+        profile = hist.times_dense(self.vectors)  # (B, d); its scale does not matter after normalising
         norm = np.linalg.norm(profile, axis=1, keepdims=True)
         profile = np.divide(profile, norm, out=np.zeros_like(profile), where=norm > 0)
         scores = (profile @ self.vectors.T + self.prior[None, :]).astype(np.float32)

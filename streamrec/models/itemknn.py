@@ -23,7 +23,7 @@ from streamrec.models.recommend import (
     clean_histories,
     demote_history,
     exponential_weights,
-    history_matrix,
+    history_weights,
     item_counts,
 )
 
@@ -81,8 +81,8 @@ class ItemKNN(RecommendMixin):
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         hists = clean_histories(histories, self.n_items)
-        hist = history_matrix(hists, self.n_items, exponential_weights(self.config.recency_decay))
-        scores = backfill((hist @ self.similarity).toarray(), self.counts)
+        hist = history_weights(hists, self.n_items, exponential_weights(self.config.recency_decay))
+        scores = backfill(hist.times_csr(self.similarity), self.counts)
         return demote_history(scores, hists) if self.config.demote_history else scores
 
     def state(self) -> State:

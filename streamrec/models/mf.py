@@ -29,7 +29,7 @@ from streamrec.models.recommend import (
     clean_histories,
     demote_history,
     exponential_weights,
-    history_matrix,
+    history_weights,
     item_counts,
 )
 
@@ -141,7 +141,7 @@ def fold_in(
     """
     f = y.shape[1]
     base = (y.T @ y if gram is None else gram) + reg * np.eye(f)
-    weights = history_matrix(histories, y.shape[0] - 1, exponential_weights(decay))  # (B, n + 1) sparse
+    weights = history_weights(histories, y.shape[0] - 1, exponential_weights(decay))
     all_lengths = np.diff(weights.indptr)
     by_length = np.argsort(all_lengths, kind="stable")
     out = np.zeros((len(histories), f))
@@ -154,7 +154,7 @@ def fold_in(
         at = (weights.indptr[rows][:, None] + np.arange(slots.shape[1])[None, :])[slots]  # their CSR positions
         items = np.zeros(slots.shape, dtype=np.int64)
         conf = np.zeros(slots.shape)
-        items[slots], conf[slots] = weights.indices[at], alpha * weights.data[at]
+        items[slots], conf[slots] = weights.items[at], alpha * weights.weights[at]
         yh = y[items]  # (C, L, f)
         a = base + np.matmul(yh.transpose(0, 2, 1) * conf[:, None, :], yh)  # (C, f, f)
         b = np.einsum("clf,cl->cf", yh, 1.0 + conf)  # padding rows of yh are zero
