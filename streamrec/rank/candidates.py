@@ -83,32 +83,34 @@ def union_top_n(
             # one top-k over the stacked rows of several sources: one selection call instead of one each
             idx_all, vals_all = top_k(np.concatenate([scores[name] for _, name in group]), n,
                                       None if exclude is None else list(exclude) * len(group))  # (len(group) B, n)
-            for j, (s, _) in enumerate(group):
-                idx, vals = idx_all[j * B:(j + 1) * B], vals_all[j * B:(j + 1) * B]
-                finite = np.isfinite(vals).ravel()
-                pair = (np.arange(B)[:, None] * V + idx).ravel()[finite]
-                codes.append(pair * R + np.tile(np.arange(1, idx.shape[1] + 1), B)[finite])
-                srcs.append(np.full(len(pair), s, dtype=np.int64))
+            finite = np.isfinite(vals_all).ravel()  # the group's sources one after another, B rows each
+            row = np.tile(np.arange(B), len(group))[:, None]
+            rank = np.arange(1, idx_all.shape[1] + 1)[None, :]
+            codes.append(((row * V + idx_all) * R + rank).ravel()[finite])
+            srcs.append(np.repeat([s for s, _ in group], B * idx_all.shape[1])[finite])
     code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     src = np.concatenate(srcs) if srcs else np.zeros(0, dtype=np.int64)
-    pair, rank = code // R, (code % R).astype(np.int32)
     # best rank of each (row, item): the first of its run once sorted
-    ordered = np.sort(code)
+    order = np.argsort(code)
+    ordered = code[order]
     first = np.ones(len(ordered), dtype=bool)
     first[1:] = ordered[1:] // R != ordered[:-1] // R
-    unique_pair, best = ordered[first] // R, ordered[first] % R  # unique_pair is sorted
+    run = np.cumsum(first) - 1  # each sorted proposal's (row, item)
+    unique_pair, best = ordered[first] // R, ordered[first] % R
     # candidates by (row, best rank, item)
-    cand = np.sort((unique_pair // V * R + best) * V + unique_pair % V)
+    key = (unique_pair // V * R + best) * V + unique_pair % V
+    by_key = np.argsort(key)
+    cand = key[by_key]
     cand_row, cand_item = cand // (R * V), cand % V
     per_row = np.bincount(cand_row, minlength=B)
     width = max(int(per_row.max(initial=0)), 1)
     col = np.arange(len(cand)) - np.repeat(np.cumsum(per_row) - per_row, per_row)
     items = np.zeros((B, width), dtype=np.int64)
     items[cand_row, col] = cand_item
-    col_of = np.zeros(B * V, dtype=np.int64)  # (row, item) -> its column: a lookup, cheaper than a search
-    col_of[cand_row * V + cand_item] = col
+    col_of_pair = np.empty(len(cand), dtype=np.int64)  # by position in unique_pair; no search, no (B, V) table
+    col_of_pair[by_key] = col
     cand_ranks = np.zeros((B, width, S), dtype=np.int32)
-    cand_ranks[pair // V, col_of[pair], src] = rank
+    cand_ranks[ordered // R // V, col_of_pair[run], src[order]] = ordered % R
     real = items > 0
     flat = (np.arange(B)[:, None] * V + items).ravel()
     cand_scores = np.stack([np.asarray(scores[name], dtype=np.float32).reshape(-1).take(flat).reshape(B, width)
