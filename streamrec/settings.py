@@ -99,9 +99,15 @@ class Settings:
     # (train, train-ranker, retrain, serve, bench models, live...); their --registry overrides it.
     registry: Path = field(default_factory=lambda: Path.cwd() / "models")
     registry_poll_s: float = 5.0  # how often the CURRENT pointers are checked for a new version
-    serve_workers: int = 2  # threads that run the pipeline off the event loop; 0 = on it
+    # Threads that run the pipeline off the event loop; 0 = on it (streamrec.serve.batcher). On it is
+    # the default: with one server process per core a process has one thread to schedule, no hand-off
+    # per batch and no lock to pass back and forth, which halved p99 at 500 requests/s here (docs/operations.md).
+    serve_workers: int = 0
     serve_max_batch: int = 32  # concurrent requests run as one pipeline pass; 1 = no batching
     serve_batch_wait_ms: float = 0.0  # how long a request may wait for others to batch with; 0 = never
+    # With SERVE_WORKERS=0: how long a batch waits for requests still reading their session from Redis
+    # (streamrec.serve.batcher). A request alone never waits: nothing else is on its way.
+    serve_batch_gather_ms: float = 1.0
     # Load shedding (streamrec.serve.batcher): past these, a request is refused with RESOURCE_EXHAUSTED
     # at once instead of queueing without end. 64 waiting requests are two full batches per worker: at
     # 1.2 ms of pipeline CPU per request in batches (0.6 ms once issue 16's target is met), about 75 ms
@@ -206,10 +212,10 @@ class Settings:
         if self.serve_max_message_bytes <= 0 or self.serve_workers < 0:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_MESSAGE_BYTES must be positive and {ENV_PREFIX}SERVE_WORKERS "
                               "non-negative (0 runs the pipeline on the event loop)")
-        if self.serve_max_batch < 1 or self.serve_batch_wait_ms < 0:
+        if self.serve_max_batch < 1 or self.serve_batch_wait_ms < 0 or self.serve_batch_gather_ms < 0:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_BATCH must be >= 1 (1: no batching) and "
-                              f"{ENV_PREFIX}SERVE_BATCH_WAIT_MS >= 0, got {self.serve_max_batch} and "
-                              f"{self.serve_batch_wait_ms}")
+                              f"{ENV_PREFIX}SERVE_BATCH_WAIT_MS and _GATHER_MS >= 0, got {self.serve_max_batch}, "
+                              f"{self.serve_batch_wait_ms} and {self.serve_batch_gather_ms}")
         if self.serve_max_queue < 1 or not self.serve_default_deadline_ms > 0:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_QUEUE must be >= 1 and {ENV_PREFIX}SERVE_DEFAULT_DEADLINE_MS "
                               f"positive (requests beyond them are refused, so none waits forever), got "

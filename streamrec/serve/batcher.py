@@ -7,6 +7,14 @@ batches run, new requests queue; when a worker frees, everything queued (up to `
 goes at once. At low load a request is run alone at once, never held back, unless ``max_wait_s``
 asks to wait that long for company.
 
+With no executor the batches run on the event loop itself. A process then has one thread to
+schedule, and no hand-off between the loop and a worker per batch; on a server of one process per
+core that is what keeps p99 low at moderate load. Batches still form: a batch is taken when its turn
+comes on the loop, and it waits (``gather_s`` at most) for the requests that have announced
+themselves (``arrive``: they passed admission and are reading their session from Redis) but not yet
+submitted. So the requests that arrived while the last batch ran go together, as they do when a
+worker thread runs the batches, and a request that is alone runs at once.
+
 Guarantees the servicer relies on:
 
 - each caller gets its own answer (the batch function maps items to results in order);
@@ -38,7 +46,7 @@ from typing import Any, Generic, TypeVar
 
 from streamrec.errors import ConfigError, Overloaded
 
-__all__ = ["BatcherConfig", "MicroBatcher"]
+__all__ = ["Arrival", "BatcherConfig", "MicroBatcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +58,15 @@ R = TypeVar("R")
 class BatcherConfig:
     max_batch: int = 32  # 1 = no batching
     max_wait_s: float = 0.0  # how long the first queued item may wait for more; 0 = natural batching only
-    workers: int = 1  # batches running at once (executor threads)
+    gather_s: float = 0.001  # on the event loop: how long the first queued item waits for announced requests
+    workers: int = 1  # batches running at once (executor threads; 1 on the event loop)
     max_queue: int | None = None  # items waiting for a worker at most; None = no bound (the server sets one)
     default_timeout_s: float | None = None  # wait for a worker of an item without a timeout; None = no limit
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.workers < 1 or self.max_wait_s < 0:
-            raise ConfigError(f"a batcher needs max_batch >= 1, workers >= 1 and max_wait_s >= 0, got {self}")
+        if self.max_batch < 1 or self.workers < 1 or self.max_wait_s < 0 or self.gather_s < 0:
+            raise ConfigError(f"a batcher needs max_batch and workers >= 1, max_wait_s and gather_s >= 0, "
+                              f"got {self}")
         if (self.max_queue is not None and self.max_queue < 1) or (
                 self.default_timeout_s is not None and not self.default_timeout_s > 0):
             raise ConfigError(f"a batcher needs max_queue >= 1 and default_timeout_s > 0 (or None: no bound), "
@@ -73,19 +83,35 @@ class _Pending(Generic[T, R]):
     started: bool = False
 
 
+@dataclass(eq=False)
+class Arrival:
+    """A request on its way to ``submit`` (``MicroBatcher.arrive``). ``leave`` when it will not submit
+    after all (an error, a degraded answer); leaving twice, or after submitting, does nothing."""
+
+    batcher: MicroBatcher[Any, Any]
+    left: bool = False
+
+    def leave(self) -> None:
+        if not self.left:
+            self.left = True
+            self.batcher._coming -= 1
+            self.batcher._dispatch()
+
+
 def _expire(future: asyncio.Future[Any]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
 
 
 class MicroBatcher(Generic[T, R]):
-    """``await batcher.submit(item, timeout_s)`` runs ``run([... item ...])`` on ``executor``.
+    """``await batcher.submit(item, timeout_s)`` runs ``run([... item ...])`` on ``executor``, or on the
+    event loop when it is None.
 
     ``run`` maps a batch to one result per item, in order; it executes on the executor's threads.
     ``on_batch`` (e.g. a metrics histogram's ``observe``) is told each batch's size.
     """
 
-    def __init__(self, run: Callable[[Sequence[T]], Sequence[R]], executor: Executor,
+    def __init__(self, run: Callable[[Sequence[T]], Sequence[R]], executor: Executor | None,
                  config: BatcherConfig = BatcherConfig(), on_batch: Callable[[int], None] | None = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.run = run
@@ -96,12 +122,21 @@ class MicroBatcher(Generic[T, R]):
         self._queue: deque[_Pending[T, R]] = deque()
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._coming = 0  # arrived, not yet submitted nor left
 
-    async def submit(self, item: T, timeout_s: float | None = None) -> R:
+    def arrive(self) -> Arrival:
+        """``admit``, then count the request as coming: a batch on the event loop waits for it a little
+        (``gather_s``). Pass the ``Arrival`` to ``submit``, or ``leave`` it."""
+        self.admit()
+        self._coming += 1
+        return Arrival(self)
+
+    async def submit(self, item: T, timeout_s: float | None = None, arrival: Arrival | None = None) -> R:
         """The item's result; ``TimeoutError`` when ``timeout_s`` passes first. ``Overloaded`` at once
         when ``max_queue`` items already wait, or when an item without ``timeout_s`` is not started
-        within ``default_timeout_s``."""
-        self.admit()
+        within ``default_timeout_s``. An ``arrival`` was admitted already."""
+        if arrival is None:
+            self.admit()
         loop = asyncio.get_running_loop()
         now = self.clock()
         future: asyncio.Future[R] = loop.create_future()
@@ -109,6 +144,9 @@ class MicroBatcher(Generic[T, R]):
         pending = _Pending(item, future, now, None if timeout_s is None else now + timeout_s,
                            None if default is None else now + default)
         self._queue.append(pending)
+        if arrival is not None and not arrival.left:
+            arrival.left = True
+            self._coming -= 1
         self._dispatch()
         # timers, not asyncio.wait_for: no extra task per request. A future failed here is skipped by _take
         if timeout_s is not None:
@@ -151,6 +189,15 @@ class MicroBatcher(Generic[T, R]):
                 if self._timer is None:
                     self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
                 return
+            if self.executor is None:
+                gather = self._queue[0].queued_at + self.config.gather_s - self.clock()
+                if self._coming and gather > 0 and len(self._queue) < self.config.max_batch:
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(gather, self._on_timer)
+                    return
+                self._running += 1
+                asyncio.get_running_loop().call_soon(self._run_on_loop)  # taken then, with what arrived by then
+                return
             batch = self._take()
             if batch:
                 self._start(batch)
@@ -184,6 +231,12 @@ class MicroBatcher(Generic[T, R]):
         done = asyncio.get_running_loop().run_in_executor(self.executor, self._run_isolated, items)
         done.add_done_callback(lambda f: self._finish(batch, f))
 
+    def _run_on_loop(self) -> None:
+        batch = self._take()
+        if batch and self.on_batch is not None:
+            self.on_batch(len(batch))
+        self._settle(batch, self._run_isolated([p.item for p in batch]) if batch else [])
+
     def _run_isolated(self, items: list[T]) -> list[R | BaseException]:
         """Results in order; when the batch fails, each item alone, so only the bad ones fail."""
         try:
@@ -205,18 +258,22 @@ class MicroBatcher(Generic[T, R]):
         return out
 
     def _finish(self, batch: list[_Pending[T, R]], done: asyncio.Future[list[R | BaseException]]) -> None:
-        self._running -= 1
         if done.cancelled():  # the executor was shut down under it
             for p in batch:
                 p.future.cancel()
-        else:
-            error = done.exception()
-            results: Sequence[R | BaseException] = [error] * len(batch) if error is not None else done.result()
-            for p, result in zip(batch, results, strict=True):
-                if p.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    p.future.set_exception(result)
-                else:
-                    p.future.set_result(result)
+            self._settle([], [])
+            return
+        error = done.exception()
+        self._settle(batch, [error] * len(batch) if error is not None else done.result())
+
+    def _settle(self, batch: list[_Pending[T, R]], results: Sequence[R | BaseException]) -> None:
+        """A batch is over: its callers get their results, and the next one may start."""
+        self._running -= 1
+        for p, result in zip(batch, results, strict=True):
+            if p.future.done():
+                continue
+            if isinstance(result, BaseException):
+                p.future.set_exception(result)
+            else:
+                p.future.set_result(result)
         self._dispatch()

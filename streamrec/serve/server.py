@@ -101,11 +101,11 @@ class RecommendServer:
         self._pool = (ThreadPoolExecutor(max_workers=s.serve_workers, thread_name_prefix="streamrec-serve")
                       if s.serve_workers else None)
         limits = Limits(max_id_len=s.max_id_len)
-        batcher = None
-        if self._pool is not None:  # max_batch 1 too: the batcher bounds the queue and sheds what waits too long
-            config = BatcherConfig(s.serve_max_batch, s.serve_batch_wait_ms / 1e3, workers=s.serve_workers,
-                                   max_queue=s.serve_max_queue, default_timeout_s=s.serve_default_deadline_ms / 1e3)
-            batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe)
+        # max_batch 1 too: the batcher bounds the queue and sheds what waits too long
+        config = BatcherConfig(s.serve_max_batch, s.serve_batch_wait_ms / 1e3, workers=max(s.serve_workers, 1),
+                               gather_s=s.serve_batch_gather_ms / 1e3,
+                               max_queue=s.serve_max_queue, default_timeout_s=s.serve_default_deadline_ms / 1e3)
+        batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe)
         servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, self._pool,
                                        clock=self.clock, batcher=batcher, skip_pipeline=s.serve_skip_pipeline)
         options = [("grpc.max_receive_message_length", s.serve_max_message_bytes),

@@ -27,7 +27,7 @@ from google.protobuf.message import DecodeError, Message
 from streamrec.errors import InvalidRequest, Overloaded, RedisUnavailable, StreamrecError
 from streamrec.rank.features import SessionContext
 from streamrec.rank.pipeline import Pipeline, Query, Recommendation
-from streamrec.serve.batcher import MicroBatcher
+from streamrec.serve.batcher import Arrival, MicroBatcher
 from streamrec.serve.fresh import FreshConfig, Scored, blend, fresh_candidates, neighbour_totals
 from streamrec.serve.metrics import ServeMetrics
 from streamrec.serve.protos import load_stubs
@@ -184,8 +184,16 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         request.session_id = validate_id(request.session_id, "session_id", self.limits, session=True)
         validate_k(request.k, self.limits)
         request.exclude_item_ids[:] = validate_ids(request.exclude_item_ids, "exclude_item_ids", self.limits)
-        if self.batcher is not None and not self.skip_pipeline:
-            self.batcher.admit()  # shed before the Redis read: under a flood, a refusal costs no round trip
+        # shed before the Redis read: under a flood, a refusal costs no round trip
+        arrival = self.batcher.arrive() if self.batcher is not None and not self.skip_pipeline else None
+        try:
+            return await self._recommend_admitted(request, context, arrival)
+        finally:
+            if arrival is not None:
+                arrival.leave()
+
+    async def _recommend_admitted(self, request: Any, context: grpc.aio.ServicerContext,
+                                  arrival: Arrival | None) -> Answer:
         state = self.holder.state
         try:
             events = await self.sessions.session(request.session_id, context.time_remaining())
@@ -204,7 +212,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         # here would feed it an embedding it never trained
         context_ = SessionContext(times=times, now=self.clock())
         return await self._answer(state, "Recommend", history, context_, request, context,
-                                  [e.item_id for e in events])
+                                  [e.item_id for e in events], arrival)
 
     async def _for_sequence(self, request: Any, context: grpc.aio.ServicerContext) -> Answer:
         request.item_ids[:] = validate_ids(request.item_ids, "item_ids", self.limits)
@@ -235,7 +243,8 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         return state
 
     async def _answer(self, state: ServingState, rpc: str, history: np.ndarray, session: SessionContext,
-                      request: Any, context: grpc.aio.ServicerContext, session_items: Sequence[str]) -> Answer:
+                      request: Any, context: grpc.aio.ServicerContext, session_items: Sequence[str],
+                      arrival: Arrival | None = None) -> Answer:
         """``history``: the session's items the models know, as indices; ``session_items``: all its item ids."""
         seen = session_items
         if not len(history):
@@ -248,7 +257,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         if self.skip_pipeline:  # everything else runs: the answer is popularity, marked cold_start below
             pass
         elif self.batcher is not None:
-            recs = await self.batcher.submit((state.pipeline, query), context.time_remaining())
+            recs = await self.batcher.submit((state.pipeline, query), context.time_remaining(), arrival)
         elif self.executor is None:
             recs = state.pipeline.recommend_many([query])[0]
         else:

@@ -231,3 +231,35 @@ def test_the_default_deadline_is_checked_by_the_clock_when_a_worker_frees_and_a_
 def test_shedding_bounds_must_be_positive(config: dict[str, float]) -> None:
     with pytest.raises(ConfigError, match="max_queue >= 1 and default_timeout_s > 0"):
         BatcherConfig(**config)  # type: ignore[arg-type]
+
+
+def test_on_the_event_loop_a_batch_waits_for_the_requests_announced_and_no_longer() -> None:
+    fn = Recorder()
+
+    async def main() -> list[int]:
+        batcher = MicroBatcher(fn, None, BatcherConfig(max_batch=8, gather_s=60.0))  # only the announced end a wait
+        first, second, third = batcher.arrive(), batcher.arrive(), batcher.arrive()
+        a = asyncio.ensure_future(batcher.submit(1, arrival=first))
+        await asyncio.sleep(0)  # submitted; waits for two more
+        assert fn.batches == []
+        b = asyncio.ensure_future(batcher.submit(2, arrival=second))
+        await asyncio.sleep(0)
+        third.leave()  # it answered without the pipeline (Redis down, say): nothing more is coming
+        third.leave()  # twice changes nothing
+        return [await a, await b]
+
+    assert run(main()) == [1, 4]
+    assert fn.batches == [[1, 2]]
+
+
+def test_on_the_event_loop_a_request_alone_runs_at_once() -> None:
+    fn = Recorder()
+
+    async def main() -> list[int]:
+        batcher = MicroBatcher(fn, None, BatcherConfig(max_batch=2, gather_s=60.0))
+        alone = await batcher.submit(3, arrival=batcher.arrive())  # nothing else is coming: no wait
+        unannounced = await batcher.submit(4)  # RecommendForSequence reads no session: it never arrives
+        return [alone, unannounced]
+
+    assert run(main()) == [9, 16]
+    assert fn.batches == [[3], [4]]

@@ -148,7 +148,7 @@ def test_the_bench_switch_skips_the_pipeline_and_says_so_with_cold_start() -> No
 
 def test_when_the_pipeline_queue_is_full_recommend_is_refused_before_reading_redis() -> None:
     class FullBatcher:
-        def admit(self) -> None:
+        def arrive(self) -> None:
             raise Overloaded("queue_full", "the server is overloaded: 64 requests already wait for the pipeline")
 
     class NoRedis(Sessions):
