@@ -101,7 +101,8 @@ class Settings:
     registry_poll_s: float = 5.0  # how often the CURRENT pointers are checked for a new version
     # Threads that run the pipeline off the event loop; 0 = on it (streamrec.serve.batcher). On it is
     # the default: with one server process per core a process has one thread to schedule, no hand-off
-    # per batch and no lock to pass back and forth, which halved p99 at 500 requests/s here (docs/operations.md).
+    # per batch and no lock to pass back and forth: p99 8.3 ms at 500 requests/s here, 20.2 ms with one
+    # thread (docs/operations.md, "Where a request's CPU goes").
     serve_workers: int = 0
     serve_max_batch: int = 32  # concurrent requests run as one pipeline pass; 1 = no batching
     serve_batch_wait_ms: float = 0.0  # how long a request may wait for others to batch with; 0 = never
@@ -109,13 +110,13 @@ class Settings:
     # (streamrec.serve.batcher). A request alone never waits: nothing else is on its way.
     serve_batch_gather_ms: float = 1.0
     # Load shedding (streamrec.serve.batcher): past these, a request is refused with RESOURCE_EXHAUSTED
-    # at once instead of queueing without end. 64 waiting requests are two full batches per worker: at
-    # 1.2 ms of pipeline CPU per request in batches (0.6 ms once issue 16's target is met), about 75 ms
-    # (40 ms) of one core's work, so the last one admitted can still be answered within the default
-    # deadline; a longer queue would only turn quick refusals into late ones. The default deadline (for
-    # clients that set none; a client's own deadline wins) is how long such a request may wait for the
-    # pipeline: 100 ms, the p99 served requests must keep under overload. Beyond that the answer is late
-    # for a "what next" product, and a client that can wait longer says so with a deadline.
+    # at once instead of queueing without end. 64 waiting requests are two full batches: at 0.7 ms of
+    # pipeline CPU per request in batches, about 45 ms of one core's work, so the last one admitted
+    # can still be answered within the default deadline; a longer queue would only turn quick refusals
+    # into late ones. The default deadline (for clients that set none; a client's own deadline wins) is
+    # how long such a request may wait for the pipeline: 100 ms, the p99 served requests must keep under
+    # overload. Beyond that the answer is late for a "what next" product, and a client that can wait
+    # longer says so with a deadline.
     serve_max_queue: int = 64  # requests waiting for the pipeline at most, per server process
     serve_default_deadline_ms: float = 100.0  # longest wait for the pipeline of a request without a deadline
     serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streamrec.data.names import DEFAULT_DATASET, MOVIELENS
-from streamrec.serve.health_probe import READINESS_SERVICE, check
+from streamrec.serve.health_probe import READINESS_SERVICE, check, healthy
 from streamrec.settings import Settings, add_registry_option
 
 if TYPE_CHECKING:  # every streamrec run builds these parsers; grpc is imported only when a client runs
@@ -77,7 +77,7 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
         status = check(channel, args.service, args.timeout)
     if not args.quiet:
         print(f"{target} {args.service or '(server)'}: {status}")
-    return 0 if status == "SERVING" else 1
+    return 0 if healthy(args.service, status) else 1
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,7 +107,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("health", help="check a running server's gRPC health service (exit 0 if SERVING)",
                        description="Call grpc.health.v1.Health/Check on the server and exit 0 when the status is "
-                       "SERVING, 1 otherwise (NOT_SERVING, unreachable, deadline exceeded). The default service is "
+                       "SERVING, 1 otherwise (NOT_SERVING, unreachable, deadline exceeded). For --service '' (liveness) "
+                       "RESOURCE_EXHAUSTED counts as alive: the server is refusing calls past its bound. The default "
+                       "service is "
                        f"{READINESS_SERVICE} (SERVING once a pipeline is loaded: readiness); --service '' asks "
                        "about the process itself (liveness). For container health checks and exec probes.")
     add_target(p)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the CLI imports this module for its parser on every run: grpc only when a check runs
     import grpc
 
-__all__ = ["READINESS_SERVICE", "check"]
+__all__ = ["READINESS_SERVICE", "check", "healthy"]
 
 READINESS_SERVICE = "streamrec.v1.Recommender"  # the server's SERVICE_NAME, without importing the server
 
@@ -29,3 +29,10 @@ def check(channel: grpc.Channel, service: str, timeout_s: float) -> str:
     except grpc.RpcError as exc:
         return str(exc.code().name)  # type: ignore[attr-defined]
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+def healthy(service: str, status: str) -> bool:
+    """Whether ``status`` (``check``'s answer) passes the probe. For the liveness service (``""``) a server
+    refusing calls past its concurrency bound (RESOURCE_EXHAUSTED) is alive: restarting it would only
+    lose capacity under the very load that made it refuse."""
+    return status == "SERVING" or (service == "" and status == "RESOURCE_EXHAUSTED")

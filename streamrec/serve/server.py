@@ -113,7 +113,10 @@ class RecommendServer:
                    # a second server on the same port must fail, not share it, unless it is one of a group
                    ("grpc.so_reuseport", int(self.reuse_port)),
                    ("grpc.keepalive_permit_without_calls", 1)]
-        server = grpc.aio.server(options=options)
+        # Requests past this many in progress (in the pipeline's queue, running, or reading Redis) are refused
+        # by grpc.aio itself with RESOURCE_EXHAUSTED, before any of our code runs: with the pipeline on the
+        # event loop, a flood would otherwise wait unseen in gRPC's own queue, past any deadline.
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.serve_max_queue + 2 * s.serve_max_batch)
         add_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if s.reflection:  # off where the schema should not be browsable (the Kubernetes ConfigMap)

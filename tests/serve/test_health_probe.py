@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from streamrec.cli import main
-from streamrec.serve.health_probe import READINESS_SERVICE
+from streamrec.serve.health_probe import READINESS_SERVICE, healthy
 from streamrec.serve.server import SERVICE_NAME
 
 
@@ -53,3 +53,9 @@ def test_an_unreachable_server_is_unhealthy(capsys: pytest.CaptureFixture[str]) 
         port = sock.getsockname()[1]
     assert main(["health", "--target", f"127.0.0.1:{port}", "--timeout", "0.5"]) == 1
     assert capsys.readouterr().out.split()[-1] in ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+
+
+def test_a_server_refusing_calls_at_its_bound_is_alive_but_not_ready() -> None:
+    assert healthy("", "RESOURCE_EXHAUSTED")
+    assert not healthy(READINESS_SERVICE, "RESOURCE_EXHAUSTED")
+    assert not healthy("", "UNAVAILABLE") and not healthy("", "NOT_SERVING")
