@@ -28,6 +28,9 @@ __all__ = [
     "item_counts",
 ]
 
+#: Batches up to this many rows take ``HistoryWeights``' own products: a server's (``MicroBatcher``, 32)
+_DIRECT_ROWS = 64
+
 #: Maps a history length ``L`` to ``L`` weights, oldest first.
 PositionWeights = Callable[[int], np.ndarray]
 
@@ -81,10 +84,11 @@ class HistoryWeights:
     """Position weights of a batch of histories as CSR arrays (``indptr`` (B + 1,), ``items`` sorted
     within each row, ``weights`` float64), with the products the models take of them.
 
-    The products are computed here rather than by scipy: for the few rows of a served batch,
+    For the few rows of a served batch (up to ``_DIRECT_ROWS``) the products are computed here:
     scipy's construction and checks cost more than the arithmetic. Each output entry is the same
     float64 sum, added in the same order (a row's items ascending), as scipy's CSR product, so the
-    results are equal bit for bit.
+    results are equal bit for bit. Larger batches (training, evaluation) go to scipy, whose
+    row-by-row accumulation stays in cache where one gather over the whole batch would not.
     """
 
     indptr: np.ndarray
@@ -98,6 +102,8 @@ class HistoryWeights:
 
     def times_csr(self, m: sp.csr_matrix) -> np.ndarray:
         """float64 ``(B, m.shape[1])``: ``self.matrix() @ m``, dense."""
+        if len(self.indptr) - 1 > _DIRECT_ROWS:
+            return (self.matrix() @ m).toarray()
         starts, stops = m.indptr[self.items], m.indptr[self.items + 1]
         counts = stops - starts
         at = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
@@ -108,6 +114,8 @@ class HistoryWeights:
 
     def times_dense(self, m: np.ndarray) -> np.ndarray:
         """float64 ``(B, m.shape[1])``: ``self.matrix() @ m``."""
+        if len(self.indptr) - 1 > _DIRECT_ROWS:
+            return np.asarray(self.matrix() @ m, dtype=np.float64)
         B, d = len(self.indptr) - 1, m.shape[1]
         rows = np.repeat(np.arange(B), np.diff(self.indptr))
         cells = (rows[:, None] * d + np.arange(d)[None, :]).ravel()  # item-major: each cell's terms in item order

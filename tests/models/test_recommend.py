@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from streamrec.models import (
     SKNN,
@@ -24,6 +25,7 @@ from streamrec.models.recommend import (
     demote_history,
     exponential_weights,
     history_matrix,
+    history_weights,
     item_counts,
 )
 from tests.models.helpers import MakeData
@@ -50,6 +52,19 @@ def test_clean_histories_drops_padding_and_unknown_items() -> None:
 def test_item_counts_are_exact_integers_over_catalogue_items_only(make_data: MakeData) -> None:
     counts = item_counts(make_data([[1, 2, 2], [2, 0, 9], []], n_items=4))
     assert counts.dtype == np.int64 and counts.tolist() == [0, 1, 3, 0, 0]  # padding and 9 are no items
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 65])  # 65: past _DIRECT_ROWS, scipy's products
+def test_history_products_equal_scipys_bit_for_bit(rows: int) -> None:
+    rng = np.random.default_rng(rows)
+    n = 300
+    histories = [rng.integers(1, n + 1, int(rng.integers(0, 60))) for _ in range(rows)]  # repeats, and empty ones
+    weights = history_weights(histories, n, exponential_weights(0.9))
+    sparse = sp.random(n + 1, n + 1, density=0.05, format="csr", dtype=np.float32, random_state=rows)
+    dense = rng.standard_normal((n + 1, 12))
+    for got, want in ((weights.times_csr(sparse), (weights.matrix() @ sparse).toarray()),
+                      (weights.times_dense(dense), weights.matrix() @ dense)):
+        assert got.dtype == np.float64 and np.array_equal(got, want)
 
 
 def test_history_matrix_keeps_the_latest_weight_of_a_repeated_item() -> None:
