@@ -102,7 +102,7 @@ class Settings:
     # Threads that run the pipeline off the event loop; 0 = on it (streamrec.serve.batcher). On it is
     # the default: with one server process per core a process has one thread to schedule, no hand-off
     # per batch and no lock to pass back and forth: p99 8.3 ms at 500 requests/s here, 20.2 ms with one
-    # thread (docs/operations.md, "Where a request's CPU goes").
+    # thread (docs/operations.md, "Serving" under "Our figures").
     serve_workers: int = 0
     serve_max_batch: int = 32  # concurrent requests run as one pipeline pass; 1 = no batching
     serve_batch_wait_ms: float = 0.0  # how long a request may wait for others to batch with; 0 = never

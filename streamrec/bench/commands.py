@@ -71,7 +71,7 @@ def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         raise ConfigError(f"no model with a CURRENT version under {registry}; run `streamrec train` first")
     if args.pipeline:
-        rows.append(bench_current_pipeline(registry, config))
+        rows += bench_current_pipeline(registry, config)
     print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up")
     print(format_rows(rows))
     _write_json(args.json, rows)
@@ -226,8 +226,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bp.add_argument("--warmup", type=int, default=20, help="untimed runs first (default 20)")
     bp.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     bp.add_argument("--pipeline", action="store_true",
-                    help="also time the whole ranking pipeline for one in-memory session (needs a CURRENT deepfm; "
-                    "fits the non-neural generators on the ranker's split first)")
+                    help="also time the whole ranking pipeline (Pipeline.recommend_many) per batch size, and each "
+                    "of its stages, on random in-memory sessions of --seq-len items; the release is loaded from "
+                    "its artifacts as a server loads it (needs a CURRENT deepfm)")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
     bp.set_defaults(func=_bench_models)
     bp = bsub.add_parser("peer", help="our SASRec and RecBole's, same split, same wall-clock budget",

@@ -4,10 +4,13 @@
   padding) of a fixed length, per batch size;
 - every generator published as arrays: its ``score`` on random histories, per batch size;
 - the ranker: onnxruntime scoring one list of ``candidates`` random feature rows;
-- with ``pipeline``: ``Pipeline.recommend`` for one session held in memory (every generator, the
-  candidate union, features, the ranker and re-ranking), the release loaded as a server loads it.
+- with ``pipeline``: ``Pipeline.recommend_many`` for a batch of sessions held in memory, per batch
+  size (every generator, the candidate union, features, the ranker and re-ranking), the release
+  loaded as a server loads it; and the same batch stage by stage (``pipeline/<stage>`` rows).
 
-Each is timed over ``runs`` calls after ``warmup`` untimed ones and reported as p50/p99 in ms.
+Each is timed over ``runs`` calls after ``warmup`` untimed ones and reported as p50/p99 in ms of
+wall time per call, and as CPU ms per session (this process's CPU time over the timed calls, divided
+by calls and batch size): the figure a server's capacity follows.
 """
 
 from __future__ import annotations
@@ -40,15 +43,17 @@ class ModelBenchConfig:
     seed: int = 0
 
 
-def _timed(call: Callable[[], object], config: ModelBenchConfig) -> dict[str, float]:
+def _timed(call: Callable[[], object], config: ModelBenchConfig, batch: int = 1) -> dict[str, float]:
     for _ in range(config.warmup):
         call()
     times = np.empty(config.runs)
+    cpu0 = time.process_time()
     for i in range(config.runs):
         t0 = time.perf_counter()
         call()
         times[i] = time.perf_counter() - t0
-    return {"p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99)}
+    cpu = (time.process_time() - cpu0) / max(config.runs, 1) / batch
+    return {"p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99), "cpu_ms_per_seq": round(cpu * 1e3, 4)}
 
 
 def _ms(times_s: np.ndarray, q: float) -> float:
@@ -72,7 +77,7 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
             generator: Any = load_generator(model_dir)
             for batch in config.batch_sizes:
                 histories = [rng.integers(1, generator.n_items + 1, size=config.seq_len) for _ in range(batch)]
-                timing = _timed(lambda h=histories: generator.score(h), config)
+                timing = _timed(lambda h=histories: generator.score(h), config, batch)
                 rows.append({"model": model_dir.name, "version": generator.manifest["version"], "batch": batch,
                              "seq_len": config.seq_len, "candidates": 0, **common, **timing,
                              "per_seq_p50_ms": round(timing["p50_ms"] / batch, 4)})
@@ -93,31 +98,58 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
         seq_len = min(config.seq_len, max_len)
         for batch in config.batch_sizes:
             seq = rng.integers(1, n_items + 1, size=(batch, seq_len), dtype=np.int64)
-            timing = _timed(lambda seq=seq: session.run([OUTPUT], {INPUT: seq}), config)
+            timing = _timed(lambda seq=seq: session.run([OUTPUT], {INPUT: seq}), config, batch)
             rows.append({"model": model_dir.name, "version": manifest["version"], "batch": batch,
                          "seq_len": seq_len, "candidates": 0, **common, **timing,
                          "per_seq_p50_ms": round(timing["p50_ms"] / batch, 4)})
     return rows
 
 
-def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: int = 10) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    """``pipeline.recommend`` for one random in-memory session of ``seq_len`` items.
+def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: int = 10) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """``pipeline.recommend_many`` for random in-memory sessions of ``seq_len`` items, one row per batch
+    size, each followed by its stages (``pipeline/<generator>``, ``/candidates``, ``/features``,
+    ``/ranker``, and ``/rest``: re-ranking, answers and what the stages lose to each other's cache).
 
-    numpy's BLAS is held to ``intra_op_threads`` like onnxruntime: for one session the work is far
-    too small to share, and a multi-threaded BLAS on a busy machine is slower by an order of magnitude.
+    numpy's BLAS is held to ``intra_op_threads`` like onnxruntime: a server runs one thread per
+    process, and a multi-threaded BLAS on a busy machine is slower by an order of magnitude.
     """
     from threadpoolctl import threadpool_limits
 
+    from streamrec.rank.features import SessionContext, build_features
+    from streamrec.rank.pipeline import Query
+
     rng = np.random.default_rng(config.seed)
-    history = rng.choice(np.arange(1, pipeline.table.n_items + 1), size=config.seq_len, replace=False)
+    rows: list[dict[str, object]] = []
+    common = {"version": "+".join(pipeline.sources), "seq_len": config.seq_len,
+              "candidates": int(sum(pipeline.n_per_source.values())), "runs": config.runs,
+              "threads": config.intra_op_threads}
     with threadpool_limits(limits=config.intra_op_threads):
-        timing = _timed(lambda: pipeline.recommend(history, k), config)
-    return {"model": "pipeline", "version": "+".join(pipeline.sources), "batch": 1, "seq_len": config.seq_len,
-            "candidates": int(sum(pipeline.n_per_source.values())), "runs": config.runs,
-            "threads": config.intra_op_threads, **timing, "per_seq_p50_ms": timing["p50_ms"]}
+        for batch in config.batch_sizes:
+            histories = [rng.choice(np.arange(1, pipeline.table.n_items + 1), size=config.seq_len, replace=False)
+                         for _ in range(batch)]
+            queries = [Query(h, k) for h in histories]
+            whole = _timed(lambda q=queries: pipeline.recommend_many(q), config, batch)
+            rows.append({"model": "pipeline", "batch": batch, **common, **whole,
+                         "per_seq_p50_ms": round(whole["p50_ms"] / batch, 4)})
+            scores = pipeline.source_scores(histories)
+            cands = pipeline.candidates(scores, histories)
+            contexts = [SessionContext()] * batch
+            features = build_features(cands, histories, pipeline.table, contexts)
+            stages: dict[str, Callable[[], object]] = {
+                **{name: (lambda g=g, h=histories: g.score(h)) for name, g in pipeline.generators.items()},
+                "candidates": lambda: pipeline.candidates(scores, histories),
+                "features": lambda: build_features(cands, histories, pipeline.table, contexts),
+                "ranker": lambda: pipeline.rank(cands, features),
+            }
+            timed = {name: _timed(call, config, batch) for name, call in stages.items()}
+            rest = whole["cpu_ms_per_seq"] - sum(t["cpu_ms_per_seq"] for t in timed.values())
+            timed["rest"] = {"p50_ms": float("nan"), "p99_ms": float("nan"), "cpu_ms_per_seq": round(rest, 4)}
+            rows += [{"model": f"pipeline/{name}", "batch": batch, **common, **t,
+                      "per_seq_p50_ms": round(t["p50_ms"] / batch, 4)} for name, t in timed.items()]
+    return rows
 
 
-def bench_current_pipeline(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) -> dict[str, object]:
+def bench_current_pipeline(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) -> list[dict[str, object]]:
     """``bench_pipeline`` for the registry's CURRENT release, loaded from its artifacts as a server loads it."""
     from streamrec.rank.release import load_release
 
@@ -128,11 +160,12 @@ def bench_current_pipeline(registry: Path, config: ModelBenchConfig = ModelBench
 
 
 def format_rows(rows: list[dict[str, object]]) -> str:
-    head = f"{'model':10} {'version':22} {'batch':>5} {'seq':>4} {'cands':>5} {'p50 ms':>9} {'p99 ms':>9} {'ms/seq':>8}"
+    head = (f"{'model':20} {'version':22} {'batch':>5} {'seq':>4} {'cands':>5} {'p50 ms':>9} {'p99 ms':>9} "
+            f"{'ms/seq':>8} {'cpu ms/seq':>10}")
     lines = [head, "-" * len(head)]
     for r in rows:
         version = str(r["version"])
         version = version if len(version) <= 22 else version[:19] + "..."
-        lines.append(f"{r['model']!s:10} {version:22} {r['batch']:>5} {r['seq_len']:>4} {r['candidates']:>5} "
-                     f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['per_seq_p50_ms']:>8.4f}")
+        lines.append(f"{r['model']!s:20} {version:22} {r['batch']:>5} {r['seq_len']:>4} {r['candidates']:>5} "
+                     f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['per_seq_p50_ms']:>8.4f} {r['cpu_ms_per_seq']:>10.4f}")
     return "\n".join(lines)

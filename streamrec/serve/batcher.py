@@ -92,10 +92,7 @@ class Arrival:
     left: bool = False
 
     def leave(self) -> None:
-        if not self.left:
-            self.left = True
-            self.batcher._coming -= 1
-            self.batcher._dispatch()
+        self.batcher._depart(self, dispatch=True)
 
 
 def _expire(future: asyncio.Future[Any]) -> None:
@@ -107,7 +104,8 @@ class MicroBatcher(Generic[T, R]):
     """``await batcher.submit(item, timeout_s)`` runs ``run([... item ...])`` on ``executor``, or on the
     event loop when it is None.
 
-    ``run`` maps a batch to one result per item, in order; it executes on the executor's threads.
+    ``run`` maps a batch to one result per item, in order; it executes on the executor's threads, or
+    on the loop.
     ``on_batch`` (e.g. a metrics histogram's ``observe``) is told each batch's size.
     """
 
@@ -144,9 +142,8 @@ class MicroBatcher(Generic[T, R]):
         pending = _Pending(item, future, now, None if timeout_s is None else now + timeout_s,
                            None if default is None else now + default)
         self._queue.append(pending)
-        if arrival is not None and not arrival.left:
-            arrival.left = True
-            self._coming -= 1
+        if arrival is not None:
+            self._depart(arrival, dispatch=False)  # dispatched just below, with the item queued
         self._dispatch()
         # timers, not asyncio.wait_for: no extra task per request. A future failed here is skipped by _take
         if timeout_s is not None:
@@ -159,6 +156,14 @@ class MicroBatcher(Generic[T, R]):
             return await future
         finally:
             timer.cancel()
+
+    def _depart(self, arrival: Arrival, *, dispatch: bool) -> None:
+        """``arrival`` is no longer coming: submitted, or gone without. Counted once."""
+        if not arrival.left:
+            arrival.left = True
+            self._coming -= 1
+            if dispatch:
+                self._dispatch()
 
     def admit(self) -> None:
         """Raise ``Overloaded`` when a new item would be refused now: ``max_queue`` items wait and every

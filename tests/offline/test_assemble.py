@@ -103,3 +103,19 @@ def test_a_neural_source_trained_on_another_split_is_refused(parts: Split, tmp_p
             protocol={"description": "some other split"}, metrics={}, registry=tmp_path)
     with pytest.raises(ConfigError, match="trained on another split"):
         fit_generators(["sasrec"], parts, tmp_path, progress=False)
+
+
+def test_bench_times_the_served_pipeline_per_batch_and_stage(parts: Split, fitted: TwoStage, dataset: MovieLens,
+                                                             tmp_path: Path) -> None:
+    from streamrec.bench.models import ModelBenchConfig, bench_current_pipeline, format_rows
+
+    assert fitted.ranker_fit is not None
+    publish_ranker(fitted.ranker_fit, fitted._fitted(), parts, vocab=dataset.vocab, dataset="ml-100k", metrics={},
+                   registry=tmp_path)
+    rows = bench_current_pipeline(tmp_path, ModelBenchConfig(batch_sizes=(1, 4), runs=3, warmup=1, seq_len=20))
+    stages = [*SOURCES, "candidates", "features", "ranker", "rest"]
+    assert [(r["model"], r["batch"]) for r in rows] == [
+        (name, b) for b in (1, 4) for name in ["pipeline", *(f"pipeline/{s}" for s in stages)]]
+    whole = [r for r in rows if r["model"] == "pipeline"]
+    assert all(float(r["cpu_ms_per_seq"]) > 0 and float(r["p99_ms"]) >= float(r["p50_ms"]) > 0 for r in whole)
+    assert "pipeline/ranker" in format_rows(rows)
