@@ -61,14 +61,21 @@ def test_evaluate_fits_it_on_the_split_and_only_on_test(parts: Split) -> None:
         model.fit(parts.train)
 
 
-def test_the_published_release_serves_exactly_what_was_fitted(parts: Split, fitted: TwoStage, dataset: MovieLens,
-                                                              tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def released(parts: Split, fitted: TwoStage, dataset: MovieLens, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fitted pipeline published once (its generators then carry their versions: a second publish
+    elsewhere would name versions that registry does not hold); the ranker's version directory."""
+    assert fitted.ranker_fit is not None
+    return publish_ranker(fitted.ranker_fit, fitted._fitted(), parts, vocab=dataset.vocab, dataset="ml-100k",
+                          metrics={}, registry=tmp_path_factory.mktemp("registry"))
+
+
+def test_the_published_release_serves_exactly_what_was_fitted(parts: Split, fitted: TwoStage,
+                                                              released: Path) -> None:
     """Every generator comes back from its arrays scoring bit for bit as fitted, and the served pipeline
     gives the same top-k with the same scores as the in-process one running the same (ONNX) ranker."""
     pipeline = fitted._fitted()
-    assert fitted.ranker_fit is not None
-    version_dir = publish_ranker(fitted.ranker_fit, pipeline, parts, vocab=dataset.vocab, dataset="ml-100k",
-                                 metrics={}, registry=tmp_path)
+    version_dir, tmp_path = released, released.parent.parent
     manifest = reg.read_manifest(version_dir)
     assert set(manifest["pipeline"]["generator_versions"]) == set(SOURCES)
     served = load_pipeline(parts, tmp_path)
@@ -105,14 +112,10 @@ def test_a_neural_source_trained_on_another_split_is_refused(parts: Split, tmp_p
         fit_generators(["sasrec"], parts, tmp_path, progress=False)
 
 
-def test_bench_times_the_served_pipeline_per_batch_and_stage(parts: Split, fitted: TwoStage, dataset: MovieLens,
-                                                             tmp_path: Path) -> None:
+def test_bench_times_the_served_pipeline_per_batch_and_stage(released: Path) -> None:
     from streamrec.bench.models import ModelBenchConfig, bench_current_pipeline, format_rows
 
-    assert fitted.ranker_fit is not None
-    publish_ranker(fitted.ranker_fit, fitted._fitted(), parts, vocab=dataset.vocab, dataset="ml-100k", metrics={},
-                   registry=tmp_path)
-    rows = bench_current_pipeline(tmp_path, ModelBenchConfig(batch_sizes=(1, 4), runs=3, warmup=1, seq_len=20))
+    rows = bench_current_pipeline(released.parent.parent, ModelBenchConfig(batch_sizes=(1, 4), runs=3, warmup=1, seq_len=20))
     stages = [*SOURCES, "candidates", "features", "ranker", "rest"]
     assert [(r["model"], r["batch"]) for r in rows] == [
         (name, b) for b in (1, 4) for name in ["pipeline", *(f"pipeline/{s}" for s in stages)]]
