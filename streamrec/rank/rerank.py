@@ -46,9 +46,10 @@ def allowed_many(items: np.ndarray, configs: Sequence[RerankConfig], seen: Seque
     if sum(lengths):
         cols = np.fromiter((i for b in banned for i in b), dtype=np.int64, count=sum(lengths))
         width = int(max(items.max(initial=0), cols.max(initial=0))) + 1
-        banned = np.sort(np.repeat(np.arange(B, dtype=np.int64), lengths) * width + cols)
+        banned_cells = np.sort(np.repeat(np.arange(B, dtype=np.int64), lengths) * width + cols)
         cells = np.arange(B, dtype=np.int64)[:, None] * width + items
-        ok &= banned[np.minimum(np.searchsorted(banned, cells), len(banned) - 1)] != cells  # np.isin, less overhead
+        found = banned_cells[np.minimum(np.searchsorted(banned_cells, cells), len(banned_cells) - 1)]
+        ok &= found != cells  # np.isin, without its overhead at these sizes
     for config in {id(c): c for c in configs}.values():  # the catalogue-wide rules, once per distinct config
         rows = [b for b, c in enumerate(configs) if c is config]
         if config.blocklist:
