@@ -18,28 +18,19 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from streamrec.errors import ConfigError
-from streamrec.models.deepfm import RankLoss, listwise_loss
-from streamrec.models.widedeep import check_ranker_config
+from streamrec.models.deepfm import RankerConfig, RankerModule, check_ranker_config
+from streamrec.models.fields import FieldEmbeddings, mlp
 
 __all__ = ["DCNv2", "DCNv2Config"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class DCNv2Config:
+class DCNv2Config(RankerConfig):
     """DeepFM's fields, plus the cross network's depth, rank (``None``: full-rank ``W``) and structure."""
 
-    sparse_sizes: tuple[int, ...]
-    n_multi: int
-    n_dense: int
-    d_embed: int = 16
-    hidden: tuple[int, ...] = (128, 64)
-    dropout: float = 0.1
-    dense_mean: tuple[float, ...] = ()
-    dense_std: tuple[float, ...] = ()
     cross_layers: int = 3
     low_rank: int | None = None
     structure: Literal["stacked", "parallel"] = "stacked"
@@ -66,59 +57,25 @@ class CrossLayer(nn.Module):
         return x0 * self.w(x) + x
 
 
-class DCNv2(nn.Module):
+class DCNv2(RankerModule):
     def __init__(self, config: DCNv2Config) -> None:
         super().__init__()
         self.config = config
-        d, n_dense = config.d_embed, config.n_dense
-        sizes = torch.tensor(config.sparse_sizes)
-        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (F,)
-        self.sparse_emb = nn.Embedding(int(sizes.sum()), d)
-        self.multi_emb = nn.Parameter(torch.empty(config.n_multi, d))
-        self.dense_emb = nn.Parameter(torch.empty(n_dense, d))
-        mean, std = config.dense_mean or (0.0,) * n_dense, config.dense_std or (1.0,) * n_dense
-        self.register_buffer("dense_mean", torch.tensor(mean, dtype=torch.float32), persistent=False)  # (D,)
-        self.register_buffer("dense_std", torch.tensor(std, dtype=torch.float32), persistent=False)  # (D,)
-        dim = (len(config.sparse_sizes) + 1 + n_dense) * d
+        self.fields = FieldEmbeddings(config)  # x_0: their concatenation
+        dim = (len(config.sparse_sizes) + 1 + config.n_dense) * config.d_embed
         self.cross = nn.ModuleList(CrossLayer(dim, config.low_rank) for _ in range(config.cross_layers))
-        layers: list[nn.Module] = []
-        width = dim
-        for h in config.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(config.dropout)]
-            width = h
-        self.dnn = nn.Sequential(*layers)
+        self.dnn, width = mlp(dim, config.hidden, config.dropout)
         self.head = nn.Linear(width if config.structure == "stacked" else dim + width, 1)
         # not DeepFM's 0.01: a cross term is a product of two embeddings, and at 1e-4 a bce fit settles on the
         # base rate before the crosses grow (the test's lists stay unsolved); 0.1 learns them from the first steps
-        for p in (self.sparse_emb.weight, self.multi_emb, self.dense_emb):
-            nn.init.normal_(p, std=0.1)
+        self.fields.init_normal(0.1)
 
     def score(self, sparse: torch.Tensor, multi: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """The served graph: ``sparse`` (N, F) int64, ``multi`` (N, G) 0/1, raw ``dense`` (N, D) -> (N,) logits."""
-        count = multi.sum(dim=1, keepdim=True).clamp(min=1.0)  # (N, 1)
-        x = (dense - self.dense_mean) / self.dense_std  # (N, D)
-        x0 = torch.cat([self.sparse_emb(sparse + self.offsets),  # (N, F, d)
-                        (multi @ self.multi_emb / count)[:, None, :],  # (N, 1, d)
-                        x[:, :, None] * self.dense_emb],  # (N, D, d)
-                       dim=1).flatten(1)  # (N, K d)
+        x0 = self.fields(sparse, multi, dense).flatten(1)  # (N, K d)
         crossed = x0
         for layer in self.cross:
             crossed = layer(x0, crossed)  # (N, K d)
         if self.config.structure == "stacked":
             return self.head(self.dnn(crossed))[:, 0]
         return self.head(torch.cat([crossed, self.dnn(x0)], dim=1))[:, 0]
-
-    def forward(self, sparse: torch.Tensor, multi: torch.Tensor, dense: torch.Tensor,
-                labels: torch.Tensor | None = None, *, list_size: int | None = None,
-                loss: RankLoss = "bce") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Training: ``(N,)`` logits, and with 0/1 float ``labels`` (N,) the loss (``DeepFM.forward``'s)."""
-        logits = self.score(sparse, multi, dense)  # (N,)
-        if labels is None:
-            return logits, None
-        if loss == "bce":
-            return logits, F.binary_cross_entropy_with_logits(logits, labels)
-        if loss == "listwise":
-            if list_size is None:
-                raise ValueError("the listwise loss needs list_size (candidates per list)")
-            return logits, listwise_loss(logits, labels, list_size)
-        raise ConfigError(f"loss must be 'bce' or 'listwise', got {loss!r}")

@@ -24,13 +24,16 @@ from torch import nn
 
 from streamrec.errors import ConfigError
 
-__all__ = ["DeepFM", "DeepFMConfig", "RankLoss", "listwise_loss"]
+__all__ = ["DeepFM", "DeepFMConfig", "RankLoss", "RankerConfig", "RankerModule", "check_ranker_config", "listwise_loss",
+           "rank_loss"]
 
 RankLoss = Literal["bce", "listwise"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeepFMConfig:
+class RankerConfig:
+    """The fields every ranker's config has (``DeepFMConfig``, ``WideDeepConfig``, ``DCNv2Config``, ``DLRMConfig``)."""
+
     sparse_sizes: tuple[int, ...]  # cardinality of each categorical field
     n_multi: int  # vocabulary of the multi-valued field
     n_dense: int
@@ -41,26 +44,41 @@ class DeepFMConfig:
     dense_std: tuple[float, ...] = ()  # empty: 1
 
     def __post_init__(self) -> None:
-        # plain tuples, whether given numpy values or the lists of a manifest's JSON (frozen: set once, here)
-        for name, kind in (("sparse_sizes", int), ("hidden", int), ("dense_mean", float), ("dense_std", float)):
-            object.__setattr__(self, name, tuple(map(kind, getattr(self, name))))
-        if not self.sparse_sizes or min(self.sparse_sizes) < 1:
-            raise ConfigError(f"DeepFMConfig.sparse_sizes needs at least one field, each of size >= 1; "
-                             f"got {self.sparse_sizes}")
-        for name in ("n_multi", "n_dense", "d_embed"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"DeepFMConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if any(h < 1 for h in self.hidden):
-            raise ConfigError(f"DeepFMConfig.hidden sizes must be >= 1, got {self.hidden}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"DeepFMConfig.dropout must be in [0, 1), got {self.dropout}")
-        for name in ("dense_mean", "dense_std"):
-            stats = getattr(self, name)
-            if stats and (len(stats) != self.n_dense or not all(math.isfinite(v) for v in stats)):
-                raise ConfigError(f"DeepFMConfig.{name} must be empty or {self.n_dense} finite values "
-                                 f"(one per dense feature), got {len(stats)}: {stats}")
-        if any(s <= 0 for s in self.dense_std):
-            raise ConfigError(f"DeepFMConfig.dense_std must be > 0 (1 for a constant feature), got {self.dense_std}")
+        check_ranker_config(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepFMConfig(RankerConfig):
+    """DeepFM's config: the fields every ranker has, nothing more."""
+
+
+def check_ranker_config(config: RankerConfig, **own: type) -> None:
+    """Normalise and check the fields every ranker config shares (``RankerConfig``'s), in ``__post_init__``.
+
+    The shared tuples, and the config's own tuple fields named in ``own`` (name -> element type), become
+    plain tuples of that type, whether given numpy values or the lists of a manifest's JSON (the config is
+    frozen: they are set once, here). Raises ``ConfigError`` naming the field at fault.
+    """
+    cls = type(config).__name__
+    kinds = {"sparse_sizes": int, "hidden": int, "dense_mean": float, "dense_std": float, **own}
+    for name, kind in kinds.items():
+        object.__setattr__(config, name, tuple(map(kind, getattr(config, name))))
+    if not config.sparse_sizes or min(config.sparse_sizes) < 1:
+        raise ConfigError(f"{cls}.sparse_sizes needs at least one field, each of size >= 1; got {config.sparse_sizes}")
+    for name in ("n_multi", "n_dense", "d_embed"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{cls}.{name} must be >= 1, got {getattr(config, name)}")
+    if any(h < 1 for h in config.hidden):
+        raise ConfigError(f"{cls}.hidden sizes must be >= 1, got {config.hidden}")
+    if not 0.0 <= config.dropout < 1.0:
+        raise ConfigError(f"{cls}.dropout must be in [0, 1), got {config.dropout}")
+    for name in ("dense_mean", "dense_std"):
+        stats = getattr(config, name)
+        if stats and (len(stats) != config.n_dense or not all(math.isfinite(v) for v in stats)):
+            raise ConfigError(f"{cls}.{name} must be empty or {config.n_dense} finite values "
+                              f"(one per dense feature), got {len(stats)}: {stats}")
+    if any(s <= 0 for s in config.dense_std):
+        raise ConfigError(f"{cls}.dense_std must be > 0 (1 for a constant feature), got {config.dense_std}")
 
 
 def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, list_size: int) -> torch.Tensor:
@@ -79,7 +97,38 @@ def listwise_loss(logits: torch.Tensor, labels: torch.Tensor, list_size: int) ->
     return per_list.sum() / (n_pos > 0).sum().clamp(min=1)
 
 
-class DeepFM(nn.Module):
+def rank_loss(logits: torch.Tensor, labels: torch.Tensor, loss: RankLoss, list_size: int | None) -> torch.Tensor:
+    """Every ranker's training loss of ``(N,)`` logits against 0/1 float ``labels`` (N,).
+
+    ``"bce"`` treats every row on its own; ``"listwise"`` takes the rows as consecutive lists of
+    ``list_size`` candidates, one positive each (see ``listwise_loss``).
+    """
+    if loss == "bce":
+        return F.binary_cross_entropy_with_logits(logits, labels)
+    if loss == "listwise":
+        if list_size is None:
+            raise ValueError("the listwise loss needs list_size (candidates per list)")
+        return listwise_loss(logits, labels, list_size)
+    raise ConfigError(f"loss must be 'bce' or 'listwise', got {loss!r}")
+
+
+class RankerModule(nn.Module):
+    """The contract every ranking network keeps (DeepFM, ``WideDeep``, ``DCNv2``, ``DLRM``): ``score`` is the
+    served graph, ``forward`` the same logits with the training loss."""
+
+    def score(self, sparse: torch.Tensor, multi: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """The served graph: ``sparse`` (N, F) int64, ``multi`` (N, G) 0/1, raw ``dense`` (N, D) -> (N,) logits."""
+        raise NotImplementedError
+
+    def forward(self, sparse: torch.Tensor, multi: torch.Tensor, dense: torch.Tensor,
+                labels: torch.Tensor | None = None, *, list_size: int | None = None,
+                loss: RankLoss = "bce") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Training: ``(N,)`` logits, and with 0/1 float ``labels`` (N,) the loss (see ``rank_loss``)."""
+        logits = self.score(sparse, multi, dense)  # (N,)
+        return logits, None if labels is None else rank_loss(logits, labels, loss, list_size)
+
+
+class DeepFM(RankerModule):
     def __init__(self, config: DeepFMConfig) -> None:
         super().__init__()
         self.config = config
@@ -123,22 +172,3 @@ class DeepFM(nn.Module):
         fm = 0.5 * (total * total - (fields * fields).sum(dim=1)).sum(dim=1)  # (N,) all pairwise dot products
         deep = self.dnn(fields.flatten(1))[:, 0]  # (N,)
         return self.bias + first + fm + deep
-
-    def forward(self, sparse: torch.Tensor, multi: torch.Tensor, dense: torch.Tensor,
-                labels: torch.Tensor | None = None, *, list_size: int | None = None,
-                loss: RankLoss = "bce") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Training: ``(N,)`` logits, and with 0/1 float ``labels`` (N,) the loss.
-
-        ``"bce"`` treats every row on its own; ``"listwise"`` takes the rows as consecutive lists of
-        ``list_size`` candidates, one positive each (see ``listwise_loss``).
-        """
-        logits = self.score(sparse, multi, dense)  # (N,)
-        if labels is None:
-            return logits, None
-        if loss == "bce":
-            return logits, F.binary_cross_entropy_with_logits(logits, labels)
-        if loss == "listwise":
-            if list_size is None:
-                raise ValueError("the listwise loss needs list_size (candidates per list)")
-            return logits, listwise_loss(logits, labels, list_size)
-        raise ConfigError(f"loss must be 'bce' or 'listwise', got {loss!r}")

@@ -7,57 +7,25 @@ over the concatenated field vectors reaches combinations never seen, through the
 The fields, inputs and losses are DeepFM's (``streamrec.models.deepfm``), so either ranker trains,
 exports and serves the same way. The paper trains the wide part with FTRL and the deep one with
 AdaGrad; here one optimiser trains both, as the project's training loop does for any ranker.
-
-``check_ranker_config`` is the validation every ranker config shares with ``DeepFMConfig``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from streamrec.errors import ConfigError
-from streamrec.models.deepfm import RankLoss, listwise_loss
+from streamrec.models.deepfm import RankerConfig, RankerModule, check_ranker_config
+from streamrec.models.fields import FieldEmbeddings, mlp
 
-__all__ = ["WideDeep", "WideDeepConfig", "check_ranker_config"]
-
-
-def check_ranker_config(config: Any, **own: type) -> None:
-    """Normalise and check the fields every ranker config shares with ``DeepFMConfig``, in ``__post_init__``.
-
-    The shared tuples, and the config's own tuple fields named in ``own`` (name -> element type), become
-    plain tuples of that type, whether given numpy values or the lists of a manifest's JSON (the config is
-    frozen: they are set once, here). Raises ``ConfigError`` naming the field at fault.
-    """
-    cls = type(config).__name__
-    kinds = {"sparse_sizes": int, "hidden": int, "dense_mean": float, "dense_std": float, **own}
-    for name, kind in kinds.items():
-        object.__setattr__(config, name, tuple(map(kind, getattr(config, name))))
-    if not config.sparse_sizes or min(config.sparse_sizes) < 1:
-        raise ConfigError(f"{cls}.sparse_sizes needs at least one field, each of size >= 1; got {config.sparse_sizes}")
-    for name in ("n_multi", "n_dense", "d_embed"):
-        if getattr(config, name) < 1:
-            raise ConfigError(f"{cls}.{name} must be >= 1, got {getattr(config, name)}")
-    if any(h < 1 for h in config.hidden):
-        raise ConfigError(f"{cls}.hidden sizes must be >= 1, got {config.hidden}")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ConfigError(f"{cls}.dropout must be in [0, 1), got {config.dropout}")
-    for name in ("dense_mean", "dense_std"):
-        stats = getattr(config, name)
-        if stats and (len(stats) != config.n_dense or not all(math.isfinite(v) for v in stats)):
-            raise ConfigError(f"{cls}.{name} must be empty or {config.n_dense} finite values "
-                              f"(one per dense feature), got {len(stats)}: {stats}")
-    if any(s <= 0 for s in config.dense_std):
-        raise ConfigError(f"{cls}.dense_std must be > 0 (1 for a constant feature), got {config.dense_std}")
+__all__ = ["WideDeep", "WideDeepConfig"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class WideDeepConfig:
+class WideDeepConfig(RankerConfig):
     """DeepFM's fields, plus the wide part's cross products.
 
     ``crosses``: pairs of inputs, each ``"sparse:<i>"`` (field i's index), ``"dense:<j>"`` (dense feature j,
@@ -75,14 +43,6 @@ class WideDeepConfig:
     as a field of its own. The default has none: whoever wires the ranker chooses them for its feature layout.
     """
 
-    sparse_sizes: tuple[int, ...]
-    n_multi: int
-    n_dense: int
-    d_embed: int = 16
-    hidden: tuple[int, ...] = (128, 64)
-    dropout: float = 0.1
-    dense_mean: tuple[float, ...] = ()
-    dense_std: tuple[float, ...] = ()
     crosses: tuple[tuple[str, str], ...] = ()
     cross_buckets: int = 1024
     dense_boundaries: tuple[float, ...] = (-1.5, -0.5, 0.5, 1.5)  # in standard deviations from the mean
@@ -115,23 +75,15 @@ def _input(config: WideDeepConfig, name: str) -> tuple[str, int, int]:
     return kind, i, config.sparse_sizes[i] if kind == "sparse" else len(config.dense_boundaries) + 1
 
 
-class WideDeep(nn.Module):
+class WideDeep(RankerModule):
     def __init__(self, config: WideDeepConfig) -> None:
         super().__init__()
         self.config = config
-        d, n_dense = config.d_embed, config.n_dense
-        sizes = torch.tensor(config.sparse_sizes)
-        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # (F,)
-        self.sparse_emb = nn.Embedding(int(sizes.sum()), d)
-        self.multi_emb = nn.Parameter(torch.empty(config.n_multi, d))
-        self.dense_emb = nn.Parameter(torch.empty(n_dense, d))
-        self.sparse_w = nn.Embedding(int(sizes.sum()), 1)
+        self.fields = FieldEmbeddings(config)  # the deep part's input: (N, K, d)
+        self.sparse_w = nn.Embedding(self.fields.sparse_emb.num_embeddings, 1)  # a weight per sparse value
         self.multi_w = nn.Parameter(torch.zeros(config.n_multi))
-        self.dense_w = nn.Linear(n_dense, 1, bias=False)
+        self.dense_w = nn.Linear(config.n_dense, 1, bias=False)
         self.bias = nn.Parameter(torch.zeros(()))
-        mean, std = config.dense_mean or (0.0,) * n_dense, config.dense_std or (1.0,) * n_dense
-        self.register_buffer("dense_mean", torch.tensor(mean, dtype=torch.float32), persistent=False)  # (D,)
-        self.register_buffer("dense_std", torch.tensor(std, dtype=torch.float32), persistent=False)  # (D,)
         self.register_buffer("boundaries", torch.tensor(config.dense_boundaries, dtype=torch.float32),
                              persistent=False)  # (B,)
         self.crosses: list[tuple[tuple[str, int, int], tuple[str, int, int]]] = []
@@ -144,54 +96,30 @@ class WideDeep(nn.Module):
             else:
                 tables.append(nn.Embedding(min(a[2] * b[2], config.cross_buckets), 1))
         self.cross_w = nn.ModuleList(tables)
-        layers: list[nn.Module] = []
-        width = (len(config.sparse_sizes) + 1 + n_dense) * d
-        for h in config.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(config.dropout)]
-            width = h
+        layers, width = mlp((len(config.sparse_sizes) + 1 + config.n_dense) * config.d_embed, config.hidden,
+                            config.dropout)
         self.dnn = nn.Sequential(*layers, nn.Linear(width, 1, bias=False))
         # not DeepFM's 0.01 (chosen for its FM's products): at that scale a bce fit of the MLP alone settles on the
         # base rate before the embeddings grow apart
-        for p in (self.sparse_emb.weight, self.multi_emb, self.dense_emb):
-            nn.init.normal_(p, std=0.1)
+        self.fields.init_normal(0.1)
         # a linear model starts from no opinion: the wide weights at 0
         for p in (self.sparse_w.weight, self.dense_w.weight, *(t.weight for t in self.cross_w)):
             nn.init.zeros_(p)
 
     def score(self, sparse: torch.Tensor, multi: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """The served graph: ``sparse`` (N, F) int64, ``multi`` (N, G) 0/1, raw ``dense`` (N, D) -> (N,) logits."""
-        idx = sparse + self.offsets  # (N, F)
         count = multi.sum(dim=1, keepdim=True).clamp(min=1.0)  # (N, 1)
-        x = (dense - self.dense_mean) / self.dense_std  # (N, D)
+        x = self.fields.normalise(dense)  # (N, D)
         buckets = torch.bucketize(x, self.boundaries)  # (N, D) int64, exported as a sum of comparisons
 
         def value(kind: str, i: int) -> torch.Tensor:
             return (sparse if kind == "sparse" else buckets)[:, i]  # (N,)
 
-        wide = (self.bias + self.sparse_w(idx).sum(dim=(1, 2)) + multi @ self.multi_w / count[:, 0]
-                + self.dense_w(x)[:, 0])  # (N,) first order
+        wide = (self.bias + self.sparse_w(sparse + self.fields.offsets).sum(dim=(1, 2))
+                + multi @ self.multi_w / count[:, 0] + self.dense_w(x)[:, 0])  # (N,) first order
         for (a, b), table in zip(self.crosses, self.cross_w, strict=True):
             if a[0] == "multi":  # every active value's weight with the other's, summed: the binary crosses' sum
                 wide = wide + (table(value(b[0], b[1]) % table.num_embeddings) * multi).sum(dim=1)
             else:
                 wide = wide + table((value(a[0], a[1]) * b[2] + value(b[0], b[1])) % table.num_embeddings)[:, 0]
-        fields = torch.cat([self.sparse_emb(idx),  # (N, F, d)
-                            (multi @ self.multi_emb / count)[:, None, :],  # (N, 1, d)
-                            x[:, :, None] * self.dense_emb],  # (N, D, d)
-                           dim=1)  # (N, K, d)
-        return wide + self.dnn(fields.flatten(1))[:, 0]
-
-    def forward(self, sparse: torch.Tensor, multi: torch.Tensor, dense: torch.Tensor,
-                labels: torch.Tensor | None = None, *, list_size: int | None = None,
-                loss: RankLoss = "bce") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Training: ``(N,)`` logits, and with 0/1 float ``labels`` (N,) the loss (``DeepFM.forward``'s)."""
-        logits = self.score(sparse, multi, dense)  # (N,)
-        if labels is None:
-            return logits, None
-        if loss == "bce":
-            return logits, F.binary_cross_entropy_with_logits(logits, labels)
-        if loss == "listwise":
-            if list_size is None:
-                raise ValueError("the listwise loss needs list_size (candidates per list)")
-            return logits, listwise_loss(logits, labels, list_size)
-        raise ConfigError(f"loss must be 'bce' or 'listwise', got {loss!r}")
+        return wide + self.dnn(self.fields(sparse, multi, dense).flatten(1))[:, 0]

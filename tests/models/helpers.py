@@ -1,6 +1,6 @@
 """Helpers shared by the model tests and by the ranking tests built on them: tiny hand-made data,
-the leave-last-out hold-out check, the cyclic overfitting check, DeepFM's random features, and the
-round trip of a fitted model through its exported arrays.
+the leave-last-out hold-out check, the cyclic overfitting check, the rankers' random features and the
+cross they must learn, and the round trip of a fitted model through its exported arrays.
 
 The hold-out check lives here rather than in ``streamrec.eval`` so these tests pin the models'
 behaviour on their own: per user, the last item is held out, every model trains on all users'
@@ -28,21 +28,26 @@ from streamrec.models.base import Recommender, TrainData, top_k
 if TYPE_CHECKING:
     import torch
 
-    from streamrec.models.deepfm import DeepFMConfig
+    from streamrec.models.deepfm import DeepFMConfig, RankerConfig, RankLoss
 
 __all__ = [
+    "BAD_CONFIGS",
     "N_ITEMS",
     "SIZES",
     "Batch",
     "D",
     "G",
+    "LIST",
+    "N_VALUES",
     "HoldOut",
     "MakeData",
     "assert_round_trip",
     "config",
     "cyclic_fit",
     "cyclic_sequences",
+    "fit_cross",
     "frozen",
+    "matching_lists",
     "mixed_data",
     "numeric_state",
     "random_features",
@@ -116,14 +121,29 @@ def cyclic_fit(model, sequences: Sequence[np.ndarray], n_items: int, epochs: int
             float((top == targets[:, None]).any(axis=1).mean()))
 
 
-# ---------------------------------------------------------------- DeepFM
+# ---------------------------------------------------------------- rankers (DeepFM and the networks beside it)
 
 SIZES = (3707, 12, 4, 6, 10)
 G, D = 18, 30
 Batch = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor"]
 
 
-def random_features(n: int, config: DeepFMConfig, seed: int = 0) -> Batch:
+#: changes to ``config()`` that every ranker config refuses, and a word its error names
+BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
+    ({"sparse_sizes": ()}, "sparse_sizes"),
+    ({"sparse_sizes": (5, 0)}, "sparse_sizes"),
+    ({"n_multi": 0}, "n_multi"),
+    ({"n_dense": 0}, "n_dense"),
+    ({"d_embed": 0}, "d_embed"),
+    ({"hidden": (64, 0)}, "hidden"),
+    ({"dropout": 1.0}, "dropout"),
+    ({"dense_mean": (0.0,) * (D - 1)}, "dense_mean"),
+    ({"dense_std": (1.0,) * (D - 1) + (float("nan"),)}, "dense_std"),
+    ({"dense_std": (1.0,) * (D - 1) + (0.0,)}, "dense_std"),
+]
+
+
+def random_features(n: int, config: RankerConfig, seed: int = 0) -> Batch:
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -138,6 +158,57 @@ def config(**kw: Any) -> DeepFMConfig:
     from streamrec.models.deepfm import DeepFMConfig
 
     return DeepFMConfig(**{"sparse_sizes": SIZES, "n_multi": G, "n_dense": D, **kw})
+
+
+LIST, N_VALUES = 8, 12
+
+
+def matching_lists(n_lists: int, seed: int) -> tuple[Batch, torch.Tensor]:
+    """Lists of ``LIST`` candidates; the positive is the one whose field 1 equals the session's field 0.
+
+    Field 0 (the session) is the same within a list, so a model linear in the fields ranks every
+    list in the same order of field 1: it cannot find the match. An FM's <v_a, v_b> can.
+    """
+    import torch
+
+    rng = np.random.default_rng(seed)
+    session = rng.integers(0, N_VALUES, n_lists)  # (L,)
+    candidate = np.stack([rng.permutation(np.append(rng.choice(np.delete(np.arange(N_VALUES), a), LIST - 1,
+                                                               replace=False), a)) for a in session]).reshape(-1)
+    session = np.repeat(session, LIST)  # (N,)
+    noise = rng.integers(0, 5, size=session.shape)
+    sparse = torch.from_numpy(np.stack([session, candidate, noise], axis=1)).long()  # (N, 3)
+    multi = torch.from_numpy((rng.random((len(session), 4)) < 0.3).astype(np.float32))  # (N, 4)
+    dense = torch.from_numpy(rng.standard_normal((len(session), 2)).astype(np.float32))  # (N, 2)
+    labels = torch.from_numpy((candidate == session).astype(np.float32))  # (N,)
+    return (sparse, multi, dense), labels
+
+
+def fit_cross(model: torch.nn.Module, loss: RankLoss) -> tuple[float, list[float]]:
+    """Train a ranker on 800 ``matching_lists`` (6 epochs of 50 lists, Adam at 2e-2) and return its accuracy at
+    putting the positive first in 300 other lists, and its mean loss per epoch: the cross-learning check."""
+    import torch
+
+    (sparse, multi, dense), labels = matching_lists(800, seed=0)
+    (t_sparse, t_multi, t_dense), t_labels = matching_lists(300, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    batch = 50 * LIST
+    losses = []
+    for _ in range(6):
+        epoch = []
+        for lo in range(0, len(labels), batch):
+            part = slice(lo, lo + batch)
+            _, value = model(sparse[part], multi[part], dense[part], labels[part], list_size=LIST, loss=loss)
+            assert value is not None
+            opt.zero_grad()
+            value.backward()
+            opt.step()
+            epoch.append(value.item())
+        losses.append(float(np.mean(epoch)))
+    model.eval()
+    with torch.no_grad():
+        top = model.score(t_sparse, t_multi, t_dense).view(-1, LIST).argmax(dim=1)  # (L,)
+    return (t_labels.view(-1, LIST).argmax(dim=1) == top).float().mean().item(), losses
 
 
 # ---------------------------------------------------------------- state() / from_state()

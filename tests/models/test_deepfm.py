@@ -10,7 +10,7 @@ import torch
 from streamrec.errors import ArtifactError
 from streamrec.export import load_ranker, publish, ranker_graph
 from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankLoss, listwise_loss
-from tests.models.helpers import Batch, D, config, random_features
+from tests.models.helpers import BAD_CONFIGS, LIST, N_VALUES, D, config, fit_cross, matching_lists, random_features
 
 # ---------------------------------------------------------------- shapes and configuration
 
@@ -33,18 +33,7 @@ def test_shapes_and_losses() -> None:
         model(*x, labels, list_size=5, loss="listwise")
 
 
-@pytest.mark.parametrize(("change", "match"), [
-    ({"sparse_sizes": ()}, "sparse_sizes"),
-    ({"sparse_sizes": (5, 0)}, "sparse_sizes"),
-    ({"n_multi": 0}, "n_multi"),
-    ({"n_dense": 0}, "n_dense"),
-    ({"d_embed": 0}, "d_embed"),
-    ({"hidden": (64, 0)}, "hidden"),
-    ({"dropout": 1.0}, "dropout"),
-    ({"dense_mean": (0.0,) * (D - 1)}, "dense_mean"),
-    ({"dense_std": (1.0,) * (D - 1) + (float("nan"),)}, "dense_std"),
-    ({"dense_std": (1.0,) * (D - 1) + (0.0,)}, "dense_std"),
-])
+@pytest.mark.parametrize(("change", "match"), BAD_CONFIGS)
 def test_bad_configs_are_refused(change: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         config(**change)
@@ -86,28 +75,6 @@ def test_listwise_loss_leaves_out_lists_without_a_positive() -> None:
 
 # ---------------------------------------------------------------- it learns a feature cross
 
-LIST, N_VALUES = 8, 12
-
-
-def matching_lists(n_lists: int, seed: int) -> tuple[Batch, torch.Tensor]:
-    """Lists of ``LIST`` candidates; the positive is the one whose field 1 equals the session's field 0.
-
-    Field 0 (the session) is the same within a list, so a model linear in the fields ranks every
-    list in the same order of field 1: it cannot find the match. An FM's <v_a, v_b> can.
-    """
-    rng = np.random.default_rng(seed)
-    session = rng.integers(0, N_VALUES, n_lists)  # (L,)
-    candidate = np.stack([rng.permutation(np.append(rng.choice(np.delete(np.arange(N_VALUES), a), LIST - 1,
-                                                               replace=False), a)) for a in session]).reshape(-1)
-    session = np.repeat(session, LIST)  # (N,)
-    noise = rng.integers(0, 5, size=session.shape)
-    sparse = torch.from_numpy(np.stack([session, candidate, noise], axis=1)).long()  # (N, 3)
-    multi = torch.from_numpy((rng.random((len(session), 4)) < 0.3).astype(np.float32))  # (N, 4)
-    dense = torch.from_numpy(rng.standard_normal((len(session), 2)).astype(np.float32))  # (N, 2)
-    labels = torch.from_numpy((candidate == session).astype(np.float32))  # (N,)
-    return (sparse, multi, dense), labels
-
-
 def test_synthetic_lists_have_exactly_one_positive() -> None:
     _, labels = matching_lists(200, seed=3)
     assert torch.all(labels.view(-1, LIST).sum(dim=1) == 1)
@@ -118,26 +85,7 @@ def test_it_learns_a_cross_of_two_fields(loss: RankLoss) -> None:
     torch.manual_seed(0)
     model = DeepFM(DeepFMConfig(sparse_sizes=(N_VALUES, N_VALUES, 5), n_multi=4, n_dense=2, d_embed=8,
                                 hidden=(32,), dropout=0.0))
-    (sparse, multi, dense), labels = matching_lists(800, seed=0)
-    (t_sparse, t_multi, t_dense), t_labels = matching_lists(300, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    batch = 50 * LIST
-    losses = []
-    for _ in range(6):
-        epoch = []
-        for lo in range(0, len(labels), batch):
-            part = slice(lo, lo + batch)
-            _, value = model(sparse[part], multi[part], dense[part], labels[part], list_size=LIST, loss=loss)
-            assert value is not None
-            opt.zero_grad()
-            value.backward()
-            opt.step()
-            epoch.append(value.item())
-        losses.append(float(np.mean(epoch)))
-    model.eval()
-    with torch.no_grad():
-        top = model.score(t_sparse, t_multi, t_dense).view(-1, LIST).argmax(dim=1)  # (L,)
-    accuracy = (t_labels.view(-1, LIST).argmax(dim=1) == top).float().mean().item()
+    accuracy, losses = fit_cross(model, loss)
     assert accuracy > 0.9, (accuracy, losses)
     assert losses[-1] < 0.5 * losses[0], losses
 

@@ -18,8 +18,7 @@ from streamrec.models.dcnv2 import DCNv2, DCNv2Config
 from streamrec.models.deepfm import RankLoss
 from streamrec.models.dlrm import DLRM, DLRMConfig
 from streamrec.models.widedeep import WideDeep, WideDeepConfig
-from tests.models.helpers import D, config, random_features
-from tests.models.test_deepfm import LIST, N_VALUES, matching_lists
+from tests.models.helpers import BAD_CONFIGS, LIST, N_VALUES, D, config, fit_cross, random_features
 
 # every kind of wide cross: two sparse fields (hashed: 3707 x 12 > 256), multi x sparse, dense x sparse, dense x dense
 CROSSES = (("sparse:0", "sparse:1"), ("sparse:3", "sparse:4"), ("multi", "sparse:2"), ("dense:0", "sparse:4"),
@@ -67,18 +66,6 @@ def test_shapes_and_losses(kind: str) -> None:
         model(*x, labels, loss="pairwise")
 
 
-SHARED_BAD: list[tuple[dict[str, Any], str]] = [
-    ({"sparse_sizes": ()}, "sparse_sizes"),
-    ({"sparse_sizes": (5, 0)}, "sparse_sizes"),
-    ({"n_multi": 0}, "n_multi"),
-    ({"n_dense": 0}, "n_dense"),
-    ({"d_embed": 0}, "d_embed"),
-    ({"hidden": (64, 0)}, "hidden"),
-    ({"dropout": 1.0}, "dropout"),
-    ({"dense_mean": (0.0,) * (D - 1)}, "dense_mean"),
-    ({"dense_std": (1.0,) * (D - 1) + (float("nan"),)}, "dense_std"),
-    ({"dense_std": (1.0,) * (D - 1) + (0.0,)}, "dense_std"),
-]
 OWN_BAD: list[tuple[str, dict[str, Any], str]] = [
     ("widedeep", {"cross_buckets": 0}, "cross_buckets"),
     ("widedeep", {"dense_boundaries": (0.0, -1.0)}, "dense_boundaries"),
@@ -97,7 +84,7 @@ OWN_BAD: list[tuple[str, dict[str, Any], str]] = [
 
 
 @pytest.mark.parametrize(("kind", "change", "match"),
-                         [(k, c, m) for k in ("widedeep", "dcnv2", "dlrm") for c, m in SHARED_BAD] + OWN_BAD)
+                         [(k, c, m) for k in ("widedeep", "dcnv2", "dlrm") for c, m in BAD_CONFIGS] + OWN_BAD)
 def test_bad_configs_are_refused(kind: str, change: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ranker_config(kind, **change)
@@ -195,7 +182,7 @@ def test_onnx_scores_match_torch(tmp_path: Path, kind: str) -> None:
 
 # ---------------------------------------------------------------- it learns a feature cross
 
-# the synthetic lists of test_deepfm: 3 sparse fields (the session's, the candidate's, noise), 4 genres, 2 dense
+# matching_lists (helpers): 3 sparse fields (the session's, the candidate's, noise), 4 genres, 2 dense
 SMALL = {"sparse_sizes": (N_VALUES, N_VALUES, 5), "n_multi": 4, "n_dense": 2, "d_embed": 8, "hidden": (32,),
          "dropout": 0.0}
 LEARNERS: dict[str, tuple[type[nn.Module], Any]] = {
@@ -213,26 +200,6 @@ def test_it_learns_a_cross_of_two_fields(kind: str, loss: RankLoss) -> None:
     """``test_deepfm``'s test and bar: the positive is the candidate whose field 1 equals the session's field 0."""
     torch.manual_seed(0)
     cls, c = LEARNERS[kind]
-    model = cls(c)
-    (sparse, multi, dense), labels = matching_lists(800, seed=0)
-    (t_sparse, t_multi, t_dense), t_labels = matching_lists(300, seed=1)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
-    batch = 50 * LIST
-    losses = []
-    for _ in range(6):
-        epoch = []
-        for lo in range(0, len(labels), batch):
-            part = slice(lo, lo + batch)
-            _, value = model(sparse[part], multi[part], dense[part], labels[part], list_size=LIST, loss=loss)
-            assert value is not None
-            opt.zero_grad()
-            value.backward()
-            opt.step()
-            epoch.append(value.item())
-        losses.append(float(np.mean(epoch)))
-    model.eval()
-    with torch.no_grad():
-        top = model.score(t_sparse, t_multi, t_dense).view(-1, LIST).argmax(dim=1)  # (L,)
-    accuracy = (t_labels.view(-1, LIST).argmax(dim=1) == top).float().mean().item()
+    accuracy, losses = fit_cross(cls(c), loss)
     assert accuracy > 0.9, (accuracy, losses)
     assert losses[-1] < 0.5 * losses[0], losses
