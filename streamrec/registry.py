@@ -39,19 +39,23 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 from streamrec.errors import ArtifactError, ConfigError
 from streamrec.files import fsync_tree, write_atomic
 
 __all__ = [
-    "HISTORY", "MANIFEST", "MODEL", "POINTER", "RANKER", "SEQUENCE_MODELS", "STAGING", "VOCAB",
-    "add_version", "check_name", "check_sha256", "current_manifest", "current_version",
+    "HISTORY", "MANIFEST", "MODEL", "POINTER", "RANKER", "RANKER_ARCHS", "SEQUENCE_MODELS", "STAGING", "VOCAB",
+    "RankerArch", "add_version", "check_name", "check_sha256", "current_manifest", "current_version",
     "model_dir", "model_names", "move_pointer", "read_history", "read_manifest", "read_model", "read_pointer",
     "read_vocab", "resolve", "sha256_of", "stage_version", "version_dir", "version_names", "write_manifest", "write_vocab",
 ]
 
 RANKER: Final = "deepfm"  # the ranker; servers follow its pointer alone, and its manifest names the rest
+#: The ranker's network (``streamrec.offline.ranker_fit``), recorded as its manifest's ``architecture``
+#: (absent: ``"deepfm"``, the only one before). Whatever it is, the ranker is published under ``RANKER``.
+RankerArch = Literal["deepfm", "widedeep", "dcnv2", "dlrm"]
+RANKER_ARCHS: Final[tuple[str, ...]] = get_args(RankerArch)
 SEQUENCE_MODELS: Final = ("sasrec", "gru4rec", "bert4rec")  # published as ONNX; other generators as arrays
 
 MODEL: Final = "model.onnx"

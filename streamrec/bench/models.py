@@ -29,7 +29,7 @@ from streamrec.export.generators import load_generator
 from streamrec.export.onnx_load import INPUT, OUTPUT, load_onnx, load_ranker
 from streamrec.stats import percentile
 
-__all__ = ["ModelBenchConfig", "bench_current_pipeline", "bench_models", "bench_pipeline", "format_rows"]
+__all__ = ["ModelBenchConfig", "bench_current_pipeline", "bench_models", "bench_pipeline", "format_rows", "timed"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,7 +43,7 @@ class ModelBenchConfig:
     seed: int = 0
 
 
-def _timed(call: Callable[[], object], config: ModelBenchConfig, batch: int = 1) -> dict[str, float]:
+def timed(call: Callable[[], object], config: ModelBenchConfig, batch: int = 1) -> dict[str, float]:
     for _ in range(config.warmup):
         call()
     times = np.empty(config.runs)
@@ -77,7 +77,7 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
             generator: Any = load_generator(model_dir)
             for batch in config.batch_sizes:
                 histories = [rng.integers(1, generator.n_items + 1, size=config.seq_len) for _ in range(batch)]
-                timing = _timed(lambda h=histories: generator.score(h), config, batch)
+                timing = timed(lambda h=histories: generator.score(h), config, batch)
                 rows.append({"model": model_dir.name, "version": generator.manifest["version"], "batch": batch,
                              "seq_len": config.seq_len, "candidates": 0, **common, **timing,
                              "per_seq_p50_ms": round(timing["p50_ms"] / batch, 4)})
@@ -88,7 +88,7 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
             sparse = np.stack([rng.integers(0, size, n) for size in cfg["sparse_sizes"]], axis=1).astype(np.int64)
             multi = (rng.random((n, cfg["n_multi"])) < 0.2).astype(np.float32)
             dense = rng.normal(size=(n, cfg["n_dense"])).astype(np.float32)
-            timing = _timed(lambda: ranker.score(sparse, multi, dense), config)
+            timing = timed(lambda: ranker.score(sparse, multi, dense), config)
             rows.append({"model": model_dir.name, "version": ranker.manifest["version"], "batch": 1,
                          "seq_len": 0, "candidates": n, **common, **timing, "per_seq_p50_ms": timing["p50_ms"]})
             continue
@@ -98,7 +98,7 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
         seq_len = min(config.seq_len, max_len)
         for batch in config.batch_sizes:
             seq = rng.integers(1, n_items + 1, size=(batch, seq_len), dtype=np.int64)
-            timing = _timed(lambda seq=seq: session.run([OUTPUT], {INPUT: seq}), config, batch)
+            timing = timed(lambda seq=seq: session.run([OUTPUT], {INPUT: seq}), config, batch)
             rows.append({"model": model_dir.name, "version": manifest["version"], "batch": batch,
                          "seq_len": seq_len, "candidates": 0, **common, **timing,
                          "per_seq_p50_ms": round(timing["p50_ms"] / batch, 4)})
@@ -128,7 +128,7 @@ def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: i
             histories = [rng.choice(np.arange(1, pipeline.table.n_items + 1), size=config.seq_len, replace=False)
                          for _ in range(batch)]
             queries = [Query(h, k) for h in histories]
-            whole = _timed(lambda q=queries: pipeline.recommend_many(q), config, batch)
+            whole = timed(lambda q=queries: pipeline.recommend_many(q), config, batch)
             rows.append({"model": "pipeline", "batch": batch, **common, **whole,
                          "per_seq_p50_ms": round(whole["p50_ms"] / batch, 4)})
             scores = pipeline.source_scores(histories)
@@ -141,11 +141,11 @@ def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: i
                 "features": lambda: build_features(cands, histories, pipeline.table, contexts),
                 "ranker": lambda: pipeline.rank(cands, features),
             }
-            timed = {name: _timed(call, config, batch) for name, call in stages.items()}
-            rest = whole["cpu_ms_per_seq"] - sum(t["cpu_ms_per_seq"] for t in timed.values())
-            timed["rest"] = {"p50_ms": float("nan"), "p99_ms": float("nan"), "cpu_ms_per_seq": round(rest, 4)}
+            stage_times = {name: timed(call, config, batch) for name, call in stages.items()}
+            rest = whole["cpu_ms_per_seq"] - sum(t["cpu_ms_per_seq"] for t in stage_times.values())
+            stage_times["rest"] = {"p50_ms": float("nan"), "p99_ms": float("nan"), "cpu_ms_per_seq": round(rest, 4)}
             rows += [{"model": f"pipeline/{name}", "batch": batch, **common, **t,
-                      "per_seq_p50_ms": round(t["p50_ms"] / batch, 4)} for name, t in timed.items()]
+                      "per_seq_p50_ms": round(t["p50_ms"] / batch, 4)} for name, t in stage_times.items()]
     return rows
 
 

@@ -18,7 +18,7 @@ from streamrec.errors import ArtifactError
 from streamrec.models.sequence import SequenceRecommender
 
 __all__ = ["INPUT", "OUTPUT", "RANKER_INPUTS", "RANKER_OUTPUT", "Kind", "OnnxRanker", "OnnxRecommender",
-           "load_onnx", "load_ranker"]
+           "load_onnx", "load_ranker", "ort_session"]
 
 INPUT, OUTPUT = "seq", "scores"
 RANKER_INPUTS, RANKER_OUTPUT = ("sparse", "multi", "dense"), "logits"
@@ -29,8 +29,6 @@ Kind = Literal["sequence", "ranker"]
 def _open(path: Path, kind: Kind, intra_op_threads: int) -> tuple[Any, dict[str, Any], list[str] | None, bytes]:
     """A checked version's onnxruntime session (CPUExecutionProvider), manifest, vocab (if it has one) and
     the graph's bytes. The session is made from the very bytes that were hashed, never from the path again."""
-    import onnxruntime as ort
-
     version_dir = reg.resolve(path)
     manifest = reg.read_manifest(version_dir)
     found = manifest.get("kind", "sequence")  # manifests from before rankers have no kind
@@ -38,11 +36,17 @@ def _open(path: Path, kind: Kind, intra_op_threads: int) -> tuple[Any, dict[str,
         loader = {"sequence": "load_onnx", "ranker": "load_ranker"}.get(found, "a loader for it")
         raise ArtifactError(f"{version_dir} holds a {found} model, not a {kind} model: open it with {loader}")
     graph = reg.read_model(version_dir, manifest)
+    return ort_session(graph, intra_op_threads), manifest, reg.read_vocab(version_dir, manifest), graph
+
+
+def ort_session(graph: bytes, intra_op_threads: int) -> Any:
+    """An onnxruntime CPU session over ``graph``'s bytes, ``intra_op_threads`` threads within an op, one across."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-    return session, manifest, reg.read_vocab(version_dir, manifest), graph
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxRecommender(SequenceRecommender):

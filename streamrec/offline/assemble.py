@@ -93,7 +93,7 @@ def case_contexts(cases: Cases) -> list[SessionContext]:
 
 
 def torch_ranker(fit: RankerFit):  # type: ignore[no-untyped-def]
-    """A ``RankerFn`` over a trained torch DeepFM (evaluation before export; the server uses ONNX)."""
+    """A ``RankerFn`` over a trained torch ranker (evaluation before export; the server uses ONNX)."""
     import torch
 
     model = fit.model.eval()
@@ -150,11 +150,14 @@ class TwoStage:
 
 
 def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, vocab: Sequence[str], dataset: str,
-                   metrics: Mapping[str, object], registry: Path) -> Path:
+                   metrics: Mapping[str, object], registry: Path,
+                   architectures: Mapping[str, Mapping[str, object]] | None = None) -> Path:
     """Publish a whole release to ``registry``: each fitted generator as a version of its own (arrays),
-    then the ranker (``<registry>/deepfm/<version>``), whose manifest names every member's version and
-    holds what rebuilds the pipeline: the sources and their N, the feature layout, the vocabulary
-    and the item table. Neural generators are already versions (they came from the registry)."""
+    then the ranker (``<registry>/deepfm/<version>``, whatever its network), whose manifest names every
+    member's version and holds what rebuilds the pipeline: the sources and their N, the feature layout,
+    the vocabulary and the item table. Neural generators are already versions (they came from the
+    registry). The manifest records the ranker's ``architecture`` (``fit.arch``; a server folds DeepFM
+    only) and, when given, the ``architectures`` compared to choose it."""
     from streamrec.export import publish as publish_model
     from streamrec.export import publish_generator, ranker_graph
     from streamrec.rank.features import dense_names
@@ -167,7 +170,9 @@ def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, vocab: S
                                           registry=registry)
             generator.manifest = reg.read_manifest(published)  # type: ignore[attr-defined]
         versions[source] = str(generator.manifest.get("version"))  # type: ignore[attr-defined]
-    extra = {
+    extra: dict[str, object] = {
+        "architecture": fit.arch,
+        **({"architectures": {a: dict(row) for a, row in architectures.items()}} if architectures else {}),
         "pipeline": {"sources": list(pipeline.sources), "n_per_source": dict(pipeline.n_per_source),
                      "dense_features": list(dense_names(pipeline.sources)),
                      "genres": list(pipeline.table.genre_names), "generator_versions": versions},

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from streamrec.data.names import DEFAULT_DATASET, MOVIELENS
+from streamrec.registry import RANKER_ARCHS
 from streamrec.settings import Settings, add_registry_option
 
 __all__ = ["register"]
@@ -88,15 +89,24 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 def _train_ranker(args: argparse.Namespace, settings: Settings) -> int:
     from streamrec.offline.assemble import DEFAULT_SOURCES, PipelineSpec
     from streamrec.offline.ranker_fit import RankerConfig
-    from streamrec.offline.ranker_job import RankerJob, format_report, plot_report, run_ranker_job
+    from streamrec.offline.ranker_job import (
+        RankerJob,
+        format_architectures,
+        format_report,
+        plot_report,
+        run_ranker_job,
+    )
 
     sources = tuple(dict.fromkeys(n.strip() for n in args.sources.split(",") if n.strip())) or DEFAULT_SOURCES
+    archs = RANKER_ARCHS if args.arch == "all" else (args.arch,)
     spec = PipelineSpec(sources=sources, n_per_source=args.n, registry=settings.registry,
-                        ranker=RankerConfig(loss=args.loss, epochs=args.epochs, seed=args.seed))
+                        ranker=RankerConfig(arch=archs[0], loss=args.loss, epochs=args.epochs, seed=args.seed))
     job = RankerJob(dataset=args.dataset, protocol=args.protocol, data_dir=settings.data_dir, spec=spec,
-                    ablation=not args.no_ablation, publish=not args.no_publish)
+                    ablation=not args.no_ablation, publish=not args.no_publish, archs=archs, choose=args.publish)
     done = run_ranker_job(job, progress=not args.quiet)
     print(format_report(done.described, done.result))
+    if done.result.architectures:
+        print(format_architectures(done.result.architectures, done.result.ranker_fit.arch))
     if done.version_dir is not None:
         print(f"published {done.version_dir} (CURRENT); pipeline test NDCG@10 with the ONNX ranker "
               f"{done.onnx_test['NDCG@10']:.4f}, of the release as served (loaded from its artifacts) "
@@ -172,12 +182,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("train-ranker", help="train the DeepFM ranker, compare the pipeline with its members, publish",
+    p = sub.add_parser("train-ranker", help="train the ranker, compare the pipeline with its members, publish",
                        description="Fit or load every candidate generator for a split (neural ones from the registry, "
                        "trained on the same split by `streamrec train`), build candidate lists on the validation part, "
-                       "train the DeepFM ranker there, and report test metrics of each generator, the pipeline, plain "
-                       "score fusion and the pipeline without each source, plus the candidates' recall at N = 50, 100 "
-                       "and 200. Publishes the ranker as a new CURRENT `deepfm` version; writes JSON and a PNG.")
+                       "train the ranker there (DeepFM, or --arch), and report test metrics of each generator, the "
+                       "pipeline, plain score fusion and the pipeline without each source, plus the candidates' recall "
+                       "at N = 50, 100 and 200. Publishes the ranker as a new CURRENT `deepfm` version (the registry's "
+                       "ranker slot, whatever the network; its manifest records the architecture); writes JSON and a "
+                       "PNG.")
     p.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}")
     p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
     p.add_argument("--sources", default="", metavar="NAMES",
@@ -185,6 +197,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--n", type=int, default=50, metavar="N", help="candidates per source (default 50)")
     p.add_argument("--loss", choices=("listwise", "bce"), default="listwise", help="ranker loss (default listwise)")
     p.add_argument("--epochs", type=int, default=40, metavar="E", help="ranker epochs at most (default 40)")
+    p.add_argument("--arch", choices=(*RANKER_ARCHS, "all"), default="deepfm",
+                   help="the ranker network: deepfm (FM pairwise crosses plus an MLP on shared field vectors; "
+                   "served folded), widedeep (a linear model plus an MLP), dcnv2 (explicit cross layers under an "
+                   "MLP), dlrm (dot products of field vectors into an MLP), or all: each trained on the same lists "
+                   "and seed, compared in a table (held-out and test metrics, parameters, training time, latency), "
+                   "the best held-out list NDCG@10 kept (default deepfm)")
+    p.add_argument("--publish", choices=RANKER_ARCHS, default=None, metavar="ARCH",
+                   help="with --arch all: keep and publish this architecture rather than the best held-out one")
     add_registry_option(p)
     p.add_argument("--no-ablation", action="store_true", help="only the full pipeline (no fusion or drop-one runs)")
     p.add_argument("--no-publish", action="store_true", help="do not publish the ranker")

@@ -1,4 +1,4 @@
-"""Train the DeepFM ranker on candidate lists.
+"""Train the ranker on candidate lists: DeepFM by default, or Wide & Deep, DCN-v2 or DLRM (``RankerConfig.arch``).
 
 Where the lists come from matters more than the loss. The generators are fitted on the training
 part, so on training sequences they have seen every target and their scores are overconfident;
@@ -16,14 +16,19 @@ held-out metric, where they count as misses).
 The epochs run in the shared training loop (``streamrec.train.loop.run_loop``: best state,
 patience, time budget); what is the ranker's own is one epoch's steps (``ListBatches``) and the
 held-out list NDCG@10 it validates on.
+
+Every architecture gets the same lists, negatives, held-out cases and seed, and the same shared
+fields (``streamrec.models.deepfm.RankerConfig``: field sizes, ``d_embed``, ``hidden``, ``dropout``,
+the dense statistics); its own fields keep their defaults (``NETWORKS``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import get_args
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -32,20 +37,31 @@ from tqdm import tqdm
 
 from streamrec.errors import ConfigError
 from streamrec.eval import metrics
-from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankLoss
+from streamrec.models.dcnv2 import DCNv2, DCNv2Config
+from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankerModule, RankLoss
+from streamrec.models.dlrm import DLRM, DLRMConfig
+from streamrec.models.widedeep import WideDeep, WideDeepConfig
 from streamrec.rank.features import Features, SessionContext, build_features, dense_names, sparse_sizes
 from streamrec.rank.pipeline import Pipeline
+from streamrec.registry import RANKER_ARCHS, RankerArch
 from streamrec.train.loop import METRIC, TrainConfig, run_loop, seed_everything
 
-__all__ = ["ListBatches", "Lists", "RankerConfig", "RankerFit", "build_lists", "fit_ranker", "list_ranks"]
+__all__ = ["NETWORKS", "ListBatches", "Lists", "RankerConfig", "RankerFit", "build_lists", "fit_ranker", "list_ranks"]
 
 logger = logging.getLogger(__name__)
+
+#: Each architecture's network and its config class (a ``streamrec.models.deepfm.RankerConfig``).
+NETWORKS: dict[str, tuple[Callable[[Any], RankerModule], type]] = {
+    "deepfm": (DeepFM, DeepFMConfig), "widedeep": (WideDeep, WideDeepConfig), "dcnv2": (DCNv2, DCNv2Config),
+    "dlrm": (DLRM, DLRMConfig),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
 class RankerConfig:
     """The ranker's lists and network, and its training settings (see ``train_config``)."""
 
+    arch: RankerArch = "deepfm"  # the network (NETWORKS), its own fields at their defaults
     loss: RankLoss = "listwise"
     list_size: int = 64  # rows per training list: the target plus hard negatives
     epochs: int = 40
@@ -61,6 +77,8 @@ class RankerConfig:
     budget_s: float | None = None  # wall-clock seconds for training and held-out validation together
 
     def __post_init__(self) -> None:
+        if self.arch not in RANKER_ARCHS:
+            raise ConfigError(f"arch must be one of {', '.join(map(repr, RANKER_ARCHS))}, got {self.arch!r}")
         if self.loss not in get_args(RankLoss):
             raise ConfigError(f"loss must be one of {', '.join(map(repr, get_args(RankLoss)))}, got {self.loss!r}")
         if self.list_size < 2:
@@ -96,11 +114,13 @@ class Lists:
 
 @dataclass
 class RankerFit:
-    model: DeepFM
+    model: RankerModule
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_ndcg: float = float("nan")
     stopped: str = ""
+    arch: str = "deepfm"  # RankerConfig.arch
+    seconds: float = float("nan")  # wall-clock seconds of the fit (training and held-out validation)
 
 
 def build_lists(pipeline: Pipeline, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
@@ -140,7 +160,9 @@ def list_ranks(scores: np.ndarray, mask: np.ndarray, target_col: np.ndarray) -> 
 
 def fit_ranker(lists: Lists, pipeline: Pipeline, config: RankerConfig = RankerConfig(), *,
                progress: bool = True) -> RankerFit:
-    """A DeepFM trained on ``lists`` (built by ``build_lists`` for ``pipeline``), best held-out epoch kept."""
+    """A ``config.arch`` network trained on ``lists`` (built by ``build_lists`` for ``pipeline``), best held-out
+    epoch kept."""
+    started = time.monotonic()
     order = np.random.default_rng(config.seed).permutation(len(lists))
     n_hold = max(1, round(config.holdout * len(lists)))
     hold, train_idx = order[:n_hold], order[n_hold:]
@@ -152,7 +174,8 @@ def fit_ranker(lists: Lists, pipeline: Pipeline, config: RankerConfig = RankerCo
     if len(dense_names(pipeline.sources)) != real.shape[1]:
         raise ValueError("feature layout and pipeline sources disagree")
     seed_everything(config.seed)  # the initial weights; the loop seeds again for dropout and sampling
-    model = DeepFM(DeepFMConfig(
+    network, network_config = NETWORKS[config.arch]
+    model = network(network_config(
         sparse_sizes=sparse_sizes(pipeline.table, len(pipeline.sources)), n_multi=lists.features.multi.shape[-1],
         n_dense=real.shape[1], d_embed=config.d_embed, hidden=config.hidden, dropout=config.dropout,
         dense_mean=tuple(float(v) for v in real.mean(axis=0)),
@@ -166,9 +189,10 @@ def fit_ranker(lists: Lists, pipeline: Pipeline, config: RankerConfig = RankerCo
                       config.train_config(progress=progress))
     history = [{"epoch": r.epoch, "loss": r.loss, "holdout_ndcg10": r.val[METRIC], "seconds": r.seconds}
                for r in result.history]
-    logger.info("ranker: best epoch %d of %d (stopped: %s), held-out list NDCG@10 %.4f", result.best_epoch,
-                len(history), result.stopped, result.best_metrics.get(METRIC, float("nan")))
-    return RankerFit(model, history, result.best_epoch, result.best_metrics.get(METRIC, float("nan")), result.stopped)
+    logger.info("ranker %s: best epoch %d of %d (stopped: %s), held-out list NDCG@10 %.4f", config.arch,
+                result.best_epoch, len(history), result.stopped, result.best_metrics.get(METRIC, float("nan")))
+    return RankerFit(model, history, result.best_epoch, result.best_metrics.get(METRIC, float("nan")), result.stopped,
+                     config.arch, time.monotonic() - started)
 
 
 @dataclass(frozen=True, eq=False)
@@ -218,7 +242,7 @@ def _sample_rows(lists: Lists, cases: np.ndarray, size: int, rng: np.random.Gene
 
 
 @torch.no_grad()
-def _held_out_ndcg(model: DeepFM, lists: Lists, cases: np.ndarray, batch: int = 256) -> float:
+def _held_out_ndcg(model: RankerModule, lists: Lists, cases: np.ndarray, batch: int = 256) -> float:
     model.eval()
     device = next(model.parameters()).device
     ranks = []

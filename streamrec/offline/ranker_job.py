@@ -5,6 +5,10 @@ pipeline without each source, all on the split's test part, plus the candidate r
 union. After publishing, the pipeline is evaluated twice more: with the exported ONNX ranker over
 the generators fitted here, and as the published release a server loads (artifacts only), so the
 published artifacts' own figures are known, and shown to be the same.
+
+With several architectures (``RankerJob.archs``, ``train-ranker --arch all``) each is trained on the
+same lists and compared in one more table (``format_architectures``), also in the report and the
+published manifest under ``architectures``; the chosen one ranks the pipeline and is published.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from streamrec.models.recommend import item_counts  # noqa: E402
 from streamrec.offline.assemble import PipelineSpec, load_pipeline, publish_ranker  # noqa: E402
 from streamrec.offline.experiment import ExperimentConfig, ExperimentResult, run_experiment  # noqa: E402
 
-__all__ = ["RankerJob", "RankerJobResult", "format_report", "plot_report", "run_ranker_job"]
+__all__ = ["RankerJob", "RankerJobResult", "format_architectures", "format_report", "plot_report", "run_ranker_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +47,14 @@ class RankerJob:
     spec: PipelineSpec = field(default_factory=PipelineSpec)
     ablation: bool = True
     publish: bool = True
+    archs: tuple[str, ...] = ()  # ranker networks to compare (ExperimentConfig.archs); empty: spec.ranker.arch
+    choose: str | None = None  # the one to keep and publish; None: the best held-out list NDCG@10
+
+    def __post_init__(self) -> None:
+        self.experiment()  # checks archs and choose before any data is loaded
+
+    def experiment(self) -> ExperimentConfig:
+        return ExperimentConfig(spec=self.spec, ablation=self.ablation, archs=self.archs, choose=self.choose)
 
 
 @dataclass
@@ -63,13 +75,14 @@ def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
         raise ConfigError("publishing the ranker needs a registry (PipelineSpec.registry); or do not publish")
     parts, vocab = make_split(job.dataset, job.protocol, job.data_dir)
     described = f"{job.dataset.upper()}, {parts.summary['description']}"
-    result = run_experiment(parts, ExperimentConfig(spec=job.spec, ablation=job.ablation), progress=progress)
+    result = run_experiment(parts, job.experiment(), progress=progress)
     version_dir, onnx_test, served_test = None, {}, {}
     if job.publish:
         metrics = {"test": result.variants["pipeline"], "members_test": result.members,
                    "candidate_recall_test": {str(n): r for n, r in result.recall.items()}}
         version_dir = publish_ranker(result.ranker_fit, result.pipeline, parts, vocab=vocab, dataset=job.dataset,
-                                     metrics=metrics, registry=job.spec.registry)
+                                     metrics=metrics, registry=job.spec.registry,
+                                     architectures=result.architectures)
         counts = item_counts(parts.train)
         # the generators fitted here with the exported ranker, and the release as a server loads and
         # runs it (artifacts only, the folded ranker): the same answers, so the same figures
@@ -81,6 +94,8 @@ def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
         "dataset": job.dataset, "protocol": dict(parts.summary), "spec": _jsonable(asdict(job.spec)),
         "members": result.members, "variants": result.variants,
         "candidate_recall": {str(n): r for n, r in result.recall.items()},
+        "architecture": result.ranker_fit.arch,
+        **({"architectures": result.architectures} if result.architectures else {}),
         "ranker": {"best_epoch": result.ranker_fit.best_epoch, "holdout_ndcg10": result.ranker_fit.best_ndcg,
                    "stopped": result.ranker_fit.stopped, "history": result.ranker_fit.history},
         "seconds": result.seconds, "published": str(version_dir) if version_dir else None,
@@ -111,6 +126,24 @@ def format_report(described: str, result: ExperimentResult) -> str:
                  f"{result.variants['pipeline']['NDCG@10']:.4f}")
     lines.append("candidate recall of the union (test): " +
                  ", ".join(f"N={n}: {r:.4f}" for n, r in result.recall.items()))
+    return "\n".join(lines)
+
+
+ARCH_COLUMNS = ("holdout_NDCG@10", "NDCG@10", "HR@10", "MRR@20", "Coverage@20", "parameters", "train_seconds",
+                "latency_p50_ms", "latency_p99_ms")
+
+
+def format_architectures(architectures: Mapping[str, Mapping[str, object]], chosen: str) -> str:
+    """The ranker networks compared on the same lists: held-out list and test figures, size, time, latency."""
+    heads = ("held-out N@10", "NDCG@10", "HR@10", "MRR@20", "Cov@20", "params", "train s", "p50 ms", "p99 ms")
+    head = f"{'ranker':10}" + "".join(f"{h:>14}" for h in heads)
+    lines = ["ranker architectures (same lists and seed; test figures of the whole pipeline)", head, "-" * len(head)]
+    for arch, row in architectures.items():
+        cells = [f"{row[c]:>14,d}" if isinstance(row[c], int) else f"{float(row[c]):>14.4f}"  # type: ignore[arg-type]
+                 for c in ARCH_COLUMNS]
+        lines.append(f"{arch + (' *' if arch == chosen else ''):10}" + "".join(cells))
+    latency = next(iter(architectures.values()), {}).get("latency_of", "")
+    lines.append(f"* ranks the pipeline (and is published); latency: {latency}")
     return "\n".join(lines)
 
 

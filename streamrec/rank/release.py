@@ -14,6 +14,7 @@ vocabulary, and that the item table fits the ranker.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,8 @@ from streamrec.rank.features import ItemTable
 from streamrec.rank.pipeline import Pipeline
 
 __all__ = ["ITEM_TABLE", "Members", "Release", "load_release"]
+
+logger = logging.getLogger(__name__)
 
 ITEM_TABLE = "item_table"  # the ranker manifest's key for its item table's arrays
 
@@ -48,7 +51,8 @@ class Release:
 def load_release(registry: Path, version: str, *, fold: bool = True, members: Members | None = None) -> Release:
     """The release whose ranker is ``version``. ``members`` caches loaded members across calls (a new
     ranker over the same generators then loads in milliseconds); ``fold`` serves DeepFM through
-    ``streamrec.rank.folded`` (the same logits, less work)."""
+    ``streamrec.rank.folded`` (the same logits, less work). Only DeepFM folds: a ranker whose manifest names
+    another ``architecture`` (absent: DeepFM, as every release before the others) is served by its ONNX graph."""
     members = {} if members is None else members
     ranker_dir = reg.version_dir(registry, reg.RANKER, version)
     ranker = load_ranker(ranker_dir)
@@ -84,10 +88,14 @@ def load_release(registry: Path, version: str, *, fold: bool = True, members: Me
         raise LoadError(f"{reg.RANKER} version {version} embeds {int(sizes[0]) - 1} items, its item table has "
                         f"{table.n_items} and its vocabulary {len(vocab) - 1}: publish it again")
     score = ranker.score
-    if fold:
+    architecture = manifest.get("architecture", "deepfm")
+    if fold and architecture == "deepfm":
         from streamrec.rank.folded import fold_ranker
 
         score = fold_ranker(ranker, ranker.graph)  # the bytes the sha256 was checked on
+    elif fold:
+        logger.info("ranker served by its ONNX graph event=ranker_onnx architecture=%s version=%s", architecture,
+                    version)
     pipeline = Pipeline(generators, table, spec["n_per_source"], score)
     return Release(pipeline, vocab, versions, check_dataset(manifest.get("dataset")), ranker)
 

@@ -151,7 +151,7 @@ def test_the_time_budget_cuts_training_short(pipeline: Pipeline) -> None:
 @pytest.mark.parametrize(("change", "match"), [
     ({"epochs": 0}, "epochs"), ({"loss": "pairwise"}, "loss"), ({"list_size": 1}, "list_size"),
     ({"holdout": 1.0}, "holdout"), ({"batch_lists": 0}, "batch_lists"), ({"budget_s": 0.0}, "budget_s"),
-    ({"lr": 0.0}, "lr"),
+    ({"lr": 0.0}, "lr"), ({"arch": "xgboost"}, "arch must be one of"),
 ])
 def test_bad_settings_are_config_errors(change: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):

@@ -9,10 +9,11 @@ import pytest
 from streamrec.errors import ConfigError
 from streamrec.models.base import TrainData, top_k
 from streamrec.offline.assemble import torch_ranker
-from streamrec.offline.ranker_fit import RankerConfig, build_lists, fit_ranker, list_ranks
+from streamrec.offline.ranker_fit import NETWORKS, RankerConfig, build_lists, fit_ranker, list_ranks
 from streamrec.rank.features import ItemTable
 from streamrec.rank.pipeline import Pipeline, Query, RankerFn, Recommendation, _descending
 from streamrec.rank.rerank import RerankConfig, allowed, mmr
+from streamrec.registry import RANKER_ARCHS
 from tests.models.helpers import MakeData
 
 N_ITEMS = 30
@@ -87,16 +88,19 @@ def test_full_catalogue_scores_put_candidates_first(table: ItemTable) -> None:
         assert np.sort(row[1:])[-6] < -1e5  # only five candidates sit above the popularity floor
 
 
-def test_the_ranker_learns_which_source_to_trust(table: ItemTable) -> None:
+@pytest.mark.parametrize("arch", RANKER_ARCHS)
+def test_the_ranker_learns_which_source_to_trust(table: ItemTable, arch: str) -> None:
     """The true item is always the 'good' source's first pick, but three noisy sources outvote it in
-    plain fusion; a ranker learns to trust 'good' alone."""
+    plain fusion; a ranker learns to trust 'good' alone, whichever network it is."""
     gens = {"good": Planted("good", 1), **{f"noise{i}": Planted(f"noise{i}", 0) for i in range(3)}}
     pipe = Pipeline(gens, table, dict.fromkeys(gens, 6))
     train_h, train_t = cases(300, 1)
     test_h, test_t = cases(200, 2)
     lists = build_lists(pipe, pipe.source_scores(train_h), train_h, train_t)
     assert lists.recall() == 1.0
-    fit = fit_ranker(lists, pipe, RankerConfig(epochs=12, list_size=8, lr=5e-3, patience=12, hidden=(32,), d_embed=8), progress=False)
+    fit = fit_ranker(lists, pipe, RankerConfig(arch=arch, epochs=12, list_size=8, lr=5e-3, patience=12, hidden=(32,),
+                                                    d_embed=8), progress=False)
+    assert fit.arch == arch and type(fit.model) is NETWORKS[arch][0]
     assert fit.history[-1]["loss"] < fit.history[0]["loss"]
 
     def hit1(p: Pipeline) -> float:
