@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["percentile"]
+__all__ = ["percentile", "time_calls"]
 
 
 def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
@@ -20,3 +21,23 @@ def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     if not 0 <= q <= 100:
         raise ValueError(f"a percentile lies in [0, 100], got {q}")
     return float(np.percentile(data, q)) if data.size else None
+
+
+def time_calls(call: Callable[[], object], *, runs: int, warmup: int, batch: int = 1) -> dict[str, float]:
+    """``call`` run ``warmup`` times untimed, then ``runs`` times: p50/p99 of its wall time in ms (NaN for
+    no runs), and this process's CPU ms per call and per item of a ``batch`` (the figure capacity follows)."""
+    for _ in range(warmup):
+        call()
+    times = np.empty(runs)
+    cpu0 = time.process_time()
+    for i in range(runs):
+        t0 = time.perf_counter()
+        call()
+        times[i] = time.perf_counter() - t0
+    cpu = (time.process_time() - cpu0) / max(runs, 1) / batch
+    return {"p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99), "cpu_ms_per_seq": round(cpu * 1e3, 4)}
+
+
+def _ms(times_s: np.ndarray, q: float) -> float:
+    p = percentile(times_s, q)
+    return float("nan") if p is None else round(p * 1e3, 3)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import statistics
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamrec.stats import percentile
+from streamrec.stats import percentile, time_calls
 
 
 def test_percentile_interpolates_between_ranks() -> None:
@@ -31,3 +32,11 @@ def test_q_outside_0_to_100_is_refused() -> None:
 def test_percentile_matches_statistics_inclusive_quantiles(values: list[float], q: int) -> None:
     expected = statistics.quantiles(values, n=100, method="inclusive")[q - 1]
     assert percentile(values, q) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_time_calls_counts_every_timed_call_and_reports_nan_for_none() -> None:
+    calls: list[int] = []
+    timing = time_calls(lambda: calls.append(1), runs=5, warmup=2, batch=4)
+    assert len(calls) == 7 and 0 <= timing["p50_ms"] <= timing["p99_ms"] and timing["cpu_ms_per_seq"] >= 0
+    empty = time_calls(lambda: None, runs=0, warmup=0)
+    assert math.isnan(empty["p50_ms"]) and math.isnan(empty["p99_ms"])

@@ -15,7 +15,6 @@ by calls and batch size): the figure a server's capacity follows.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from streamrec import registry as reg
 from streamrec.errors import ConfigError
 from streamrec.export.generators import load_generator
 from streamrec.export.onnx_load import INPUT, OUTPUT, load_onnx, load_ranker
-from streamrec.stats import percentile
+from streamrec.stats import time_calls
 
 __all__ = ["ModelBenchConfig", "bench_current_pipeline", "bench_models", "bench_pipeline", "format_rows", "timed"]
 
@@ -44,22 +43,7 @@ class ModelBenchConfig:
 
 
 def timed(call: Callable[[], object], config: ModelBenchConfig, batch: int = 1) -> dict[str, float]:
-    for _ in range(config.warmup):
-        call()
-    times = np.empty(config.runs)
-    cpu0 = time.process_time()
-    for i in range(config.runs):
-        t0 = time.perf_counter()
-        call()
-        times[i] = time.perf_counter() - t0
-    cpu = (time.process_time() - cpu0) / max(config.runs, 1) / batch
-    return {"p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99), "cpu_ms_per_seq": round(cpu * 1e3, 4)}
-
-
-def _ms(times_s: np.ndarray, q: float) -> float:
-    """A percentile of ``times_s`` in ms; NaN for no runs (``runs=0``)."""
-    p = percentile(times_s, q)
-    return float("nan") if p is None else round(p * 1e3, 3)
+    return time_calls(call, runs=config.runs, warmup=config.warmup, batch=batch)
 
 
 def _kind(model_dir: Path) -> str:

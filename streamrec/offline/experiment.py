@@ -31,6 +31,7 @@ from streamrec.rank.candidates import union_top_n
 from streamrec.rank.features import ItemTable
 from streamrec.rank.pipeline import Pipeline
 from streamrec.registry import RANKER_ARCHS
+from streamrec.stats import time_calls
 
 __all__ = ["ExperimentConfig", "ExperimentResult", "candidate_recall", "ranker_latency", "run_experiment"]
 
@@ -157,7 +158,6 @@ def ranker_latency(model: RankerModule, candidates: int = 200, runs: int = 200, 
     import tempfile
     from pathlib import Path
 
-    from streamrec.bench.models import ModelBenchConfig, timed
     from streamrec.export import export_onnx, ranker_graph
     from streamrec.export.onnx_load import OnnxRanker, ort_session
 
@@ -169,7 +169,7 @@ def ranker_latency(model: RankerModule, candidates: int = 200, runs: int = 200, 
     sparse = np.stack([rng.integers(0, size, candidates) for size in config.sparse_sizes], axis=1)
     multi = (rng.random((candidates, config.n_multi)) < 0.2).astype(np.float32)
     dense = (np.asarray(config.dense_mean or 0.0) + rng.normal(size=(candidates, config.n_dense))).astype(np.float32)
-    timing = timed(lambda: ranker.score(sparse, multi, dense), ModelBenchConfig(runs=runs, warmup=20))
+    timing = time_calls(lambda: ranker.score(sparse, multi, dense), runs=runs, warmup=20)
     return {"latency_p50_ms": timing["p50_ms"], "latency_p99_ms": timing["p99_ms"]}
 
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from streamrec.models.deepfm import DeepFMConfig, RankerConfig, RankLoss
 
 __all__ = [
+    "assert_onnx_parity",
     "BAD_CONFIGS",
     "N_ITEMS",
     "SIZES",
@@ -279,3 +280,23 @@ def assert_round_trip(model: Any, data: TrainData, tmp_path: Path | None = None)
         if a.size > 1 and not name.endswith(".shape"):  # scalars and shapes are rebuilt, arrays kept
             assert np.shares_memory(again[name], loaded[name]), f"{name} was copied"
     return restored
+
+
+def assert_onnx_parity(model: Any, served: Any) -> None:
+    """``served`` (the model's published ONNX graph, loaded) scores as the torch ``model`` does, within 1e-5,
+    and picks the same best of each list: for N other than the traced example's, on raw dense values
+    spread as the config's statistics describe them. Leaves ``model`` in eval mode."""
+    import torch
+
+    model.eval()
+    mean, std = torch.tensor(model.config.dense_mean), torch.tensor(model.config.dense_std)
+    for n, seed in ((200, 0), (1, 1), (40, 2)):
+        sparse, multi, dense = random_features(n, model.config, seed)
+        x = sparse, multi, (dense - 3) / 5 * std + mean
+        with torch.no_grad():
+            want = model.score(*x).numpy()
+        got = served.score(*(t.numpy() for t in x))
+        assert got.shape == (n,) and got.dtype == np.float32 and (n == 1 or want.std() > 0.5), want.std()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        if n % LIST == 0:
+            np.testing.assert_array_equal(got.reshape(-1, LIST).argmax(1), want.reshape(-1, LIST).argmax(1))

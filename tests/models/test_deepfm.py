@@ -10,27 +10,18 @@ import torch
 from streamrec.errors import ArtifactError
 from streamrec.export import load_ranker, publish, ranker_graph
 from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankLoss, listwise_loss
-from tests.models.helpers import BAD_CONFIGS, LIST, N_VALUES, D, config, fit_cross, matching_lists, random_features
+from tests.models.helpers import (
+    BAD_CONFIGS,
+    LIST,
+    N_VALUES,
+    D,
+    assert_onnx_parity,
+    config,
+    fit_cross,
+    matching_lists,
+)
 
 # ---------------------------------------------------------------- shapes and configuration
-
-
-def test_shapes_and_losses() -> None:
-    torch.manual_seed(0)
-    model = DeepFM(config()).eval()
-    x = random_features(12, model.config)
-    logits, loss = model(*x)
-    assert logits.shape == (12,) and loss is None
-    torch.testing.assert_close(model.score(*x), logits)
-    labels = torch.zeros(12)
-    labels[::4] = 1.0
-    for kind in ("bce", "listwise"):
-        _, loss = model(*x, labels, list_size=4, loss=kind)
-        assert loss is not None and loss.shape == () and torch.isfinite(loss)
-    with pytest.raises(ValueError, match="list_size"):
-        model(*x, labels, loss="listwise")
-    with pytest.raises(ValueError, match="multiple of list_size"):
-        model(*x, labels, list_size=5, loss="listwise")
 
 
 @pytest.mark.parametrize(("change", "match"), BAD_CONFIGS)
@@ -43,20 +34,6 @@ def test_config_survives_a_json_round_trip() -> None:
     c = config(dense_mean=tuple(np.arange(D, dtype=np.float64)), dense_std=(2.0,) * D)
     again = DeepFMConfig(**{k: list(v) if isinstance(v, tuple) else v for k, v in c.__dict__.items()})
     assert again == c and isinstance(again.sparse_sizes, tuple) and type(again.dense_mean[1]) is float
-
-
-def test_dense_features_are_normalised_inside_the_model() -> None:
-    """Shifting and scaling raw dense values changes nothing once the statistics say so."""
-    torch.manual_seed(0)
-    plain = DeepFM(config()).eval()
-    shift, scale = torch.linspace(-50, 50, D), torch.linspace(0.5, 20, D)
-    stats = DeepFM(config(dense_mean=tuple(shift.tolist()), dense_std=tuple(scale.tolist()))).eval()
-    stats.load_state_dict(plain.state_dict())  # the statistics are not in the state_dict: they stay
-    sparse, multi, dense = random_features(16, plain.config)
-    with torch.no_grad():
-        torch.testing.assert_close(stats.score(sparse, multi, dense * scale + shift), plain.score(sparse, multi, dense),
-                                   rtol=1e-5, atol=1e-5)
-        assert not torch.allclose(plain.score(sparse, multi, dense * scale + shift), plain.score(sparse, multi, dense))
 
 
 def test_listwise_loss_leaves_out_lists_without_a_positive() -> None:
@@ -111,18 +88,7 @@ def publish_ranker(root: Path, model: DeepFM) -> Path:
 
 def test_onnx_scores_match_torch(tmp_path: Path, ranker: DeepFM) -> None:
     served = load_ranker(publish_ranker(tmp_path, ranker).parent)  # via CURRENT
-    ranker.eval()
-    mean, std = torch.tensor(ranker.config.dense_mean), torch.tensor(ranker.config.dense_std)
-    for n, seed in ((200, 0), (1, 1), (40, 2)):  # other N than the traced example's
-        sparse, multi, dense = random_features(n, ranker.config, seed)
-        x = sparse, multi, (dense - 3) / 5 * std + mean  # raw values as the statistics describe them
-        with torch.no_grad():
-            want = ranker.score(*x).numpy()
-        got = served.score(*(t.numpy() for t in x))
-        assert got.shape == (n,) and got.dtype == np.float32 and (n == 1 or want.std() > 0.5)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-        if n % LIST == 0:
-            np.testing.assert_array_equal(got.reshape(-1, LIST).argmax(1), want.reshape(-1, LIST).argmax(1))
+    assert_onnx_parity(ranker, served)
     assert served.manifest["config"]["dense_std"][0] == 0.5 and served.vocab is None
 
 

@@ -1,5 +1,6 @@
 """Wide & Deep, DCN-v2 and DLRM keep DeepFM's contract: the same inputs, losses, config rules, ONNX
-graph and loader, and each learns the cross of two fields that ``test_deepfm`` sets DeepFM."""
+graph and loader, and each learns the cross of two fields that ``test_deepfm`` sets DeepFM. The
+shapes-and-losses test covers DeepFM too."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from torch import nn
 
 from streamrec.export import load_ranker, publish, ranker_graph
 from streamrec.models.dcnv2 import DCNv2, DCNv2Config
-from streamrec.models.deepfm import RankLoss
+from streamrec.models.deepfm import DeepFM, RankLoss
 from streamrec.models.dlrm import DLRM, DLRMConfig
 from streamrec.models.widedeep import WideDeep, WideDeepConfig
-from tests.models.helpers import BAD_CONFIGS, LIST, N_VALUES, D, config, fit_cross, random_features
+from tests.models.helpers import BAD_CONFIGS, N_VALUES, D, assert_onnx_parity, config, fit_cross, random_features
 
 # every kind of wide cross: two sparse fields (hashed: 3707 x 12 > 256), multi x sparse, dense x sparse, dense x dense
 CROSSES = (("sparse:0", "sparse:1"), ("sparse:3", "sparse:4"), ("multi", "sparse:2"), ("dense:0", "sparse:4"),
@@ -38,13 +39,15 @@ def ranker_config(kind: str, **kw: Any) -> Any:
 
 
 def make(kind: str, **kw: Any) -> Any:
+    if kind == "deepfm":
+        return DeepFM(config(**kw))
     return KINDS[kind][0](ranker_config(kind, **kw))
 
 
 # ---------------------------------------------------------------- shapes and configuration
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "deepfm"])
 def test_shapes_and_losses(kind: str) -> None:
     torch.manual_seed(0)
     model = make(kind).eval()
@@ -122,7 +125,7 @@ def test_wide_crosses_give_each_combination_its_weight() -> None:
 # ---------------------------------------------------------------- dense statistics inside the model
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [*KINDS, "deepfm"])
 def test_dense_features_are_normalised_inside_the_model(kind: str) -> None:
     """Shifting and scaling raw dense values changes nothing once the statistics say so (Wide & Deep's
     dense crosses bucket the normalised values, so they agree too)."""
@@ -164,18 +167,7 @@ def test_onnx_scores_match_torch(tmp_path: Path, kind: str) -> None:
                           protocol={"protocol": "session"}, metrics={}, registry=tmp_path)
     served = load_ranker(version_dir)
     assert model.training  # publish leaves the mode as it found it
-    model.eval()
-    mean, std = torch.tensor(model.config.dense_mean), torch.tensor(model.config.dense_std)
-    for n, seed in ((200, 0), (1, 1), (40, 2)):  # other N than the traced example's
-        sparse, multi, dense = random_features(n, model.config, seed)
-        x = sparse, multi, (dense - 3) / 5 * std + mean  # raw values as the statistics describe them
-        with torch.no_grad():
-            want = model.score(*x).numpy()
-        got = served.score(*(t.numpy() for t in x))
-        assert got.shape == (n,) and got.dtype == np.float32 and (n == 1 or want.std() > 0.5), want.std()
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-        if n % LIST == 0:
-            np.testing.assert_array_equal(got.reshape(-1, LIST).argmax(1), want.reshape(-1, LIST).argmax(1))
+    assert_onnx_parity(model, served)
     assert served.manifest["model_class"] == type(model).__name__
     assert type(model.config)(**served.manifest["config"]) == model.config
 
