@@ -106,8 +106,8 @@ class RecommendServer:
                                gather_s=s.serve_batch_gather_ms / 1e3,
                                max_queue=s.serve_max_queue, default_timeout_s=s.serve_default_deadline_ms / 1e3)
         batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe)
-        servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, self._pool,
-                                       clock=self.clock, batcher=batcher, skip_pipeline=s.serve_skip_pipeline)
+        servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, clock=self.clock,
+                                       batcher=batcher, skip_pipeline=s.serve_skip_pipeline)
         options = [("grpc.max_receive_message_length", s.serve_max_message_bytes),
                    ("grpc.max_send_message_length", 4 * 1024 * 1024),
                    # a second server on the same port must fail, not share it, unless it is one of a group

@@ -16,7 +16,6 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence, Set
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,11 +147,11 @@ def recommend_batch(jobs: Sequence[tuple[Pipeline, Query]]) -> list[list[Recomme
 
 
 class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,name-defined]
-    """``batcher`` (over ``recommend_batch``) runs the pipeline for concurrent requests together;
-    without one, each request runs alone on ``executor``, or on the event loop when that is None too."""
+    """``batcher`` (over ``recommend_batch``) runs the pipeline for concurrent requests together, and
+    sheds what it cannot run in time; without one (unit tests) each request runs alone on the loop."""
 
     def __init__(self, holder: StateHolder, sessions: SessionSource, metrics: ServeMetrics,
-                 limits: Limits = Limits(), executor: Executor | None = None,
+                 limits: Limits = Limits(),
                  clock: Callable[[], float] = time.time,
                  batcher: MicroBatcher[tuple[Pipeline, Query], list[Recommendation]] | None = None,
                  fresh: FreshConfig | None = FreshConfig(), skip_pipeline: bool = False) -> None:
@@ -160,7 +159,6 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         self.sessions = sessions
         self.metrics = metrics
         self.limits = limits
-        self.executor = executor
         self.clock = clock
         self.batcher = batcher
         self.fresh = fresh  # None: never mix in items the models do not know
@@ -258,11 +256,8 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
             pass
         elif self.batcher is not None:
             recs = await self.batcher.submit((state.pipeline, query), context.time_remaining(), arrival)
-        elif self.executor is None:
-            recs = state.pipeline.recommend_many([query])[0]
         else:
-            future = asyncio.get_running_loop().run_in_executor(self.executor, state.pipeline.recommend_many, [query])
-            recs = (await asyncio.wait_for(future, context.time_remaining()))[0]
+            recs = state.pipeline.recommend_many([query])[0]
         items: list[Scored] = [(state.vocab[r.item], r.score, r.sources) for r in recs]
         banned = set(request.exclude_item_ids) | (set() if request.include_seen else set(seen))
         floor = min((s for _, s, _ in items), default=0.0)  # fewer candidates than k: popular items fill, below
