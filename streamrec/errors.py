@@ -78,11 +78,12 @@ class ArtifactError(StreamrecError):
 
 class Overloaded(StreamrecError):
     """The server refused a request it could not serve in time (load shedding): its queue was full, or
-    the request waited past the server's default deadline. The server answers RESOURCE_EXHAUSTED with
-    the message; the client should retry with backoff. ``reason`` is a stable code
-    (``queue_full``, ``deadline``), the label of ``streamrec_shed_requests_total``."""
+    the request waited past the server's queue timeout, or its event loop was too busy to read a Redis
+    answer in time. The server answers RESOURCE_EXHAUSTED with the message; the client should retry
+    with backoff. ``reason`` is a stable code (``queue_full``, ``queue_timeout``, ``busy``), the label
+    of ``streamrec_shed_requests_total``."""
 
-    def __init__(self, reason: Literal["queue_full", "deadline"], detail: str) -> None:
+    def __init__(self, reason: Literal["queue_full", "queue_timeout", "busy"], detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
 

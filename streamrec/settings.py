@@ -111,14 +111,13 @@ class Settings:
     serve_batch_gather_ms: float = 1.0
     # Load shedding (streamrec.serve.batcher): past these, a request is refused with RESOURCE_EXHAUSTED
     # at once instead of queueing without end. 64 waiting requests are two full batches: at 0.7 ms of
-    # pipeline CPU per request in batches, about 45 ms of one core's work, so the last one admitted
-    # can still be answered within the default deadline; a longer queue would only turn quick refusals
-    # into late ones. The default deadline (for clients that set none; a client's own deadline wins) is
-    # how long such a request may wait for the pipeline: 100 ms, the p99 served requests must keep under
-    # overload. Beyond that the answer is late for a "what next" product, and a client that can wait
-    # longer says so with a deadline.
+    # pipeline CPU per request in batches, about 45 ms of one core's work; a longer queue would only
+    # turn quick refusals into late ones. The queue timeout is how long any request may wait for the
+    # pipeline, whatever its client's deadline (and so none waits forever): a wait that long means the
+    # process is over capacity. 100 ms is what a "what next" answer is worth; 50 ms refused requests at
+    # saturation with 200-item sessions, where a full batch and the pause after it take about 80 ms.
     serve_max_queue: int = 64  # requests waiting for the pipeline at most, per server process
-    serve_default_deadline_ms: float = 100.0  # longest wait for the pipeline of a request without a deadline
+    serve_queue_timeout_ms: float = 100.0  # longest wait of a request for the pipeline
     serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)
     serve_max_message_bytes: int = 65536  # larger requests are refused (RESOURCE_EXHAUSTED)
     serve_grace_s: float = 5.0  # in-flight requests get this long to finish on stop
@@ -217,10 +216,10 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_BATCH must be >= 1 (1: no batching) and "
                               f"{ENV_PREFIX}SERVE_BATCH_WAIT_MS and _GATHER_MS >= 0, got {self.serve_max_batch}, "
                               f"{self.serve_batch_wait_ms} and {self.serve_batch_gather_ms}")
-        if self.serve_max_queue < 1 or not self.serve_default_deadline_ms > 0:
-            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_QUEUE must be >= 1 and {ENV_PREFIX}SERVE_DEFAULT_DEADLINE_MS "
+        if self.serve_max_queue < 1 or not self.serve_queue_timeout_ms > 0:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_QUEUE must be >= 1 and {ENV_PREFIX}SERVE_QUEUE_TIMEOUT_MS "
                               f"positive (requests beyond them are refused, so none waits forever), got "
-                              f"{self.serve_max_queue} and {self.serve_default_deadline_ms}")
+                              f"{self.serve_max_queue} and {self.serve_queue_timeout_ms}")
         for name in ("registry_poll_s", "serve_grace_s", "redis_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")

@@ -15,6 +15,14 @@ themselves (``arrive``: they passed admission and are reading their session from
 submitted. So the requests that arrived while the last batch ran go together, as they do when a
 worker thread runs the batches, and a request that is alone runs at once.
 
+On the loop, a batch also leaves the loop to its I/O for a while (``io_share`` of the batch's own
+duration, times its share of ``max_batch``: a batch of one pauses for almost nothing, a full one
+twice as long as it ran) before the next one starts. grpc.aio takes a new call from gRPC core one at
+a time, a few loop turns each; when every turn runs a batch, calls pile up in gRPC core, where no
+queue bound or timeout of ours sees them: at twice the saturation rate they waited up to a second
+there, and were then served, late. The pause takes them in faster, and more per turn, which costs
+less CPU each; under a flood some wait there still (docs/operations.md, "Serving").
+
 Guarantees the servicer relies on:
 
 - each caller gets its own answer (the batch function maps items to results in order);
@@ -27,10 +35,11 @@ its CPU on answers nobody reads. So:
 
 - at most ``max_queue`` items wait for a worker; one more is refused at once (``Overloaded``,
   reason ``queue_full``: the servicer answers RESOURCE_EXHAUSTED), at the cost of a comparison;
-- an item submitted without a timeout (the client set no deadline) may wait ``default_timeout_s``
-  for a worker, no more (``Overloaded``, reason ``deadline``). Once started it runs to the end: a
-  pipeline pass is milliseconds, and its answer is paid for. An item with a timeout of its own is
-  dropped when that passes, queued or running (``TimeoutError``: the caller is gone).
+- an item may wait ``queue_timeout_s`` for a worker, no more (``Overloaded``, reason
+  ``queue_timeout``), whatever its caller's deadline: a wait that long means the server is over its
+  capacity, and an answer served after it is late for every caller. Once started an item runs to the
+  end: a pipeline pass is milliseconds, and its answer is paid for. An item with a timeout of its own
+  is also dropped when that passes, queued or running (``TimeoutError``: the caller is gone).
 """
 
 from __future__ import annotations
@@ -61,15 +70,17 @@ class BatcherConfig:
     gather_s: float = 0.001  # on the event loop: how long the first queued item waits for announced requests
     workers: int = 1  # batches running at once (executor threads; 1 on the event loop)
     max_queue: int | None = None  # items waiting for a worker at most; None = no bound (the server sets one)
-    default_timeout_s: float | None = None  # wait for a worker of an item without a timeout; None = no limit
+    queue_timeout_s: float | None = None  # longest wait of any item for a worker; None = no limit
+    io_share: float = 2.0  # on the event loop: pause after a full batch, as a share of its duration, for the loop's I/O
 
     def __post_init__(self) -> None:
-        if self.max_batch < 1 or self.workers < 1 or self.max_wait_s < 0 or self.gather_s < 0:
-            raise ConfigError(f"a batcher needs max_batch and workers >= 1, max_wait_s and gather_s >= 0, "
-                              f"got {self}")
+        if (self.max_batch < 1 or self.workers < 1 or self.max_wait_s < 0 or self.gather_s < 0
+                or self.io_share < 0):
+            raise ConfigError(f"a batcher needs max_batch and workers >= 1, max_wait_s, gather_s and io_share "
+                              f">= 0, got {self}")
         if (self.max_queue is not None and self.max_queue < 1) or (
-                self.default_timeout_s is not None and not self.default_timeout_s > 0):
-            raise ConfigError(f"a batcher needs max_queue >= 1 and default_timeout_s > 0 (or None: no bound), "
+                self.queue_timeout_s is not None and not self.queue_timeout_s > 0):
+            raise ConfigError(f"a batcher needs max_queue >= 1 and queue_timeout_s > 0 (or None: no bound), "
                               f"got {self}")
 
 
@@ -79,8 +90,9 @@ class _Pending(Generic[T, R]):
     future: asyncio.Future[R]
     queued_at: float
     deadline: float | None  # perf_counter time after which the caller no longer waits
-    shed_at: float | None = None  # the clock's time after which it is refused unless started (default_timeout_s)
+    shed_at: float | None = None  # the clock's time after which it is refused unless started (queue_timeout_s)
     started: bool = False
+    timer: asyncio.TimerHandle | None = None
 
 
 @dataclass(eq=False)
@@ -121,6 +133,7 @@ class MicroBatcher(Generic[T, R]):
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._coming = 0  # arrived, not yet submitted nor left
+        self._rest_until = 0.0  # on the loop: no batch before this clock time (``io_share``)
 
     def arrive(self) -> Arrival:
         """``admit``, then count the request as coming: a batch on the event loop waits for it a little
@@ -131,31 +144,29 @@ class MicroBatcher(Generic[T, R]):
 
     async def submit(self, item: T, timeout_s: float | None = None, arrival: Arrival | None = None) -> R:
         """The item's result; ``TimeoutError`` when ``timeout_s`` passes first. ``Overloaded`` at once
-        when ``max_queue`` items already wait, or when an item without ``timeout_s`` is not started
-        within ``default_timeout_s``. An ``arrival`` was admitted already."""
+        when ``max_queue`` items already wait, or when the item is not started within
+        ``queue_timeout_s``. An ``arrival`` was admitted already."""
         if arrival is None:
             self.admit()
         loop = asyncio.get_running_loop()
         now = self.clock()
         future: asyncio.Future[R] = loop.create_future()
-        default = self.config.default_timeout_s if timeout_s is None else None
-        pending = _Pending(item, future, now, None if timeout_s is None else now + timeout_s,
-                           None if default is None else now + default)
+        shed = self.config.queue_timeout_s
+        pending = _Pending(item, future, now, None if timeout_s is None else now + max(timeout_s, 0.0),
+                           None if shed is None else now + shed)
         self._queue.append(pending)
         if arrival is not None:
             self._depart(arrival, dispatch=False)  # dispatched just below, with the item queued
         self._dispatch()
         # timers, not asyncio.wait_for: no extra task per request. A future failed here is skipped by _take
-        if timeout_s is not None:
-            timer = loop.call_later(max(timeout_s, 0.0), _expire, future)
-        elif default is not None:
-            timer = loop.call_later(default, self._shed_late, pending)
-        else:
+        if pending.deadline is None and pending.shed_at is None:
             return await future
+        self._arm(pending, now)
         try:
             return await future
         finally:
-            timer.cancel()
+            if pending.timer is not None:
+                pending.timer.cancel()
 
     def _depart(self, arrival: Arrival, *, dispatch: bool) -> None:
         """``arrival`` is no longer coming: submitted, or gone without. Counted once."""
@@ -166,26 +177,39 @@ class MicroBatcher(Generic[T, R]):
                 self._dispatch()
 
     def admit(self) -> None:
-        """Raise ``Overloaded`` when a new item would be refused now: ``max_queue`` items wait and every
-        worker is busy. ``submit`` checks it; a caller may too, before work it would waste on a refusal."""
+        """Raise ``Overloaded`` when a new item would be refused now: ``max_queue`` items wait or are on their
+        way (``arrive``), and every worker is busy. ``submit`` checks it; a caller may too, before work it
+        would waste on a refusal."""
         bound = self.config.max_queue
-        if bound is None or len(self._queue) < bound or self._running < self.config.workers:
+        if bound is None or len(self._queue) + self._coming < bound or self._running < self.config.workers:
             return
         self._queue = deque(p for p in self._queue if not p.future.done())  # callers who gave up wait no more
-        if len(self._queue) >= bound:
-            raise Overloaded("queue_full", f"the server is overloaded: {len(self._queue)} requests already wait "
-                             f"for the pipeline (STREAMREC_SERVE_MAX_QUEUE={bound}); retry with backoff")
+        if len(self._queue) + self._coming >= bound:
+            raise Overloaded("queue_full", f"the server is overloaded: {len(self._queue) + self._coming} requests "
+                             f"already wait for the pipeline (STREAMREC_SERVE_MAX_QUEUE={bound}); retry with backoff")
 
-    def _shed_late(self, p: _Pending[T, R]) -> None:
-        if not p.future.done() and not p.started:
+    def _arm(self, p: _Pending[T, R], now: float) -> None:
+        """A timer for the item's next limit: the queue timeout while it may still be refused, then its own
+        deadline."""
+        shed = p.shed_at if p.shed_at is not None and not p.started else None
+        if shed is not None and (p.deadline is None or shed < p.deadline):
+            p.timer = asyncio.get_running_loop().call_later(shed - now, self._on_shed_timer, p)
+        elif p.deadline is not None:
+            p.timer = asyncio.get_running_loop().call_later(p.deadline - now, _expire, p.future)
+
+    def _on_shed_timer(self, p: _Pending[T, R]) -> None:
+        if p.future.done():
+            return
+        if not p.started:
             p.future.set_exception(self._late(p))
+        else:
+            self._arm(p, self.clock())
 
     def _late(self, p: _Pending[T, R]) -> Overloaded:
-        waited_ms = (self.clock() - p.queued_at) * 1e3
-        limit_ms = (self.config.default_timeout_s or 0.0) * 1e3
-        return Overloaded("deadline", f"the server is overloaded: the request waited {waited_ms:.0f} ms for the "
-                          f"pipeline, past the server's default deadline of {limit_ms:.0f} ms "
-                          "(STREAMREC_SERVE_DEFAULT_DEADLINE_MS); retry with backoff, or set a deadline")
+        limit_ms = (self.config.queue_timeout_s or 0.0) * 1e3
+        return Overloaded("queue_timeout", f"the server is overloaded: the request waited the server's queue "
+                          f"timeout of {limit_ms:.0f} ms (STREAMREC_SERVE_QUEUE_TIMEOUT_MS) for the pipeline "
+                          "without starting; retry with backoff")
 
     def _dispatch(self) -> None:
         while self._running < self.config.workers and self._queue:
@@ -195,6 +219,11 @@ class MicroBatcher(Generic[T, R]):
                     self._timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
                 return
             if self.executor is None:
+                rest = self._rest_until - self.clock()
+                if rest > 0:
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(rest, self._on_timer)
+                    return
                 gather = self._queue[0].queued_at + self.config.gather_s - self.clock()
                 if self._coming and gather > 0 and len(self._queue) < self.config.max_batch:
                     if self._timer is None:
@@ -240,7 +269,12 @@ class MicroBatcher(Generic[T, R]):
         batch = self._take()
         if batch and self.on_batch is not None:
             self.on_batch(len(batch))
-        self._settle(batch, self._run_isolated([p.item for p in batch]) if batch else [])
+        start = self.clock()
+        results = self._run_isolated([p.item for p in batch]) if batch else []
+        end = self.clock()
+        # a full batch says requests pile up, in our queue and in gRPC core's: they need loop turns to come in
+        self._rest_until = end + (end - start) * self.config.io_share * len(batch) / self.config.max_batch
+        self._settle(batch, results)
 
     def _run_isolated(self, items: list[T]) -> list[R | BaseException]:
         """Results in order; when the batch fails, each item alone, so only the bad ones fail."""

@@ -27,8 +27,9 @@ class ServeMetrics:
         self.errors = Counter("streamrec_rpc_errors_total", "Non-OK responses by RPC and status code",
                               ["rpc", "code"], registry=r)
         self.shed = Counter("streamrec_shed_requests_total", "Requests refused with RESOURCE_EXHAUSTED by load "
-                            "shedding: queue_full (STREAMREC_SERVE_MAX_QUEUE waited already) or deadline (waited "
-                            "past STREAMREC_SERVE_DEFAULT_DEADLINE_MS)", ["rpc", "reason"], registry=r)
+                            "shedding: queue_full (STREAMREC_SERVE_MAX_QUEUE waited already) or queue_timeout "
+                            "(waited past STREAMREC_SERVE_QUEUE_TIMEOUT_MS) or busy (the loop read Redis late)",
+                            ["rpc", "reason"], registry=r)
         self.degraded = Counter("streamrec_degraded_responses_total", "Answers served in degraded mode",
                                 ["rpc", "reason"], registry=r)
         self.cold_start = Counter("streamrec_cold_start_responses_total", "Answers for sessions with no known item",

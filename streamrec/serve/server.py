@@ -104,7 +104,7 @@ class RecommendServer:
         # max_batch 1 too: the batcher bounds the queue and sheds what waits too long
         config = BatcherConfig(s.serve_max_batch, s.serve_batch_wait_ms / 1e3, workers=max(s.serve_workers, 1),
                                gather_s=s.serve_batch_gather_ms / 1e3,
-                               max_queue=s.serve_max_queue, default_timeout_s=s.serve_default_deadline_ms / 1e3)
+                               max_queue=s.serve_max_queue, queue_timeout_s=s.serve_queue_timeout_ms / 1e3)
         batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe)
         servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, clock=self.clock,
                                        batcher=batcher, skip_pipeline=s.serve_skip_pipeline)
@@ -113,10 +113,11 @@ class RecommendServer:
                    # a second server on the same port must fail, not share it, unless it is one of a group
                    ("grpc.so_reuseport", int(self.reuse_port)),
                    ("grpc.keepalive_permit_without_calls", 1)]
-        # Requests past this many in progress (in the pipeline's queue, running, or reading Redis) are refused
-        # by grpc.aio itself with RESOURCE_EXHAUSTED, before any of our code runs: with the pipeline on the
-        # event loop, a flood would otherwise wait unseen in gRPC's own queue, past any deadline.
-        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.serve_max_queue + 2 * s.serve_max_batch)
+        # Requests past this many in progress (a running batch, plus the queue and those reading Redis, which the
+        # batcher bounds by MAX_QUEUE) are refused by grpc.aio itself with RESOURCE_EXHAUSTED before any of our
+        # code runs, the cheapest refusal there is. Every request let in costs loop turns, and grpc.aio takes
+        # in the next call only between them: a flood let in waits in gRPC core's own queue (docs/operations.md).
+        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.serve_max_queue + s.serve_max_batch)
         add_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if s.reflection:  # off where the schema should not be browsable (the Kubernetes ConfigMap)

@@ -4,6 +4,14 @@ Redis being slow or down must cost a request milliseconds, not seconds: every ca
 timeout, redis-py's own retries are off, and after a failure Redis is not tried again for
 ``backoff_s`` (the requests in between go straight to the fallback). ``RedisUnavailable`` tells the
 caller to answer in degraded mode.
+
+A call cut short by its caller's own deadline is not Redis failing: it raises ``TimeoutError`` (the
+caller is gone) and leaves Redis trusted. Otherwise one request that arrived with 2 ms to spare, as
+many do when the server is over capacity, would send every request for the next ``backoff_s`` to the
+fallback: an overload answered with popularity, flagged degraded, instead of refused. For the same
+reason a call that runs out its own ``timeout_s`` while other calls got their answers meanwhile is
+the server being slow, not Redis: the event loop is too busy to read answers that have arrived. It
+raises ``Overloaded`` (the client gets RESOURCE_EXHAUSTED) and trips nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from streamrec.errors import RedisUnavailable
+from streamrec.errors import Overloaded, RedisUnavailable
 from streamrec.redis_access import async_client
 from streamrec.stream.session_store import SessionEvent, cooc_key, pop_keys, read_session
 
@@ -43,6 +51,7 @@ class SessionSource:
         self._client = async_client(url, cluster=cluster, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                     retry=Retry(NoBackoff(), 0), health_check_interval=0)
         self._down_until = 0.0
+        self._answered_at = float("-inf")  # when a call last got its answer
         self._popular: tuple[float, list[str]] | None = None
 
     async def close(self) -> None:
@@ -52,14 +61,25 @@ class SessionSource:
         now = self._clock()
         if now < self._down_until:
             raise RedisUnavailable(f"Redis failed less than {self.backoff_s}s ago; not retried yet")
-        limit = self.timeout_s if timeout_s is None else max(min(self.timeout_s, timeout_s), 0.001)
+        by_caller = timeout_s is not None and timeout_s < self.timeout_s
+        limit = max(timeout_s, 0.001) if by_caller and timeout_s is not None else self.timeout_s
         try:
-            return await asyncio.wait_for(coro_fn(), limit)  # type: ignore[arg-type]
-        except (RedisError, OSError, TimeoutError) as exc:
-            if now >= self._down_until:
-                logger.warning("redis unavailable event=redis_down op=%s error=%s", what, type(exc).__name__)
-            self._down_until = self._clock() + self.backoff_s
-            raise RedisUnavailable(f"Redis {what} failed: {type(exc).__name__}: {exc}") from exc
+            answer = await asyncio.wait_for(coro_fn(), limit)  # type: ignore[arg-type]
+            self._answered_at = self._clock()
+            return answer
+        except TimeoutError:
+            if by_caller:
+                raise
+            if self._answered_at > now:
+                raise Overloaded("busy", f"the server is overloaded: Redis answered other calls, but this one's "
+                                 f"{what} took over {limit * 1e3:.0f} ms; retry with backoff") from None
+            failure: Exception = TimeoutError(f"no answer within {limit * 1e3:.0f} ms")
+        except (RedisError, OSError) as exc:
+            failure = exc
+        if now >= self._down_until:
+            logger.warning("redis unavailable event=redis_down op=%s error=%s", what, type(failure).__name__)
+        self._down_until = self._clock() + self.backoff_s
+        raise RedisUnavailable(f"Redis {what} failed: {type(failure).__name__}: {failure}") from failure
 
     async def session(self, session_id: str, timeout_s: float | None = None) -> list[SessionEvent]:
         """The session's events, oldest first; [] if unknown or expired."""

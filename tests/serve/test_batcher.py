@@ -4,7 +4,9 @@ deadlines confined to their own request. Pure asyncio and threads: no services."
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -183,33 +185,36 @@ def test_a_caller_who_gave_up_frees_its_place_in_the_queue() -> None:
     assert fn.batches == [[1], [3, 4]]
 
 
-def test_a_request_without_a_deadline_gets_the_default_and_is_refused_when_it_passes_unstarted() -> None:
+def test_a_request_is_refused_when_the_queue_timeout_passes_unstarted_whatever_its_own_deadline() -> None:
     fn = Recorder()
 
     async def main() -> None:
         with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8, default_timeout_s=0.05))
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8, queue_timeout_s=0.05))
             fn.gate.clear()
             running = asyncio.ensure_future(batcher.submit(1))
             await asyncio.sleep(0)
-            # the pipeline stays blocked: only the default deadline can end this wait (run() fails a hang)
-            with pytest.raises(Overloaded, match="default deadline of 50 ms") as info:
-                await batcher.submit(7)
-            assert info.value.reason == "deadline"
+            # the pipeline stays blocked: only the queue timeout can end these waits (run() fails a hang)
+            for timeout_s in (None, 60.0):
+                with pytest.raises(Overloaded, match="queue timeout of 50 ms") as info:
+                    await batcher.submit(7, timeout_s)
+                assert info.value.reason == "queue_timeout"
+            with pytest.raises(TimeoutError):  # a deadline shorter than the queue timeout ends it first
+                await batcher.submit(7, 0.01)
             fn.gate.set()
-            assert await running == 1  # past its default too, but started before: it runs to the end
+            assert await running == 1  # past its queue timeout too, but started before: it runs to the end
 
     run(main())
     assert fn.batches == [[1]]
 
 
-def test_the_default_deadline_is_checked_by_the_clock_when_a_worker_frees_and_a_callers_own_deadline_wins() -> None:
+def test_the_queue_timeout_is_checked_by_the_clock_when_a_worker_frees() -> None:
     fn = Recorder()
     now = [0.0]
 
     async def main() -> None:
         with ThreadPoolExecutor(1) as pool:
-            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8, default_timeout_s=30.0),
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=8, queue_timeout_s=30.0),
                                    clock=lambda: now[0])
             fn.gate.clear()
             running = asyncio.ensure_future(batcher.submit(1))
@@ -217,19 +222,23 @@ def test_the_default_deadline_is_checked_by_the_clock_when_a_worker_frees_and_a_
             late = asyncio.ensure_future(batcher.submit(7))
             patient = asyncio.ensure_future(batcher.submit(8, timeout_s=60.0))
             await asyncio.sleep(0)
-            now[0] = 31.0  # past the default (30 s by the clock), within the patient caller's own 60 s
+            now[0] = 20.0
+            in_time = asyncio.ensure_future(batcher.submit(9))
+            await asyncio.sleep(0)
+            now[0] = 31.0  # past the queue timeout (30 s by the clock) of the first two, within the third's
             fn.gate.set()
-            assert await running == 1 and await patient == 64
-            with pytest.raises(Overloaded, match="waited 31000 ms"):
-                await late
+            assert await running == 1 and await in_time == 81
+            for refused in (late, patient):  # a caller's own longer deadline does not lift the server's bound
+                with pytest.raises(Overloaded, match="queue timeout of 30000 ms"):
+                    await refused
 
     run(main())
-    assert fn.batches == [[1], [8]]
+    assert fn.batches == [[1], [9]]
 
 
-@pytest.mark.parametrize("config", [{"max_queue": 0}, {"default_timeout_s": 0.0}])
+@pytest.mark.parametrize("config", [{"max_queue": 0}, {"queue_timeout_s": 0.0}])
 def test_shedding_bounds_must_be_positive(config: dict[str, float]) -> None:
-    with pytest.raises(ConfigError, match="max_queue >= 1 and default_timeout_s > 0"):
+    with pytest.raises(ConfigError, match="max_queue >= 1 and queue_timeout_s > 0"):
         BatcherConfig(**config)  # type: ignore[arg-type]
 
 
@@ -263,3 +272,58 @@ def test_on_the_event_loop_a_request_alone_runs_at_once() -> None:
 
     assert run(main()) == [9, 16]
     assert fn.batches == [[3], [4]]
+
+
+def test_on_the_event_loop_a_batch_leaves_the_loop_to_its_io_for_a_share_of_its_own_duration() -> None:
+    spans: list[tuple[float, float]] = []
+
+    def slow(items: Sequence[int]) -> list[int]:
+        start = time.perf_counter()
+        time.sleep(0.02)  # the pipeline holds the loop
+        spans.append((start, time.perf_counter()))
+        return list(items)
+
+    async def main() -> tuple[list[int], int]:
+        batcher = MicroBatcher(slow, None, BatcherConfig(max_batch=1, io_share=1.0))
+        turns = 0
+
+        async def io() -> None:  # stands for grpc.aio taking in calls: it needs loop turns between batches
+            nonlocal turns
+            while len(spans) < 3:
+                turns += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(io())
+        answers = await asyncio.gather(*(batcher.submit(i) for i in range(3)))
+        await ticker
+        return answers, turns
+
+    answers, turns = run(main())
+    assert answers == [0, 1, 2]
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start - end >= 0.9 * 0.02, spans  # io_share=1: a pause as long as the batch before it
+    assert turns > 3  # and the loop turned in the pauses, not just once per batch
+
+
+def test_requests_on_their_way_count_against_the_queue_bound() -> None:
+    """A request admitted by ``arrive`` is still reading Redis when the next one asks: it will queue, so
+    it counts, or a burst would all pass admission and only then find the queue full."""
+    fn = Recorder()
+
+    async def main() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            batcher = MicroBatcher(fn, pool, BatcherConfig(max_batch=4, max_queue=2))
+            fn.gate.clear()
+            running = asyncio.ensure_future(batcher.submit(1))
+            await asyncio.sleep(0)  # the worker is busy
+            first, second = batcher.arrive(), batcher.arrive()
+            with pytest.raises(Overloaded, match="2 requests already wait") as info:
+                batcher.arrive()
+            assert info.value.reason == "queue_full"
+            first.leave()  # it answered without the pipeline: its place is free
+            third = batcher.arrive()
+            fn.gate.set()
+            assert await running == 1
+            assert await asyncio.gather(batcher.submit(2, arrival=second), batcher.submit(3, arrival=third)) == [4, 9]
+
+    run(main())

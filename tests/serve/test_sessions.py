@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis
 
-from streamrec.errors import RedisUnavailable
+from streamrec.errors import Overloaded, RedisUnavailable
 from streamrec.serve.sessions import SessionSource
 from streamrec.settings import Settings
 from streamrec.stream.session_store import cooc_key, pop_keys
@@ -73,20 +73,48 @@ def test_a_failure_backs_off_and_the_next_call_after_the_backoff_tries_again(clo
 
 
 def test_a_hanging_redis_costs_the_short_timeout_or_the_request_deadline_if_sooner(silent_port: int) -> None:
-    source = SessionSource(f"redis://127.0.0.1:{silent_port}", "p:", timeout_s=1.0, backoff_s=0.0)
+    source = SessionSource(f"redis://127.0.0.1:{silent_port}", "p:", timeout_s=1.0, backoff_s=60.0)
 
-    async def elapsed(deadline_s: float | None) -> float:
+    async def elapsed(deadline_s: float | None, error: type[Exception]) -> float:
         start = time.perf_counter()
-        with pytest.raises(RedisUnavailable, match="recent_popular failed"):
+        with pytest.raises(error):
             await source.recent_popular(deadline_s)
         return time.perf_counter() - start
 
     async def scenario() -> tuple[float, float]:
-        return await elapsed(None), await elapsed(0.05)
+        # the caller's deadline ends the first wait: the caller is gone, and Redis is not blamed for it,
+        # so the next call still tries Redis, and its own timeout backs Redis off
+        deadline = await elapsed(0.05, TimeoutError)
+        own = await elapsed(None, RedisUnavailable)
+        with pytest.raises(RedisUnavailable, match="not retried yet"):
+            await source.recent_popular()
+        return own, deadline
 
     own, deadline = run(source, scenario())
     assert 0.95 < own < 10.0, own
     assert deadline < 0.5, deadline
+
+
+def test_a_timeout_while_redis_answers_other_calls_is_the_server_overloaded_and_trips_nothing() -> None:
+    source = SessionSource("redis://127.0.0.1:1", "p:", timeout_s=0.2, backoff_s=60.0)
+
+    async def answer(after_s: float) -> str:
+        await asyncio.sleep(after_s)
+        return "answer"
+
+    async def scenario() -> tuple[str, str]:
+        # the slow call stands for an answer the busy loop read too late; the other one got its answer
+        slow = asyncio.ensure_future(source._call("read_session", lambda: answer(10.0), None))
+        assert await source._call("read_session", lambda: answer(0.01), None) == "answer"
+        with pytest.raises(Overloaded, match="Redis answered other calls") as caught:
+            await slow
+        assert caught.value.reason == "busy"
+        after = await source._call("read_session", lambda: answer(0.0), None)  # not backed off
+        with pytest.raises(RedisUnavailable, match="TimeoutError"):  # alone, a timeout is Redis's
+            await source._call("read_session", lambda: answer(10.0), None)
+        return after, str(source._down_until > 0)
+
+    assert run(source, scenario()) == ("answer", "True")
 
 
 def test_empty_reads_need_no_redis(closed_port: int) -> None:
