@@ -39,8 +39,8 @@ class WideDeepConfig(RankerConfig):
     number of proposing sources, session-length bucket; dense per-source z-scores and reciprocal ranks, then
     popularity, session length, recency and similarities to the session's last items) suggest crosses such
     as ``("sparse:3", "dense:<j>")``, j the position of ``log_pop`` (how many sources agree x popularity),
-    and ``("multi", "sparse:1")`` (genre x era); genre x the session's last genre would need that last genre
-    as a field of its own. The default has none: whoever wires the ranker chooses them for its feature layout.
+    and ``("multi", "sparse:1")`` (genre x era). The default has none: the crosses belong to a feature
+    layout, and ``train-ranker`` takes those of ``streamrec.rank.features.wide_crosses``.
     """
 
     crosses: tuple[tuple[str, str], ...] = ()

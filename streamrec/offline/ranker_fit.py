@@ -19,7 +19,8 @@ held-out list NDCG@10 it validates on.
 
 Every architecture gets the same lists, negatives, held-out cases and seed, and the same shared
 fields (``streamrec.models.deepfm.RankerConfig``: field sizes, ``d_embed``, ``hidden``, ``dropout``,
-the dense statistics); its own fields keep their defaults (``NETWORKS``).
+the dense statistics). Its own fields keep their defaults (``NETWORKS``), except Wide & Deep's crosses,
+which depend on the feature layout (``streamrec.rank.features.wide_crosses``).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from streamrec.models.dcnv2 import DCNv2, DCNv2Config
 from streamrec.models.deepfm import DeepFM, DeepFMConfig, RankerModule, RankLoss
 from streamrec.models.dlrm import DLRM, DLRMConfig
 from streamrec.models.widedeep import WideDeep, WideDeepConfig
-from streamrec.rank.features import Features, SessionContext, build_features, dense_names, sparse_sizes
+from streamrec.rank.features import Features, SessionContext, build_features, dense_names, sparse_sizes, wide_crosses
 from streamrec.rank.pipeline import Pipeline
 from streamrec.registry import RANKER_ARCHS, RankerArch
 from streamrec.train.loop import METRIC, TrainConfig, run_loop, seed_everything
@@ -175,11 +176,12 @@ def fit_ranker(lists: Lists, pipeline: Pipeline, config: RankerConfig = RankerCo
         raise ValueError("feature layout and pipeline sources disagree")
     seed_everything(config.seed)  # the initial weights; the loop seeds again for dropout and sampling
     network, network_config = NETWORKS[config.arch]
+    own = {"crosses": wide_crosses(pipeline.sources)} if config.arch == "widedeep" else {}
     model = network(network_config(
         sparse_sizes=sparse_sizes(pipeline.table, len(pipeline.sources)), n_multi=lists.features.multi.shape[-1],
         n_dense=real.shape[1], d_embed=config.d_embed, hidden=config.hidden, dropout=config.dropout,
         dense_mean=tuple(float(v) for v in real.mean(axis=0)),
-        dense_std=tuple(float(v) for v in np.maximum(real.std(axis=0), 1e-6)),
+        dense_std=tuple(float(v) for v in np.maximum(real.std(axis=0), 1e-6)), **own,
     ))
 
     def validate() -> dict[str, float]:

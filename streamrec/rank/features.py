@@ -30,7 +30,7 @@ from streamrec.models.recommend import clean_histories
 from streamrec.rank.candidates import Candidates
 
 __all__ = ["DENSE_ITEM_FEATURES", "EVENT_TYPE_CODES", "Features", "ItemTable", "SessionContext", "build_features",
-           "dense_names", "sparse_sizes"]
+           "dense_names", "sparse_sizes", "wide_crosses"]
 
 #: 0 = unknown (offline logs have no event types); the rest in a fixed order.
 EVENT_TYPE_CODES = {t: i + 1 for i, t in enumerate(sorted(EVENT_TYPES))}
@@ -141,6 +141,28 @@ def sparse_sizes(table: ItemTable, n_sources: int) -> tuple[int, ...]:
 
 def dense_names(sources: Sequence[str]) -> tuple[str, ...]:
     return (*(f"{s}_z" for s in sources), *(f"{s}_rr" for s in sources), *DENSE_ITEM_FEATURES)
+
+
+def wide_crosses(sources: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """Wide & Deep's cross products for this layout (``WideDeepConfig.crosses``), chosen by what a
+    ranker of proposals should weigh together and a sum of single features cannot:
+
+    - for each source, its reciprocal rank x popularity: whether a source's top picks deserve trust
+      depends on how popular they are (popularity's own picks are popular, item-kNN's first picks for
+      a rare item are rare, and either can be right);
+    - how many sources proposed the candidate x popularity: agreement on a blockbuster says less than
+      agreement on a rare film;
+    - genre x era (the year bucket): a taste for 1950s westerns is not the sum of one for westerns and
+      one for the 1950s;
+    - genre x the genre similarity to the session's last five items: which genres count when the
+      session leans their way. (A cross with the last item's genre itself would need that genre as a
+      field; this similarity carries it.)
+
+    Dense features are bucketed by ``WideDeepConfig.dense_boundaries`` first."""
+    names = dense_names(sources)
+    pop, genre_sim = f"dense:{names.index('log_pop')}", f"dense:{names.index('genre_cos_last5')}"
+    return (*((f"dense:{names.index(f'{s}_rr')}", pop) for s in sources), ("sparse:3", pop), ("multi", "sparse:1"),
+            ("multi", genre_sim))
 
 
 def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: ItemTable,

@@ -14,6 +14,7 @@ from streamrec.rank.features import (
     build_features,
     dense_names,
     sparse_sizes,
+    wide_crosses,
 )
 from tests.models.helpers import MakeData, frozen, mixed_data, numeric_state, tiny_items
 
@@ -60,6 +61,21 @@ def test_features_layout_and_values(table: ItemTable) -> None:
     assert np.allclose(sim[0][mask[0]], expected[mask[0]])
     assert (f.dense[~mask] == 0).all()
     assert np.isfinite(f.dense).all()
+
+
+def test_wide_crosses_name_the_features_they_mean_and_make_a_valid_wide_and_deep(table: ItemTable) -> None:
+    from streamrec.models.widedeep import WideDeep, WideDeepConfig
+
+    sources = ("a", "b")
+    names = dense_names(sources)
+    crosses = wide_crosses(sources)
+    dense = {int(i.split(":")[1]) for pair in crosses for i in pair if i.startswith("dense:")}
+    assert {names[i] for i in dense} == {"a_rr", "b_rr", "log_pop", "genre_cos_last5"}
+    assert ("sparse:3", f"dense:{names.index('log_pop')}") in crosses  # how many sources agree x popularity
+    assert ("multi", "sparse:1") in crosses  # genre x era
+    config = WideDeepConfig(sparse_sizes=sparse_sizes(table, len(sources)), n_multi=table.genres.shape[1],
+                            n_dense=len(names), crosses=crosses)  # checks every input against the layout
+    assert len(WideDeep(config).cross_w) == len(crosses)
 
 
 @pytest.mark.parametrize("mmap", [False, True])

@@ -10,7 +10,7 @@ from streamrec.errors import ConfigError
 from streamrec.models.base import TrainData, top_k
 from streamrec.offline.assemble import torch_ranker
 from streamrec.offline.ranker_fit import NETWORKS, RankerConfig, build_lists, fit_ranker, list_ranks
-from streamrec.rank.features import ItemTable
+from streamrec.rank.features import ItemTable, wide_crosses
 from streamrec.rank.pipeline import Pipeline, Query, RankerFn, Recommendation, _descending
 from streamrec.rank.rerank import RerankConfig, allowed, mmr
 from streamrec.registry import RANKER_ARCHS
@@ -101,6 +101,8 @@ def test_the_ranker_learns_which_source_to_trust(table: ItemTable, arch: str) ->
     fit = fit_ranker(lists, pipe, RankerConfig(arch=arch, epochs=12, list_size=8, lr=5e-3, patience=12, hidden=(32,),
                                                     d_embed=8), progress=False)
     assert fit.arch == arch and type(fit.model) is NETWORKS[arch][0]
+    if arch == "widedeep":  # with the crosses of this feature layout
+        assert fit.model.config.crosses == wide_crosses(tuple(gens)) and fit.model.cross_w
     assert fit.history[-1]["loss"] < fit.history[0]["loss"]
 
     def hit1(p: Pipeline) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -184,11 +185,14 @@ def test_metrics_are_exported(isolated: Settings, registry: Path, server_factory
     assert f'streamrec_model_version_info{{model="deepfm",version="{version}"}} 1.0' in text
 
 
-def test_hot_swap_under_load_fails_no_request(running: Any, registry: Path) -> None:
-    old = running.server.holder.state.ranker_version
+@contextlib.contextmanager
+def _under_load(running: Any, clients: int = 3) -> Iterator[tuple[list[str], list[str]]]:
+    """Clients asking ``RecommendForSequence`` in a loop from their first answer on, while the body runs
+    and for 20 answers after it: the ranker version of every answer, in order, and every failure."""
     failures: list[str] = []
     versions: list[str] = []
     stop = threading.Event()
+    answered = threading.Event()
 
     def load() -> None:
         with running.channel() as channel:
@@ -201,26 +205,68 @@ def test_hot_swap_under_load_fails_no_request(running: Any, registry: Path) -> N
                                                                                    k=10), timeout=5)
                     versions.append(r.model_versions["deepfm"])
                     assert len(r.items) == 10
+                    answered.set()
                 except (grpc.RpcError, AssertionError) as exc:
                     failures.append(repr(exc))
 
-    clients = [threading.Thread(target=load) for _ in range(3)]
-    for t in clients:
+    threads = [threading.Thread(target=load) for _ in range(clients)]
+    for t in threads:
         t.start()
     try:
-        time.sleep(0.5)
-        publish_copy(registry, "29990101T000000Z")
-        deadline = time.monotonic() + 60
-        while running.server.holder.state.ranker_version != "29990101T000000Z" and time.monotonic() < deadline:
-            time.sleep(0.1)  # the watcher polls every 0.5 s
-        time.sleep(0.5)
+        assert answered.wait(30), f"no answer under load: {failures[:3]}"
+        yield versions, failures
+        end = len(versions) + 20
+        deadline = time.monotonic() + 30
+        while len(versions) < end and time.monotonic() < deadline:  # answers from after the body, too
+            time.sleep(0.05)
     finally:
         stop.set()
-        for t in clients:
+        for t in threads:
             t.join()
+
+
+def _wait_for_version(running: Any, version: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while running.server.holder.state.ranker_version != version and time.monotonic() < deadline:
+        time.sleep(0.1)  # the watcher polls every 0.5 s
+
+
+def test_hot_swap_under_load_fails_no_request(running: Any, registry: Path) -> None:
+    old = running.server.holder.state.ranker_version
+    with _under_load(running) as (versions, failures):
+        publish_copy(registry, "29990101T000000Z")
+        _wait_for_version(running, "29990101T000000Z")
     assert running.server.holder.state.ranker_version == "29990101T000000Z"
     assert failures == []
     assert versions[0] == old and versions[-1] == "29990101T000000Z" and len(versions) > 20
+
+
+def test_a_hot_swap_from_deepfm_to_dcnv2_under_load_fails_no_request(running: Any, registry: Path,
+                                                                      base_settings: Settings) -> None:
+    """The ranker's network changes with a release: the server moves from DeepFM's folded tables to
+    DCN-v2's ONNX graph through the same loader and swap, while clients keep asking."""
+    from streamrec import registry as reg
+    from streamrec.eval.protocols import make_split
+    from streamrec.offline.assemble import PipelineSpec, TwoStage, publish_ranker
+    from streamrec.offline.ranker_fit import RankerConfig
+    from streamrec.rank.folded import FoldedDeepFM
+
+    def folded() -> bool:
+        return isinstance(running.server.holder.state.pipeline.ranker, FoldedDeepFM)
+
+    parts, vocab = make_split("ml-100k", "loo", base_settings.data_dir)  # the split the served release came from
+    spec = PipelineSpec(sources=("itemknn", "mf", "pop", "content"), ranker=RankerConfig(arch="dcnv2", epochs=2))
+    fitted = TwoStage(spec).fit_split(parts)  # before the load starts: the swap, not the fit, is under test
+    old = running.server.holder.state.ranker_version
+    assert folded()
+    with _under_load(running) as (versions, failures):
+        new = publish_ranker(fitted.ranker_fit, fitted._fitted(), parts, vocab=vocab, dataset="ml-100k",
+                             metrics={}, registry=registry).name
+        _wait_for_version(running, new)
+    assert reg.read_manifest(registry / reg.RANKER / new)["architecture"] == "dcnv2"
+    assert running.server.holder.state.ranker_version == new and not folded()  # served by the ONNX graph
+    assert failures == []
+    assert versions[0] == old and versions[-1] == new and len(versions) > 20
 
 
 def test_a_corrupt_version_is_refused_and_the_old_one_keeps_serving(running: Any, registry: Path) -> None:
