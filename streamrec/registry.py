@@ -56,7 +56,8 @@ RANKER: Final = "deepfm"  # the ranker; servers follow its pointer alone, and it
 #: (absent: ``"deepfm"``, the only one before). Whatever it is, the ranker is published under ``RANKER``.
 RankerArch = Literal["deepfm", "widedeep", "dcnv2", "dlrm"]
 RANKER_ARCHS: Final[tuple[str, ...]] = get_args(RankerArch)
-SEQUENCE_MODELS: Final = ("sasrec", "gru4rec", "bert4rec")  # published as ONNX; other generators as arrays
+#: Published as ONNX with the sequence contract; the other generators as arrays.
+SEQUENCE_MODELS: Final = ("sasrec", "gru4rec", "bert4rec", "neumf", "autorec", "srgnn", "lightgcn")
 
 MODEL: Final = "model.onnx"
 MANIFEST: Final = "manifest.json"

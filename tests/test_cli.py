@@ -15,7 +15,7 @@ COMMANDS = [["infra"], ["worker"], ["publish"], ["sessions"], ["sessions", "show
             ["bench"], ["bench", "ingest"], ["bench", "models"], ["settings"], ["evaluate"], ["train"],
             ["archive"], ["archive", "seed"], ["archive", "stats"], ["bench", "peer"], ["bench", "serve"],
             ["bench", "memory"], ["bench", "startup"],
-            ["train-ranker"], ["serve"], ["recommend"], ["health"], ["live"], ["retrain"], ["models"],
+            ["tune"], ["train-ranker"], ["serve"], ["recommend"], ["health"], ["live"], ["retrain"], ["models"],
             ["models", "list"], ["models", "rollback"]]
 CLIENTS = [["recommend", "--session", "s"], ["health"], ["live"]]  # the commands that call the server over TLS
 
@@ -84,7 +84,7 @@ def test_train_help_names_every_model_and_its_defaults(capsys: pytest.CaptureFix
     text = " ".join(capsys.readouterr().out.split())
     for name, builder in BUILDERS.items():
         assert name in text
-        assert f"{builder.max_len} for {name}" in text or f"{builder.max_len} for sasrec and {name}" in text, name
+        assert f"{name} {builder.max_len}, {builder.batch_size}, {builder.lr:g}" in text, name
 
 
 def test_train_refuses_an_unknown_model_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:

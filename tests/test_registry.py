@@ -157,7 +157,7 @@ def test_the_vocab_is_the_file_the_manifest_names(tmp_path: Path) -> None:
 
 def test_the_model_names_are_the_serving_ones() -> None:
     assert reg.RANKER == "deepfm" and reg.RANKER not in reg.SEQUENCE_MODELS
-    assert reg.SEQUENCE_MODELS == ("sasrec", "gru4rec", "bert4rec")
+    assert reg.SEQUENCE_MODELS == ("sasrec", "gru4rec", "bert4rec", "neumf", "autorec", "srgnn", "lightgcn")
 
 
 _MOVER = """

@@ -40,6 +40,10 @@ MODULES: Final[Mapping[str, str]] = MappingProxyType(
         "sasrec": "streamrec.train.recommenders",
         "gru4rec": "streamrec.train.recommenders",
         "bert4rec": "streamrec.train.recommenders",
+        "neumf": "streamrec.train.recommenders",
+        "autorec": "streamrec.train.recommenders",
+        "srgnn": "streamrec.train.recommenders",
+        "lightgcn": "streamrec.train.recommenders",
         "pipeline": "streamrec.offline.assemble",
     }
 )

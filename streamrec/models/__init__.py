@@ -2,9 +2,11 @@
 ``score`` the whole catalogue for a batch of histories, ``recommend`` the top-k of one.
 
 The baselines exported here need only numpy and scipy, so importing this package never pulls in
-torch. The neural networks (``sasrec``, ``gru4rec``, ``bert4rec``, and the ranker's ``deepfm``) live
-in their own modules with their configs and nothing else: what trains them, and adapts them to the
-contract, belongs to the training layer.
+torch. The neural networks (the sequence models ``sasrec``, ``gru4rec``, ``bert4rec`` and ``srgnn``,
+the bag-of-items models ``neumf``, ``autorec`` and ``lightgcn`` with ``bag``'s fold-in, and the
+rankers ``deepfm``, ``widedeep``, ``dcnv2`` and ``dlrm``) live in their own modules with their
+configs and nothing else: what trains them, and adapts them to the contract, belongs to the
+training layer.
 
 - ``MostPopular`` ("pop"): recency-decayed counts; also every other model's cold-start fallback.
 - ``ItemKNN`` ("itemknn"): cosine item-item similarity from co-occurrence within a window.

@@ -6,6 +6,12 @@ when a lane starts a new session (the training side's ``gru4rec_iterator``). The
 the mini-batch's own targets plus ``n_sample`` negatives shared by the whole mini-batch, drawn
 from popularity ** ``sample_alpha``; the diagonal of that ``(B, B + S)`` matrix holds the targets.
 
+``training="padded"`` trains the same network the way SASRec trains: shuffled mini-batches of whole
+(left-padded) sequences, each run from a zero state, with the full softmax cross-entropy over the
+catalogue at every position (``sequence_loss``). Session-parallel training suits many short
+sessions (protocol B); the padded form suits long user histories (protocol A), where carrying one
+state across a user's 165 items one detached step at a time learns little about long contexts.
+
 ``score`` is the inference graph (the one exported to ONNX): left-padded histories in, scores
 over the whole catalogue out, from the hidden state after each history's last item.
 """
@@ -22,9 +28,10 @@ from torch import nn
 
 from streamrec.errors import ConfigError
 
-__all__ = ["GRU4Rec", "GRU4RecConfig", "Loss", "bpr_max_loss", "cross_entropy_loss"]
+__all__ = ["GRU4Rec", "GRU4RecConfig", "Loss", "Training", "bpr_max_loss", "cross_entropy_loss"]
 
 Loss = Literal["cross-entropy", "bpr-max"]
+Training = Literal["session-parallel", "padded"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +51,7 @@ class GRU4RecConfig:
     # The official default: items enter through the output embedding, so one matrix serves both.
     constrained_embedding: bool = True
     embedding_size: int = 0  # separate input embedding when not constrained; 0 means hidden_size
+    training: Training = "session-parallel"  # or "padded": whole sequences, full cross-entropy at every position
 
     def __post_init__(self) -> None:
         if self.n_items < 1 or self.max_len < 1 or self.hidden_size < 1 or self.n_layers < 1:
@@ -52,6 +60,8 @@ class GRU4RecConfig:
             raise ConfigError(f"dropout must lie in [0, 1); got {self.dropout_embed}, {self.dropout_hidden}")
         if self.loss not in ("cross-entropy", "bpr-max"):
             raise ConfigError(f"loss must be 'cross-entropy' or 'bpr-max', got {self.loss!r}")
+        if self.training not in ("session-parallel", "padded"):
+            raise ConfigError(f"training must be 'session-parallel' or 'padded', got {self.training!r}")
         if self.n_sample < 0 or self.sample_cache < 1 or self.embedding_size < 0:
             raise ConfigError(f"n_sample >= 0, sample_cache >= 1 and embedding_size >= 0 needed; got n_sample="
                               f"{self.n_sample}, sample_cache={self.sample_cache}, "
@@ -153,22 +163,35 @@ class GRU4Rec(nn.Module):
             loss = bpr_max_loss(logits, self.config.bpreg, self.config.elu_param)
         return logits, loss, hidden
 
-    def score(self, seq: torch.Tensor) -> torch.Tensor:
-        """``seq`` (B, T) item indices left-padded with 0 -> scores (B, n_items + 1) after the last item.
-
-        Rows are rotated to right padding, so every history starts the GRU from a zero state at
-        step 0, and the output is read at each row's last real step: the padding never enters the
-        recurrence. Written with gathers and one ``nn.GRU`` call so it exports to ONNX with dynamic
-        batch and sequence axes (a single GRU node).
-        """
+    def _run(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Left-padded ``seq`` (B, T) rotated to right padding, so that every row starts the GRU from a zero
+        state at step 0 and the padding never enters the recurrence: ``(outputs (B, T, H), lengths (B,),
+        rotation (B, T))``, the outputs in the rotated order."""
         B, T = seq.shape
         lengths = (seq > 0).sum(1)  # (B,)
         steps = torch.arange(T, device=seq.device)  # (T,)
         rotate = (steps.unsqueeze(0) + (T - lengths).unsqueeze(1)) % T  # (B, T)
-        right = seq.gather(1, rotate)  # (B, T) real items first, then padding
-        out, _ = self.gru(self._inputs(right))  # (B, T, H)
+        out, _ = self.gru(self._inputs(seq.gather(1, rotate)))  # (B, T, H) real items first, then padding
+        return out, lengths, rotate
+
+    def sequence_loss(self, seq: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded training: ``seq`` and its next items ``targets`` (B, T), left-padded, 0 where there is no
+        target -> logits (M, n_items + 1) at the M positions with one, and their cross-entropy."""
+        out, _, rotate = self._run(seq)
+        targets = targets.gather(1, rotate)  # (B, T) in the outputs' order
+        keep = targets > 0
+        logits = self._logits(self.drop_hidden(out[keep]), None)  # (M, V)
+        return logits, F.cross_entropy(logits, targets[keep])
+
+    def score(self, seq: torch.Tensor) -> torch.Tensor:
+        """``seq`` (B, T) item indices left-padded with 0 -> scores (B, n_items + 1) after the last item.
+
+        The output is read at each row's last real step. Written with gathers and one ``nn.GRU`` call so
+        it exports to ONNX with dynamic batch and sequence axes (a single GRU node).
+        """
+        out, lengths, _ = self._run(seq)
+        B = seq.shape[0]
         last = (lengths - 1).clamp(min=0).view(B, 1, 1).expand(B, 1, out.shape[2])  # (B, 1, H)
         h = out.gather(1, last).squeeze(1)  # (B, H)
         h = h * (lengths > 0).unsqueeze(1).to(h.dtype)  # empty history: the initial (zero) state
         return self._logits(h, None)  # (B, n_items + 1)
-

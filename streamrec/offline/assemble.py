@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_SOURCES", "PipelineSpec", "TwoStage", "case_contexts",
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SOURCES = (*SEQUENCE_MODELS, "itemknn", "vsknn", "mf", "content", "pop")
+DEFAULT_SOURCES = ("sasrec", "gru4rec", "bert4rec", "itemknn", "vsknn", "mf", "content", "pop")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,5 +1,5 @@
-"""The offline jobs' commands: ``evaluate`` models on a split, ``train`` the sequence models and
-``train-ranker`` the pipeline's ranker. Parsing and printing only.
+"""The offline jobs' commands: ``evaluate`` models on a split, ``train`` the sequence models, ``tune``
+their settings and ``train-ranker`` the pipeline's ranker. Parsing and printing only.
 
 They live here, with the ranker job, because each may need the whole pipeline (``evaluate
 --models pipeline`` builds it through the model factory).
@@ -64,10 +64,11 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.offline.train_job import REPORTED, TrainJob, run_train_job
+    from streamrec.offline.train_job import REPORTED, TrainJob, parse_network, run_train_job
 
     job = TrainJob(models=tuple(n.strip() for n in args.models.split(",") if n.strip()), dataset=args.dataset,
-                   protocol=args.protocol, data_dir=settings.data_dir, publish=not args.no_publish,
+                   network=parse_network(args.set), protocol=args.protocol, data_dir=settings.data_dir,
+                   publish=not args.no_publish,
                    registry=settings.registry, curves_dir=settings.home / "train",
                    max_len=args.max_len, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
                    patience=args.patience, budget_s=None if args.budget_min is None else args.budget_min * 60,
@@ -83,6 +84,28 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     for run in result.runs:
         where = f"published {run.version_dir} (CURRENT); " if run.version_dir else ""
         print(f"{run.name}: {where}curves in {run.curves}")
+    return 0
+
+
+def _tune(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.offline.tune import TuneJob, plot_trials, run_tune, train_command
+
+    job = TuneJob(model=args.model, dataset=args.dataset, protocol=args.protocol, data_dir=settings.data_dir,
+                  trials=args.trials, budget_s=args.budget_min * 60, patience=args.patience, seed=args.seed,
+                  progress=not args.quiet)
+    result = run_tune(job, say=print)
+    best = result.best
+    print(f"\n{args.model} on {result.described}: {len(result.trials)} trials in {result.seconds / 60:.1f} min; best "
+          f"validation NDCG@10 {best['value']:.4f} (trial {best['number'] + 1}, {best['seconds']:.0f}s)")
+    print(f"train and test it: {train_command(job, best)}")
+    default_json = settings.home / "tune" / f"{args.model}-{args.dataset}-{args.protocol}.json"
+    json_path = Path(args.json) if args.json else default_json
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"model": args.model, "dataset": args.dataset, "protocol": args.protocol,
+                                     "described": result.described, "budget_s_per_trial": job.budget_s,
+                                     "seconds": round(result.seconds, 1), "trials": result.trials, "best": best,
+                                     "train_command": train_command(job, best)}, indent=2) + "\n")
+    print(f"wrote {json_path} and {plot_trials(result, json_path.with_suffix('.png'), args.model)}")
     return 0
 
 
@@ -129,8 +152,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}")
     p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
     p.add_argument("--models", required=True, metavar="NAMES",
-                   help="comma-separated: random, pop, itemknn, sknn, vsknn, mf, content, sasrec, gru4rec, bert4rec "
-                   "(fixed epochs; `streamrec train` early-stops them), pipeline (neural sources from the registry)")
+                   help="comma-separated: random, pop, itemknn, sknn, vsknn, mf, content, sasrec, gru4rec, bert4rec, "
+                   "srgnn, neumf, autorec, lightgcn (fixed epochs; `streamrec train` early-stops them), pipeline "
+                   "(neural sources from the registry)")
     p.add_argument("--split", choices=("validation", "test"), default="test", help="which cases (default test)")
     p.add_argument("--gap", type=int, default=None, metavar="S",
                    help="session: a pause longer than S seconds starts a new session (default 3600)")
@@ -152,11 +176,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        "report that epoch's test metrics, and publish model.onnx, manifest.json (with the training "
                        "history), vocab.json and curves.png (loss and validation NDCG@10 per epoch) as a new CURRENT "
                        "version in the registry; the published ONNX model is tested again. Runs on CUDA when "
-                       "available. Defaults per model: --max-len 200 for sasrec and bert4rec (their ML-1M setting), "
-                       "50 for gru4rec; --batch-size 128 for sasrec and bert4rec, 64 for gru4rec; --lr 2e-3 for "
-                       "sasrec and gru4rec, 1e-3 for bert4rec.")
+                       "available. Defaults per model (--max-len, --batch-size, --lr): sasrec 200, 128, 0.002; "
+                       "gru4rec 50, 64, 0.002; bert4rec 200, 128, 0.001; neumf 200, 128, 0.005; autorec 200, 128, "
+                       "0.005; srgnn 50, 128, 0.003; lightgcn 200, 8192, 0.02 (its batches are BPR triples).")
     p.add_argument("--models", default="sasrec", metavar="NAMES",
-                   help="comma-separated, trained in turn: sasrec, gru4rec, bert4rec (default sasrec)")
+                   help="comma-separated, trained in turn: sasrec, gru4rec, bert4rec, neumf, autorec, srgnn, lightgcn "
+                   "(default sasrec)")
     p.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}")
     p.add_argument("--protocol", choices=("loo", "session"), default="loo",
                    help="loo: leave-one-out per user (the SASRec and BERT4Rec literature); session: sessions cut at "
@@ -167,12 +192,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--patience", type=int, default=10, metavar="N",
                    help="stop after N epochs without a better validation NDCG@10 (default 10)")
     p.add_argument("--max-len", type=int, default=None, metavar="L",
-                   help="the longest history a model reads (default per model: 200 for sasrec and bert4rec, "
-                   "50 for gru4rec)")
+                   help="the longest history a model reads (default per model: see above)")
+    p.add_argument("--set", action="append", default=[], metavar="MODEL.FIELD=VALUE",
+                   help="override a field of a model's network config, repeatable: e.g. gru4rec.training=padded "
+                   "gru4rec.hidden_size=128 gru4rec.n_layers=2 neumf.hidden=32,16 (see the config classes in "
+                   "streamrec/models/)")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="mini-batch: sequences, or GRU4Rec's parallel sessions (default per model: 128, gru4rec 64)")
+                   help="mini-batch: sequences, GRU4Rec's parallel sessions or LightGCN's triples (default per "
+                   "model: see above)")
     p.add_argument("--lr", type=float, default=None, metavar="LR",
-                   help="learning rate (default per model: 2e-3, bert4rec 1e-3)")
+                   help="learning rate (default per model: see above)")
     p.add_argument("--device", default=None, metavar="DEV",
                    help="torch device, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, dropout and negatives (default 0)")
@@ -181,6 +210,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="train and test only: publish nothing, write the curves to $STREAMREC_HOME/train/")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("tune", help="search a sequence model's settings on validation (Optuna), print the best",
+                       description="Train the model once per trial, each with settings Optuna's TPE sampler proposes "
+                       "(network fields, learning rate, batch), early-stopping on validation NDCG@10 within a budget "
+                       "per trial, exactly as `streamrec train` trains. Only the validation cases are read: the "
+                       "search prints the `streamrec train` command that trains the best settings and tests them. "
+                       "Writes every trial to JSON and a PNG of the search. Runs on CUDA when available.")
+    p.add_argument("--model", choices=("gru4rec", "sasrec"), default="gru4rec", help="default gru4rec")
+    p.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help=f"default {DEFAULT_DATASET}")
+    p.add_argument("--protocol", choices=("loo", "session"), default="loo", help="default loo")
+    p.add_argument("--trials", type=int, default=10, metavar="N", help="default 10")
+    p.add_argument("--budget-min", type=float, default=5.0, metavar="M",
+                   help="wall-clock minutes of training and validation per trial (default 5)")
+    p.add_argument("--patience", type=int, default=5, metavar="N",
+                   help="stop a trial after N epochs without a better validation NDCG@10 (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of every trial (default 0)")
+    p.add_argument("--json", metavar="PATH", help="default $STREAMREC_HOME/tune/MODEL-DATASET-PROTOCOL.json")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_tune)
 
     p = sub.add_parser("train-ranker", help="train the ranker, compare the pipeline with its members, publish",
                        description="Fit or load every candidate generator for a split (neural ones from the registry, "

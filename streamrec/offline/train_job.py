@@ -17,8 +17,9 @@ import dataclasses
 import importlib
 import logging
 import time
+import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -53,6 +54,8 @@ __all__ = [
     "ModelRun",
     "TrainJob",
     "TrainJobResult",
+    "fit_model",
+    "parse_network",
     "run_train_job",
 ]
 
@@ -68,11 +71,30 @@ def padded_batches(data: TrainData, config: Any) -> EpochSteps:
     return PaddedBatches(sequence_examples(data.sequences, config.max_len))
 
 
-def session_parallel(data: TrainData, config: Any) -> EpochSteps:
-    """GRU4Rec's session-parallel steps."""
-    from streamrec.train.gru4rec_fit import SessionParallel
+def gru4rec_steps(data: TrainData, config: Any) -> EpochSteps:
+    """GRU4Rec's session-parallel steps, or padded sequences (``config.training``)."""
+    from streamrec.train.gru4rec_fit import epoch_steps
 
-    return SessionParallel(data)
+    return epoch_steps(data, config)
+
+
+def random_prefixes(data: TrainData, config: Any) -> EpochSteps:
+    """Fresh random prefixes and their next items each epoch (SR-GNN)."""
+    from streamrec.train.prefixes import RandomPrefixes
+
+    return RandomPrefixes(data.sequences, config.max_len)
+
+
+def bpr_triples(data: TrainData, config: Any) -> EpochSteps:
+    """BPR triples over the sequence-item graph (LightGCN)."""
+    from streamrec.train.graph import BPRTriples
+
+    return BPRTriples(data.sequences, data.n_items)
+
+
+def graph_size(data: TrainData) -> dict[str, int]:
+    """LightGCN's user nodes: one per training sequence."""
+    return {"n_users": len(data.sequences)}
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,7 @@ class Builder:
     max_len: int = 200  # the longest history the model reads (GRU4Rec: at inference only)
     batch_size: int = 128
     lr: float = 2e-3
+    sizes: Callable[[TrainData], Mapping[str, int]] | None = None  # config fields sized by the data
 
     def classes(self) -> tuple[type, type]:
         """``(model class, config class)``, importing the module now."""
@@ -102,19 +125,30 @@ class Builder:
             raise ConfigError(f"{self.module} does not define {' and '.join(missing)}")
         return getattr(module, self.model_class), getattr(module, self.config_class)
 
-    def configs(self, config_class: type, n_items: int, max_len: int,
-                loop: Mapping[str, Any]) -> tuple[Any, TrainConfig]:
-        """The network's config (its defaults but for the catalogue and length) and the loop's settings."""
-        return config_class(n_items=n_items, max_len=max_len), TrainConfig(**loop)
+    def configs(self, config_class: type, n_items: int, max_len: int, loop: Mapping[str, Any],
+                sized: Mapping[str, int] | None = None) -> tuple[Any, TrainConfig]:
+        """The network's config (its defaults but for the catalogue, the length and the fields ``sizes``
+        gave, ``sized``) and the loop's settings."""
+        return config_class(n_items=n_items, max_len=max_len, **(sized or {})), TrainConfig(**loop)
 
 
 #: model name -> builder. 200 items is SASRec's and BERT4Rec's ML-1M setting; GRU4Rec trains on whole
-#: sessions step by step, and its ``max_len`` only bounds the history it is given at inference.
+#: sessions step by step, and its ``max_len`` only bounds the history it is given at inference (and
+#: the window of its padded training). 50 is SR-GNN's session graph, as RecBole sets it. The
+#: learning rates of NeuMF, AutoRec and SR-GNN are the best of 1e-3, 2e-3 or 3e-3, and 5e-3 on
+#: ML-100K's held-out last items, each trained for a fixed number of epochs. LightGCN takes 8,192
+#: triples a step (the paper: 2,048), because every step propagates over the whole graph: on ML-1M
+#: a step costs the same whatever its batch, and 2,048 left one epoch in a 4-minute budget.
 BUILDERS: Final[Mapping[str, Builder]] = MappingProxyType({
     "sasrec": Builder("streamrec.models.sasrec", "SASRec", "SASRecConfig", padded_batches),
-    "gru4rec": Builder("streamrec.models.gru4rec", "GRU4Rec", "GRU4RecConfig", session_parallel,
+    "gru4rec": Builder("streamrec.models.gru4rec", "GRU4Rec", "GRU4RecConfig", gru4rec_steps,
                        max_len=50, batch_size=64),  # gru4rec_fit.train_config's defaults
     "bert4rec": Builder("streamrec.models.bert4rec", "Bert4Rec", "Bert4RecConfig", padded_batches, lr=1e-3),
+    "neumf": Builder("streamrec.models.neumf", "NeuMF", "NeuMFConfig", padded_batches, lr=5e-3),
+    "autorec": Builder("streamrec.models.autorec", "AutoRec", "AutoRecConfig", padded_batches, lr=5e-3),
+    "srgnn": Builder("streamrec.models.srgnn", "SRGNN", "SRGNNConfig", random_prefixes, max_len=50, lr=3e-3),
+    "lightgcn": Builder("streamrec.models.lightgcn", "LightGCN", "LightGCNConfig", bpr_triples,
+                        batch_size=8192, lr=2e-2, sizes=graph_size),
 })
 
 
@@ -140,6 +174,7 @@ class TrainJob:
     device: str | None = None  # None: CUDA when available, else CPU
     progress: bool = True
     init_from: Mapping[str, Path] = field(default_factory=dict)  # model name -> version dir to warm-start from
+    network: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # model -> config fields to override
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.models if n not in BUILDERS]
@@ -147,6 +182,11 @@ class TrainJob:
             raise ConfigError(f"models must be distinct names from {', '.join(BUILDERS)}; got {', '.join(self.models)}")
         if self.max_len is not None and self.max_len < 1:
             raise ConfigError(f"max_len must be positive, got {self.max_len}")
+        stray = [n for n in self.network if n not in self.models]
+        if stray:
+            raise ConfigError(f"settings given for {', '.join(stray)}, which this run does not train")
+        for name, fields in self.network.items():  # the config checks its values (ConfigError) now, not after the data
+            BUILDERS[name].classes()[1](n_items=1, **fields)
         for name in self.models:  # TrainConfig checks the rest (ConfigError), before anything is loaded
             TrainConfig(**self.loop_settings(name))
 
@@ -182,23 +222,66 @@ class TrainJobResult:
     runs: list[ModelRun] = field(default_factory=list)
 
 
+def parse_network(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["gru4rec.hidden_size=128", "gru4rec.training=padded"]`` -> ``{"gru4rec": {"hidden_size": 128, ...}}``,
+    each value converted to the type of its model config's field (int, float, str, bool or a tuple of
+    ints, written ``32,16``). ``ConfigError`` names what is wrong."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        name, dot, field_name = key.strip().partition(".")
+        if not sep or not dot or name not in BUILDERS:
+            raise ConfigError(f"--set takes MODEL.FIELD=VALUE with MODEL among {', '.join(BUILDERS)}; got {item!r}")
+        _, config_class = BUILDERS[name].classes()
+        types = typing.get_type_hints(config_class)
+        if field_name not in types or field_name in ("n_items", "n_users"):
+            settable = ", ".join(f for f in types if f not in ("n_items", "n_users"))
+            raise ConfigError(f"{config_class.__name__} has no settable field {field_name!r}; it has {settable}")
+        out.setdefault(name, {})[field_name] = _convert(types[field_name], raw.strip(), item)
+    return out
+
+
+def _convert(kind: Any, raw: str, item: str) -> Any:
+    origin = typing.get_origin(kind)
+    try:
+        if kind is bool:
+            if raw.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(raw)
+            return raw.lower() in ("true", "1")
+        if kind in (int, float):
+            return kind(raw)
+        if origin is tuple:
+            return tuple(int(v) for v in raw.split(",") if v.strip())
+        if origin is typing.Literal or kind is str or origin is None:
+            return raw
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"--set {item}: {raw!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+
+
 def run_train_job(job: TrainJob, *, say: Say = logger.info) -> TrainJobResult:
     """Train, test, publish and plot every model of ``job`` in turn (see the module's docstring)."""
-    classes = {name: BUILDERS[name].classes() for name in job.models}  # fail on a missing model first
+    for name in job.models:  # fail on a missing model first
+        BUILDERS[name].classes()
     if job.publish:
         _registry(job)  # fail before training rather than after
     parts, vocab = make_split(job.dataset, job.protocol, job.data_dir)
     outcome = TrainJobResult(f"{job.dataset.upper()}, {parts.summary['description']}", dict(parts.summary))
     for name in job.models:
-        outcome.runs.append(_run_model(job, name, *classes[name], parts, vocab, outcome.described, say))
+        outcome.runs.append(_run_model(job, name, parts, vocab, outcome.described, say))
     return outcome
 
 
-def _run_model(job: TrainJob, name: str, model_class: type, config_class: type, parts: Split, vocab: list[str],
-               described: str, say: Say) -> ModelRun:
+def fit_model(job: TrainJob, name: str, parts: Split, vocab: list[str],
+              say: Say = logger.info) -> tuple[torch.nn.Module, Any, TrainConfig, TrainResult, float]:
+    """Build model ``name`` as ``job`` says and train it on ``parts.train``, early-stopping on
+    ``parts.validation``: ``(model with its best weights, its config, the loop's settings, the loop's
+    result, training seconds)``. Nothing of ``parts.test`` is read."""
     builder = BUILDERS[name]
+    model_class, config_class = builder.classes()
     max_len = job.max_len if job.max_len is not None else builder.max_len
-    config, settings = builder.configs(config_class, parts.train.n_items, max_len, job.loop_settings(name))
+    sized = {**(builder.sizes(parts.train) if builder.sizes is not None else {}), **job.network.get(name, {})}
+    config, settings = builder.configs(config_class, parts.train.n_items, max_len, job.loop_settings(name), sized)
     seed_everything(settings.seed)  # the initial weights; the loop seeds again for dropout and batches
     model = model_class(config)
     if name in job.init_from:
@@ -210,8 +293,8 @@ def _run_model(job: TrainJob, name: str, model_class: type, config_class: type, 
     if hasattr(model, "set_sampling_distribution"):
         model.set_sampling_distribution(item_counts(parts.train))
     steps = builder.steps(parts.train, config)
-    say(f"training {name} on {described}: {len(parts.train.sequences):,} sequences, max_len {max_len}, "
-        f"batch {settings.batch_size}, lr {settings.lr:g}, "
+    say(f"training {name} on {job.dataset.upper()}, {parts.summary['description']}: "
+        f"{len(parts.train.sequences):,} sequences, max_len {max_len}, batch {settings.batch_size}, lr {settings.lr:g}, "
         f"budget {'none' if settings.budget_s is None else f'{settings.budget_s:g}s'}, "
         f"up to {settings.epochs} epochs, on {pick_device(settings.device)}")
     started = time.monotonic()
@@ -219,6 +302,11 @@ def _run_model(job: TrainJob, name: str, model_class: type, config_class: type, 
     train_s = time.monotonic() - started
     say(f"{name}: best epoch {result.best_epoch} of {len(result.history)} (stopped: {result.stopped}), "
         f"{train_s:.0f}s; validation {METRIC} {result.best_metrics.get(METRIC, float('nan')):.4f}")
+    return model, config, settings, result, train_s
+
+
+def _run_model(job: TrainJob, name: str, parts: Split, vocab: list[str], described: str, say: Say) -> ModelRun:
+    model, config, settings, result, train_s = fit_model(job, name, parts, vocab, say)
     scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=name)
     test = evaluate(scorer, parts.test, cutoffs=TEST_CUTOFFS, progress=job.progress)
     say(f"{name} test on {described} ({len(parts.test):,} cases): " + "  ".join(f"{k} {test[k]:.4f}" for k in REPORTED))

@@ -14,7 +14,7 @@ import numpy as np
 
 from streamrec.models.sequence import left_pad
 
-__all__ = ["Examples", "batches", "left_pad", "sequence_examples"]
+__all__ = ["Examples", "batches", "left_pad", "sequence_examples", "window_examples"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,6 +32,21 @@ def sequence_examples(sequences: Sequence[np.ndarray], max_len: int) -> Examples
         raise ValueError(f"max_len must be positive, got {max_len}")
     usable = [np.asarray(s, dtype=np.int64)[-(max_len + 1):] for s in sequences if len(s) >= 2]
     return Examples(left_pad([s[:-1] for s in usable], max_len), left_pad([s[1:] for s in usable], max_len))
+
+
+def window_examples(sequences: Sequence[np.ndarray], max_len: int) -> Examples:
+    """Every transition of every sequence, as examples of at most ``max_len`` inputs: a sequence is cut from
+    its end into windows of ``max_len + 1`` items that overlap by one, so each item after the first is a
+    target exactly once, with up to ``max_len`` items before it in its window (a model that reads at most
+    ``max_len`` items at inference then trains on contexts of the lengths it is served)."""
+    if max_len < 1:
+        raise ValueError(f"max_len must be positive, got {max_len}")
+    windows = []
+    for seq in sequences:
+        seq = np.asarray(seq, dtype=np.int64)
+        for end in range(len(seq), 1, -max_len):
+            windows.append(seq[max(0, end - max_len - 1):end])
+    return sequence_examples(windows, max_len)
 
 
 def batches(examples: Examples, batch_size: int, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -1,4 +1,5 @@
-"""GRU4Rec's epoch for the shared training loop (``streamrec.train.loop.train``): session-parallel steps.
+"""GRU4Rec's epochs for the shared training loop (``streamrec.train.loop.train``): session-parallel steps,
+or padded sequences (``PaddedSequences``, ``GRU4RecConfig.training="padded"``).
 
 Each step feeds every lane's current item and scores the lanes' next items plus ``n_sample``
 negatives shared by the mini-batch. The hidden state is carried from step to step, detached (the
@@ -11,6 +12,7 @@ own defaults.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,10 +23,11 @@ from streamrec.eval.protocols import Cases
 from streamrec.models.base import TrainData
 from streamrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from streamrec.models.recommend import item_counts
+from streamrec.train.batches import batches, window_examples
 from streamrec.train.gru4rec_iterator import NegativeSampler, session_parallel_batches
-from streamrec.train.loop import TrainConfig, TrainResult, seed_everything, train
+from streamrec.train.loop import EpochSteps, PaddedBatches, TrainConfig, TrainResult, seed_everything, train
 
-__all__ = ["SessionParallel", "fit_gru4rec", "session_order", "train_config"]
+__all__ = ["PaddedSequences", "SessionParallel", "epoch_steps", "fit_gru4rec", "session_order", "train_config"]
 
 
 def session_order(data: TrainData) -> np.ndarray:
@@ -73,6 +76,28 @@ class SessionParallel:
             yield loss  # type: ignore[misc]
 
 
+@dataclass(frozen=True)
+class PaddedSequences(PaddedBatches):
+    """``PaddedBatches`` for ``GRU4Rec`` with ``training="padded"``: its ``forward`` is the session-parallel
+    step, so the loss of a padded batch is ``GRU4Rec.sequence_loss`` (the full cross-entropy at every position)."""
+
+    def losses(self, model: nn.Module, batch_size: int, device: torch.device,
+               rng: np.random.Generator) -> Iterator[torch.Tensor]:
+        if not isinstance(model, GRU4Rec):
+            raise TypeError(f"PaddedSequences trains a GRU4Rec, not a {type(model).__name__}")
+        for inputs, targets in batches(self.examples, batch_size, rng):
+            _, loss = model.sequence_loss(torch.from_numpy(inputs).to(device), torch.from_numpy(targets).to(device))
+            yield loss
+
+
+def epoch_steps(data: TrainData, config: GRU4RecConfig) -> EpochSteps:
+    """The steps ``config.training`` names; padded, every transition of the data in windows of
+    ``config.max_len`` inputs (``window_examples``), the longest history the model is served."""
+    if config.training == "padded":
+        return PaddedSequences(window_examples(data.sequences, config.max_len))
+    return SessionParallel(data)
+
+
 def train_config(**overrides: Any) -> TrainConfig:
     """The loop's settings with GRU4Rec's defaults (the official code's mini-batches of 64 sessions,
     10 epochs), then ``overrides`` (any ``TrainConfig`` field, e.g. ``budget_s`` or ``patience``)."""
@@ -91,4 +116,4 @@ def fit_gru4rec(data: TrainData, config: GRU4RecConfig, validation: Cases | None
     settings = settings if settings is not None else train_config(progress=False)
     seed_everything(settings.seed)  # the initial weights; the loop seeds again for dropout and negatives
     model = GRU4Rec(config)
-    return model, train(model, SessionParallel(data), validation, settings)
+    return model, train(model, epoch_steps(data, config), validation, settings)

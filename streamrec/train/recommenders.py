@@ -1,5 +1,6 @@
 """The torch sequence models as ``Recommender``s, the names ``streamrec.eval.factory`` builds:
-``sasrec``, ``gru4rec`` and ``bert4rec`` for ``streamrec evaluate`` and the ranking pipeline.
+``sasrec``, ``gru4rec``, ``bert4rec``, ``neumf``, ``autorec``, ``srgnn`` and ``lightgcn`` for
+``streamrec evaluate`` and the ranking pipeline.
 
 ``fit`` trains a fresh network, sized by the training data's catalogue, with the shared loop;
 ``score`` goes through ``TorchSequenceRecommender``. No validation cases reach ``fit``, so each
@@ -16,26 +17,33 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from streamrec.models.autorec import AutoRec, AutoRecConfig
 from streamrec.models.base import TrainData
 from streamrec.models.bert4rec import Bert4Rec, Bert4RecConfig
 from streamrec.models.gru4rec import GRU4RecConfig
+from streamrec.models.lightgcn import LightGCN, LightGCNConfig
+from streamrec.models.neumf import NeuMF, NeuMFConfig
 from streamrec.models.recommend import item_counts
 from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.models.srgnn import SRGNN, SRGNNConfig
 from streamrec.train.adapter import TorchSequenceRecommender
 from streamrec.train.batches import sequence_examples
+from streamrec.train.graph import BPRTriples
 from streamrec.train.gru4rec_fit import fit_gru4rec, train_config
-from streamrec.train.loop import TrainConfig, seed_everything, train
+from streamrec.train.loop import EpochSteps, TrainConfig, seed_everything, train
+from streamrec.train.prefixes import RandomPrefixes
 
-__all__ = ["Bert4RecRecommender", "GRU4RecRecommender", "SASRecRecommender", "fit_for_epochs"]
+__all__ = ["AutoRecRecommender", "Bert4RecRecommender", "GRU4RecRecommender", "LightGCNRecommender",
+           "NeuMFRecommender", "SASRecRecommender", "SRGNNRecommender", "fit_for_epochs"]
 
 
-def fit_for_epochs(model: nn.Module, sequences: Sequence[np.ndarray], *, epochs: int, seed: int,
-                   name: str) -> TorchSequenceRecommender:
-    """Train a padded-batch model (SASRec, BERT4Rec) on ``sequences`` for ``epochs``, no validation,
-    and wrap it as a ``Recommender``."""
+def fit_for_epochs(model: nn.Module, steps: Sequence[np.ndarray] | EpochSteps, *, epochs: int, seed: int,
+                   name: str, lr: float = 2e-3, batch_size: int = 128) -> TorchSequenceRecommender:
+    """Train ``model`` for ``epochs``, no validation, and wrap it as a ``Recommender``. ``steps`` is its
+    epoch strategy, or training sequences for padded batches (SASRec, BERT4Rec, NeuMF, AutoRec)."""
     config = model.config  # type: ignore[union-attr]
-    train(model, sequence_examples(sequences, config.max_len), None,
-          TrainConfig(epochs=epochs, seed=seed, progress=False))
+    epoch = sequence_examples(steps, config.max_len) if isinstance(steps, Sequence) else steps
+    train(model, epoch, None, TrainConfig(epochs=epochs, seed=seed, lr=lr, batch_size=batch_size, progress=False))
     return TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=name)
 
 
@@ -96,4 +104,70 @@ class GRU4RecRecommender(_Trained):
         settings = train_config(epochs=self.epochs, seed=self.seed, budget_s=self.budget_s, progress=False)
         model, _ = fit_gru4rec(data, config, None, settings)
         self._scorer = TorchSequenceRecommender.from_module(model, config.n_items, config.max_len, name=self.name)
+        return self
+
+
+# The four below train with ``streamrec train``'s default learning rates and batches (its ``BUILDERS``),
+# for a fixed number of epochs that fits ML-1M in a few minutes on two cores.
+
+
+@dataclass
+class NeuMFRecommender(_Trained):
+    """``neumf``: GMF and MLP towers over a folded-in session vector; padded prefixes, sampled negatives."""
+
+    epochs: int = 30
+    seed: int = 0
+    name: str = "neumf"
+
+    def fit(self, data: TrainData) -> NeuMFRecommender:
+        seed_everything(self.seed)
+        model = NeuMF(NeuMFConfig(n_items=data.n_items))
+        self._scorer = fit_for_epochs(model, data.sequences, epochs=self.epochs, seed=self.seed, name=self.name, lr=5e-3)
+        return self
+
+
+@dataclass
+class AutoRecRecommender(_Trained):
+    """``autorec``: the history's multi-hot vector through one sigmoid layer back to every item."""
+
+    epochs: int = 20
+    seed: int = 0
+    name: str = "autorec"
+
+    def fit(self, data: TrainData) -> AutoRecRecommender:
+        seed_everything(self.seed)
+        model = AutoRec(AutoRecConfig(n_items=data.n_items))
+        self._scorer = fit_for_epochs(model, data.sequences, epochs=self.epochs, seed=self.seed, name=self.name, lr=5e-3)
+        return self
+
+
+@dataclass
+class SRGNNRecommender(_Trained):
+    """``srgnn``: the session graph's gated GNN; random prefixes each epoch."""
+
+    epochs: int = 10
+    seed: int = 0
+    name: str = "srgnn"
+
+    def fit(self, data: TrainData) -> SRGNNRecommender:
+        seed_everything(self.seed)
+        model = SRGNN(config := SRGNNConfig(n_items=data.n_items))
+        self._scorer = fit_for_epochs(model, RandomPrefixes(data.sequences, config.max_len), epochs=self.epochs,
+                                      seed=self.seed, name=self.name, lr=3e-3)
+        return self
+
+
+@dataclass
+class LightGCNRecommender(_Trained):
+    """``lightgcn``: BPR over the sequence-item graph, served as the mean of the propagated item vectors."""
+
+    epochs: int = 60
+    seed: int = 0
+    name: str = "lightgcn"
+
+    def fit(self, data: TrainData) -> LightGCNRecommender:
+        seed_everything(self.seed)
+        model = LightGCN(LightGCNConfig(n_items=data.n_items, n_users=max(1, len(data.sequences))))
+        self._scorer = fit_for_epochs(model, BPRTriples(data.sequences, data.n_items), epochs=self.epochs,
+                                      seed=self.seed, name=self.name, lr=2e-2, batch_size=8192)
         return self

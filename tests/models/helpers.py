@@ -31,23 +31,25 @@ if TYPE_CHECKING:
     from streamrec.models.deepfm import DeepFMConfig, RankerConfig, RankLoss
 
 __all__ = [
-    "assert_onnx_parity",
     "BAD_CONFIGS",
+    "LIST",
     "N_ITEMS",
+    "N_VALUES",
     "SIZES",
     "Batch",
     "D",
     "G",
-    "LIST",
-    "N_VALUES",
     "HoldOut",
     "MakeData",
+    "assert_onnx_parity",
     "assert_round_trip",
+    "assert_sequence_onnx_parity",
     "config",
     "cyclic_fit",
     "cyclic_sequences",
     "fit_cross",
     "frozen",
+    "hit_rates_after_training",
     "matching_lists",
     "mixed_data",
     "numeric_state",
@@ -96,6 +98,19 @@ class HoldOut:
         return float(np.mean(np.minimum(k, candidates) / candidates))
 
 
+def hit_rates_after_training(model: Any, steps: Any, holdout: HoldOut, epochs: int, batch_size: int,
+                             lr: float) -> tuple[float, float]:
+    """Train the torch ``model`` (built under ``seed_everything(0)`` by the caller) with ``steps`` (an epoch strategy
+    or ``Examples``) for a fixed number of epochs, not a time budget, so that the result does not depend on how busy
+    the machine is; return its HR@10 on ``holdout`` and MostPopular's."""
+    from streamrec.models.popularity import MostPopular
+    from streamrec.train import TorchSequenceRecommender, TrainConfig, train
+
+    train(model, steps, None, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, progress=False))
+    scorer = TorchSequenceRecommender.from_module(model, model.config.n_items, model.config.max_len)
+    return holdout.hit_rate(scorer), holdout.hit_rate(MostPopular().fit(holdout.train))
+
+
 # ---------------------------------------------------------------- padded-batch sequence models
 
 N_ITEMS = 40
@@ -120,6 +135,49 @@ def cyclic_fit(model, sequences: Sequence[np.ndarray], n_items: int, epochs: int
     top, _ = top_k(scorer.score(prefixes), 10)
     return ([r.loss for r in result.history], float((top[:, 0] == targets).mean()),
             float((top == targets[:, None]).any(axis=1).mean()))
+
+
+def parity_histories(seed: int, max_len: int) -> list[np.ndarray]:
+    """Random and cyclic histories, one longer than ``max_len``, one empty, one with padding and an unknown id."""
+    rng = np.random.default_rng(seed)
+    random = [rng.integers(1, N_ITEMS + 1, size=n) for n in (1, 3, max_len, 30)]
+    real_looking = [((s + np.arange(n)) % N_ITEMS + 1) for s, n in zip(rng.integers(0, N_ITEMS, 4), (2, 5, 9, 12))]
+    repeats = np.array([3, 4, 3, 4, 3, 5])
+    return [*random, *real_looking, repeats, np.array([], dtype=np.int64), np.array([0, 7, 999, 8])]
+
+
+def assert_sequence_onnx_parity(model: Any, name: str, registry: Path) -> Path:
+    """Publish the torch sequence ``model`` (``N_ITEMS`` items) to ``registry``, load its ONNX graph, and check
+    that it scores histories as torch does, within 1e-4, with the same top 10; and the graph itself at batch
+    sizes and lengths other than the traced ones. Returns the published version's directory."""
+    import torch
+
+    from streamrec.export import load_onnx, publish
+    from streamrec.train import TorchSequenceRecommender
+
+    config = model.config
+    version = publish(model, config, name=name, vocab=["<pad>", *(f"m{i}" for i in range(1, N_ITEMS + 1))],
+                      dataset="synthetic", protocol={"protocol": "loo"}, metrics={}, registry=registry)
+    served = load_onnx(version)
+    assert served.manifest["model_class"] == type(model).__name__
+    reference = TorchSequenceRecommender.from_module(model, N_ITEMS, config.max_len)
+    for seed in range(3):
+        hist = parity_histories(seed, config.max_len)
+        ours, theirs = served.score(hist), reference.score(hist)
+        assert np.isneginf(ours[:, 0]).all() and ours[:, 1:].std() > 0
+        np.testing.assert_allclose(ours[:, 1:], theirs[:, 1:], atol=1e-4, rtol=1e-5)
+        np.testing.assert_array_equal(top_k(ours, 10)[0], top_k(theirs, 10)[0])
+    rng = np.random.default_rng(0)
+    model.eval()
+    for batch, length in ((1, 1), (5, 4), (9, config.max_len)):
+        seq = rng.integers(1, N_ITEMS + 1, size=(batch, length))
+        seq[np.arange(length)[None, :] < rng.integers(0, length, size=(batch, 1))] = 0  # random left padding
+        got = served.session.run(["scores"], {"seq": seq})[0]
+        with torch.no_grad():
+            want = model.score(torch.from_numpy(seq)).numpy()
+        assert got.shape == (batch, N_ITEMS + 1)
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+    return version
 
 
 # ---------------------------------------------------------------- rankers (DeepFM and the networks beside it)

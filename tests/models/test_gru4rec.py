@@ -19,10 +19,10 @@ from streamrec.models.gru4rec import GRU4Rec, GRU4RecConfig, Loss
 from streamrec.models.popularity import MostPopular
 from streamrec.train.adapter import TorchSequenceRecommender
 from streamrec.train.batches import left_pad
-from streamrec.train.gru4rec_fit import fit_gru4rec, train_config
+from streamrec.train.gru4rec_fit import PaddedSequences, epoch_steps, fit_gru4rec, train_config
 from streamrec.train.gru4rec_iterator import NegativeSampler, session_parallel_batches
-from streamrec.train.loop import METRIC, make_optimizer
-from tests.models.helpers import tiny_items
+from streamrec.train.loop import METRIC, TrainConfig, make_optimizer, seed_everything, train
+from tests.models.helpers import N_ITEMS, tiny_items
 
 
 def score_histories(model: GRU4Rec, histories: Sequence[np.ndarray]) -> np.ndarray:
@@ -278,3 +278,30 @@ def test_beats_most_popular_on_ml100k_sessions(tmp_path: Path) -> None:
     pop = evaluate(MostPopular().fit(data.train), data.test, progress=False)
     assert gru["HR@20"] > pop["HR@20"] * 1.6, (gru, pop)
 
+
+
+def test_padded_training_scores_every_position_as_score_scores_its_prefix() -> None:
+    torch.manual_seed(0)
+    model = GRU4Rec(GRU4RecConfig(n_items=N_ITEMS, hidden_size=16, n_layers=2, training="padded")).eval()
+    seq = torch.tensor([[0, 0, 3, 1, 4], [5, 2, 2, 6, 1]])
+    targets = torch.tensor([[0, 0, 1, 4, 9], [2, 2, 6, 1, 8]])
+    with torch.no_grad():
+        logits, loss = model.sequence_loss(seq, targets)
+        prefixes = [model.score(seq[b:b + 1, : t + 1])[0] for b in range(2) for t in range(5) if targets[b, t] > 0]
+    assert logits.shape == (8, N_ITEMS + 1)
+    torch.testing.assert_close(logits, torch.stack(prefixes), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits, targets[targets > 0]))
+
+
+def test_padded_training_learns_a_cyclic_pattern() -> None:
+    sequences = [((s + np.arange(12)) % N_ITEMS + 1) for s in range(0, N_ITEMS, 2)]
+    config = GRU4RecConfig(n_items=N_ITEMS, max_len=10, hidden_size=32, training="padded")
+    data = TrainData(sequences, [np.arange(12)] * len(sequences), N_ITEMS, None)  # type: ignore[arg-type]
+    steps = epoch_steps(data, config)
+    assert isinstance(steps, PaddedSequences)
+    seed_everything(0)
+    model = GRU4Rec(config)
+    train(model, steps, None, TrainConfig(epochs=40, batch_size=8, lr=1e-2, progress=False))
+    with torch.no_grad():
+        top = model.score(torch.from_numpy(np.stack([s[:-1] for s in sequences]))).argmax(1).numpy()
+    assert (top == np.array([s[-1] for s in sequences])).mean() >= 0.9

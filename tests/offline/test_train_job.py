@@ -10,7 +10,7 @@ import pytest
 
 from streamrec.errors import ConfigError
 from streamrec.models.gru4rec import GRU4RecConfig
-from streamrec.offline.train_job import BUILDERS, Builder, TrainJob, padded_batches, run_train_job
+from streamrec.offline.train_job import BUILDERS, Builder, TrainJob, padded_batches, parse_network, run_train_job
 from streamrec.registry import current_version
 from streamrec.train.gru4rec_fit import train_config
 
@@ -40,6 +40,25 @@ def test_gru4rec_trains_with_the_shared_settings_and_its_own_defaults() -> None:
     defaults = TrainJob(models=("gru4rec",), data_dir=Path()).loop_settings("gru4rec")
     own = train_config()
     assert (defaults["batch_size"], defaults["lr"], own.optimizer) == (own.batch_size, own.lr, settings.optimizer)
+
+
+def test_network_settings_are_typed_by_the_config_and_reach_the_config() -> None:
+    network = parse_network(["gru4rec.training=padded", "gru4rec.hidden_size=128", "gru4rec.dropout_hidden=0.3",
+                             "neumf.hidden=32,16", "gru4rec.constrained_embedding=false"])
+    assert network == {"gru4rec": {"training": "padded", "hidden_size": 128, "dropout_hidden": 0.3,
+                                   "constrained_embedding": False}, "neumf": {"hidden": (32, 16)}}
+    config, _ = BUILDERS["gru4rec"].configs(GRU4RecConfig, 30, 50, TrainJob(data_dir=Path()).loop_settings("gru4rec"),
+                                            network["gru4rec"])
+    assert (config.training, config.hidden_size, config.constrained_embedding) == ("padded", 128, False)
+    for bad, words in (("gru4rec.hidden_size=big", "not a valid int"), ("gru5rec.hidden_size=1", "MODEL.FIELD"),
+                       ("gru4rec.width=3", "no settable field 'width'"), ("gru4rec.n_items=3", "no settable field"),
+                       ("gru4rec.hidden_size", "MODEL.FIELD=VALUE")):
+        with pytest.raises(ConfigError, match=words):
+            parse_network([bad])
+    with pytest.raises(ConfigError, match="does not train"):
+        TrainJob(models=("sasrec",), data_dir=Path(), network={"gru4rec": {"hidden_size": 3}})
+    with pytest.raises(ConfigError, match="training must be"):
+        TrainJob(models=("gru4rec",), data_dir=Path(), network=parse_network(["gru4rec.training=sideways"]))
 
 
 def test_bad_names_and_settings_fail_before_anything_is_loaded() -> None:

@@ -49,6 +49,17 @@ def test_examples_are_the_last_max_len_plus_one_items_shifted_by_one_and_left_pa
     np.testing.assert_array_equal(left_pad([np.array([], dtype=np.int64)], 2), [[0, 0]])
 
 
+def test_windows_make_every_transition_a_target_once_with_at_most_max_len_inputs() -> None:
+    from streamrec.train.batches import window_examples
+
+    ex = window_examples([np.arange(1, 11), np.array([7, 8]), np.array([9])], max_len=4)
+    np.testing.assert_array_equal(ex.inputs, [[6, 7, 8, 9], [2, 3, 4, 5], [0, 0, 0, 1], [0, 0, 0, 7]])
+    np.testing.assert_array_equal(ex.targets, [[7, 8, 9, 10], [3, 4, 5, 6], [0, 0, 0, 2], [0, 0, 0, 8]])
+    pairs = sorted((int(i), int(t)) for row_i, row_t in zip(ex.inputs, ex.targets, strict=True)
+                   for i, t in zip(row_i, row_t, strict=True) if t)
+    assert pairs == sorted([(k, k + 1) for k in range(1, 10)] + [(7, 8)])
+
+
 def test_the_adapter_drops_unknown_ids_keeps_the_last_max_len_and_masks_padding() -> None:
     seen: list[np.ndarray] = []
 
