@@ -11,6 +11,7 @@ never imports the trainer.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,67 +108,86 @@ class GRU4RecRecommender(_Trained):
         return self
 
 
-# The four below train with ``streamrec train``'s default learning rates and batches (its ``BUILDERS``),
-# for a fixed number of epochs that fits ML-1M in a few minutes on two cores.
+class _FixedEpochs(_Trained, ABC):
+    """``fit``: a fresh network from ``network`` trained for ``epochs`` on what ``steps`` makes of the data
+    (padded sequences by default), with ``streamrec train``'s default learning rate and batch (its
+    ``BUILDERS``). The epochs fit ML-1M in a few minutes on two cores."""
+
+    epochs: int
+    seed: int
+    name: str
+    lr: float = 2e-3
+    batch_size: int = 128
+
+    @abstractmethod
+    def network(self, data: TrainData) -> nn.Module:
+        """A fresh network sized by ``data``."""
+
+    def steps(self, data: TrainData, model: nn.Module) -> Sequence[np.ndarray] | EpochSteps:
+        return data.sequences
+
+    def fit(self, data: TrainData) -> _FixedEpochs:
+        seed_everything(self.seed)
+        model = self.network(data)
+        self._scorer = fit_for_epochs(model, self.steps(data, model), epochs=self.epochs, seed=self.seed,
+                                      name=self.name, lr=self.lr, batch_size=self.batch_size)
+        return self
 
 
 @dataclass
-class NeuMFRecommender(_Trained):
+class NeuMFRecommender(_FixedEpochs):
     """``neumf``: GMF and MLP towers over a folded-in session vector; padded prefixes, sampled negatives."""
 
     epochs: int = 30
     seed: int = 0
     name: str = "neumf"
+    lr: float = 5e-3
 
-    def fit(self, data: TrainData) -> NeuMFRecommender:
-        seed_everything(self.seed)
-        model = NeuMF(NeuMFConfig(n_items=data.n_items))
-        self._scorer = fit_for_epochs(model, data.sequences, epochs=self.epochs, seed=self.seed, name=self.name, lr=5e-3)
-        return self
+    def network(self, data: TrainData) -> nn.Module:
+        return NeuMF(NeuMFConfig(n_items=data.n_items))
 
 
 @dataclass
-class AutoRecRecommender(_Trained):
+class AutoRecRecommender(_FixedEpochs):
     """``autorec``: the history's multi-hot vector through one sigmoid layer back to every item."""
 
     epochs: int = 20
     seed: int = 0
     name: str = "autorec"
+    lr: float = 5e-3
 
-    def fit(self, data: TrainData) -> AutoRecRecommender:
-        seed_everything(self.seed)
-        model = AutoRec(AutoRecConfig(n_items=data.n_items))
-        self._scorer = fit_for_epochs(model, data.sequences, epochs=self.epochs, seed=self.seed, name=self.name, lr=5e-3)
-        return self
+    def network(self, data: TrainData) -> nn.Module:
+        return AutoRec(AutoRecConfig(n_items=data.n_items))
 
 
 @dataclass
-class SRGNNRecommender(_Trained):
+class SRGNNRecommender(_FixedEpochs):
     """``srgnn``: the session graph's gated GNN; random prefixes each epoch."""
 
     epochs: int = 10
     seed: int = 0
     name: str = "srgnn"
+    lr: float = 3e-3
 
-    def fit(self, data: TrainData) -> SRGNNRecommender:
-        seed_everything(self.seed)
-        model = SRGNN(config := SRGNNConfig(n_items=data.n_items))
-        self._scorer = fit_for_epochs(model, RandomPrefixes(data.sequences, config.max_len), epochs=self.epochs,
-                                      seed=self.seed, name=self.name, lr=3e-3)
-        return self
+    def network(self, data: TrainData) -> nn.Module:
+        return SRGNN(SRGNNConfig(n_items=data.n_items))
+
+    def steps(self, data: TrainData, model: nn.Module) -> EpochSteps:
+        return RandomPrefixes(data.sequences, model.config.max_len)  # type: ignore[union-attr]
 
 
 @dataclass
-class LightGCNRecommender(_Trained):
+class LightGCNRecommender(_FixedEpochs):
     """``lightgcn``: BPR over the sequence-item graph, served as the mean of the propagated item vectors."""
 
     epochs: int = 60
     seed: int = 0
     name: str = "lightgcn"
+    lr: float = 2e-2
+    batch_size: int = 8192
 
-    def fit(self, data: TrainData) -> LightGCNRecommender:
-        seed_everything(self.seed)
-        model = LightGCN(LightGCNConfig(n_items=data.n_items, n_users=max(1, len(data.sequences))))
-        self._scorer = fit_for_epochs(model, BPRTriples(data.sequences, data.n_items), epochs=self.epochs,
-                                      seed=self.seed, name=self.name, lr=2e-2, batch_size=8192)
-        return self
+    def network(self, data: TrainData) -> nn.Module:
+        return LightGCN(LightGCNConfig(n_items=data.n_items, n_users=max(1, len(data.sequences))))
+
+    def steps(self, data: TrainData, model: nn.Module) -> EpochSteps:
+        return BPRTriples(data.sequences, data.n_items)

@@ -21,8 +21,8 @@ def cyclic_sequences(n: int, length: int, seed: int = 0) -> list[np.ndarray]:
     return [((s + np.arange(length)) % N_ITEMS + 1).astype(np.int64) for s in starts]
 
 
-@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
-def test_the_registry_builds_a_padded_batch_model_that_fits_and_scores(name: str) -> None:
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec", "neumf", "autorec", "srgnn", "lightgcn"])
+def test_the_registry_builds_a_model_that_fits_and_scores(name: str) -> None:
     model = create(name)
     model.epochs = 2  # type: ignore[attr-defined]
     scores = model.fit(training_data(cyclic_sequences(8, 6), N_ITEMS)).score([np.array([1, 2, 3]),
