@@ -19,7 +19,7 @@ from streamrec.errors import InfraError
 from streamrec.infra.processes import OwnedProcess, port_open, require_free_port, wait_until
 from streamrec.settings import Settings
 
-__all__ = ["KafkaBroker", "broker_properties", "deploy_dir"]
+__all__ = ["KafkaBroker", "broker_properties", "cluster_id", "deploy_dir"]
 
 
 def deploy_dir() -> Path:
@@ -55,6 +55,16 @@ def broker_properties(settings: Settings, log_dir: Path) -> str:
         "log.retention.hours": "168",
     }
     return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def cluster_id() -> str:
+    """A random KRaft cluster id: a UUID in URL-safe base64, as Kafka's ``Uuid.randomUuid`` makes one, and
+    like it never starting with "-", which the storage tool's argument parser would read as an option
+    (one id in 64 did, and ``infra up`` then failed on a fresh clone)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 @dataclass(frozen=True)
@@ -111,7 +121,7 @@ class KafkaBroker:
         base.mkdir(parents=True, exist_ok=True)
         config.write_text(broker_properties(self.settings, data))
         if not (data / "meta.properties").exists():
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cid = cluster_id()
             result = subprocess.run(
                 self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)),
                 capture_output=True, text=True,
