@@ -13,7 +13,7 @@ help:
 	@echo "make test       every test: unit, and integration against the real Kafka and Redis"
 	@echo "make test-unit  only the tests that need no services"
 	@echo "make lint       the import-linter contracts: layers, no cycles (make test runs it too)"
-	@echo "make bench      streamrec bench ingest, figures in var/bench-ingest.json"
+	@echo "make bench      streamrec bench ingest --layers, figures in var/bench-ingest.json"
 	@echo "make infra-down stop the local Kafka and Redis"
 
 system:
@@ -46,7 +46,7 @@ demo: infra-up
 	deploy/demo.sh
 
 bench: infra-up
-	mkdir -p var && $(BIN)/streamrec bench ingest --json var/bench-ingest.json
+	mkdir -p var && $(BIN)/streamrec bench ingest --layers --rate 1000,2500 --json var/bench-ingest.json
 
 clean: infra-down
 	rm -rf var .cache $(VENV)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SASL_MECHANISMS", "SECURITY_PROTOCOLS", "KafkaAccess", "SaslMechanism", "SecurityProtocol",
-    "faust_app_kwargs", "faust_broker", "faust_credentials", "kafka_python_kwargs", "parse_bootstrap",
+    "aiokafka_kwargs", "faust_app_kwargs", "faust_broker", "faust_credentials", "kafka_python_kwargs", "parse_bootstrap",
 ]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -108,10 +108,22 @@ def kafka_python_kwargs(access: KafkaAccess) -> dict[str, Any]:
         kwargs |= {"ssl_check_hostname": True}
         if access.ssl_cafile:
             kwargs["ssl_cafile"] = access.ssl_cafile
-    if access.sasl:
-        kwargs |= {"sasl_mechanism": access.sasl_mechanism, "sasl_plain_username": access.username,
-                   "sasl_plain_password": access.password}
-    return kwargs
+    return kwargs | _sasl_kwargs(access)
+
+
+def aiokafka_kwargs(access: KafkaAccess) -> dict[str, Any]:
+    """Arguments for aiokafka's ``AIOKafkaConsumer`` (the client under Faust), used bare by ``bench ingest --layers``."""
+    kwargs: dict[str, Any] = {"bootstrap_servers": list(access.servers), "security_protocol": access.protocol}
+    if access.tls:
+        kwargs["ssl_context"] = _ssl_context(access)
+    return kwargs | _sasl_kwargs(access)
+
+
+def _sasl_kwargs(access: KafkaAccess) -> dict[str, Any]:
+    if not access.sasl:
+        return {}
+    return {"sasl_mechanism": access.sasl_mechanism, "sasl_plain_username": access.username,
+            "sasl_plain_password": access.password}
 
 
 def faust_broker(access: KafkaAccess) -> str:

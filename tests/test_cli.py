@@ -110,3 +110,14 @@ def test_train_without_publishing_prints_the_results_and_writes_the_curves(
     assert "training gru4rec on ML-100K" in out and "batch 32" in out
     assert re.search(r"^gru4rec +1 +1 epochs ", out, re.MULTILINE), out
     assert (tmp_path / "home" / "train" / "gru4rec-ml-100k-session-curves.png").is_file()
+
+
+def test_bench_ingest_takes_lists_of_rates_and_fsync_modes_and_refuses_bad_ones(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["bench", "ingest", "--rate", "1000,2500", "--fsync", "everysec,no", "--layers"])
+    assert (args.rate, args.fsync, args.layers) == ([1000.0, 2500.0], ["everysec", "no"], True)
+    assert build_parser().parse_args(["worker", "--dry-run"]).dry_run == "count"
+    for bad in (["--rate", "1000,0"], ["--rate", "fast"], ["--fsync", "sometimes"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", "ingest", *bad])
+        assert "bench ingest: error" in capsys.readouterr().err

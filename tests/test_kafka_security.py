@@ -11,6 +11,7 @@ from faust.types.auth import AuthProtocol, SASLMechanism
 from streamrec.errors import ConfigError
 from streamrec.kafka_security import (
     KafkaAccess,
+    aiokafka_kwargs,
     faust_app_kwargs,
     faust_broker,
     faust_credentials,
@@ -67,6 +68,17 @@ def test_sasl_passes_mechanism_and_credentials_to_both_libraries(protocol: str, 
     assert isinstance(credentials, faust.SASLCredentials)
     assert credentials.protocol is faust_protocol and credentials.mechanism is SASLMechanism.SCRAM_SHA_512
     assert (credentials.username, credentials.password) == ("svc", "s3cret-pw")
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"])
+def test_the_bare_aiokafka_consumer_gets_the_same_access(protocol: str) -> None:
+    env = {"STREAMREC_KAFKA_PORT": "29092"} | ({} if protocol == "PLAINTEXT" else SASL | {"STREAMREC_KAFKA_SECURITY_PROTOCOL": protocol})
+    kwargs = aiokafka_kwargs(Settings.from_env(env).kafka_access)
+    assert kwargs["security_protocol"] == protocol and kwargs["bootstrap_servers"] == ["127.0.0.1:29092"]
+    assert isinstance(kwargs.get("ssl_context"), ssl.SSLContext) == (protocol == "SASL_SSL")
+    if protocol != "PLAINTEXT":
+        assert (kwargs["sasl_mechanism"], kwargs["sasl_plain_username"], kwargs["sasl_plain_password"]) == (
+            "SCRAM-SHA-512", "svc", "s3cret-pw")
 
 
 @pytest.mark.parametrize(("env", "message"), [

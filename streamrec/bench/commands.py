@@ -20,7 +20,8 @@ __all__ = ["register"]
 
 
 def _bench(args: argparse.Namespace, settings: Settings) -> int:
-    from streamrec.bench.ingest import IngestBenchConfig, run_ingest_bench
+    from streamrec.bench.ingest import DEFAULT_LAYERS, IngestBenchConfig, format_ingest, run_ingest_bench
+    from streamrec.bench.layers import ALL_LAYERS
 
     if args.hostile:
         from streamrec.bench.hostile import HostileBenchConfig, format_hostile, run_hostile_bench
@@ -29,13 +30,15 @@ def _bench(args: argparse.Namespace, settings: Settings) -> int:
         print(format_hostile(hostile))
         _write_json(args.json, hostile)
         return 0 if hostile["lost"] == 0 and hostile["probe_sessions_wrong"] == 0 and hostile["under_cap"] else 1
-    config = IngestBenchConfig(events=args.events, fresh_rate=args.rate, fresh_seconds=args.fresh_seconds,
-                               source=args.source, keep=args.keep, faust_ceiling=not args.no_ceiling,
-                               workers=args.workers)
+    layers = ALL_LAYERS if args.layers else ("shipped",) if args.no_ceiling else DEFAULT_LAYERS
+    config = IngestBenchConfig(events=args.events, fresh_rates=tuple(args.rate), fresh_seconds=args.fresh_seconds,
+                               source=args.source, keep=args.keep, layers=layers, workers=args.workers,
+                               fsync_modes=tuple(args.fsync or ()), repeats=args.repeats)
     result = run_ingest_bench(settings, config)
-    print(json.dumps(result, indent=2))
-    _write_json(args.json, result)
-    return 0
+    print(format_ingest(result))
+    if _write_json(args.json, result):
+        print(f"wrote {args.json}")
+    return 0 if result["lost"] == 0 else 1
 
 
 def _bench_arrays(args: argparse.Namespace, settings: Settings) -> int:
@@ -153,6 +156,25 @@ def _shape(text: str) -> Shape:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _rates(text: str) -> list[float]:
+    """argparse's ``type`` for ``--rate``: one or more positive rates, comma-separated."""
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"rates are numbers, comma-separated: {text!r}") from exc
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"rates must be positive: {text!r}")
+    return rates
+
+
+def _fsync_modes(text: str) -> list[str]:
+    """argparse's ``type`` for ``--fsync``: Redis appendfsync values, comma-separated."""
+    modes = [part.strip() for part in text.split(",") if part.strip()]
+    if not modes or not set(modes) <= {"always", "everysec", "no"}:
+        raise argparse.ArgumentTypeError(f"fsync modes are always, everysec and no: {text!r}")
+    return modes
+
+
 def _write_json(path: str | None, figures: object) -> bool:
     """``--json PATH``: every bench can also write its figures; False when no path was given."""
     if not path:
@@ -167,11 +189,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     bp = bsub.add_parser("ingest", help="end-to-end ingest: Kafka -> worker(s) -> Redis",
                          description="Throughput: pre-publish N events, start the worker(s), time how fast they reach "
-                         "Redis. Freshness: publish at a fixed rate and time each event from publish until visible "
-                         "in Redis (keyspace notifications). Runs on its own topic and key prefix, then cleans up.")
+                         "Redis, with the CPU per event of the worker, Redis and the broker; --layers times each layer "
+                         "of ingest the same way. Freshness: publish at fixed rates and time each event from publish "
+                         "until visible in Redis (keyspace notifications). Runs on its own topic and key prefix, then "
+                         "cleans up; exits 1 if an event was lost. The protocol is in streamrec/bench/ingest.py.")
     bp.add_argument("--events", type=int, default=200_000, help="events for the throughput phase (default 200000)")
-    bp.add_argument("--rate", type=float, default=5000.0, help="offered rate of the freshness phase (default 5000/s)")
-    bp.add_argument("--fresh-seconds", type=float, default=20.0, help="length of the freshness phase (default 20)")
+    bp.add_argument("--rate", type=_rates, default=[5000.0], metavar="R[,R...]",
+                    help="offered rate(s) of the freshness phases, events/s (default 5000)")
+    bp.add_argument("--fresh-seconds", type=float, default=20.0, help="length of each freshness phase (default 20)")
+    bp.add_argument("--fsync", type=_fsync_modes, metavar="MODE[,MODE...]",
+                    help="run the freshness phases under each Redis appendfsync MODE (always, everysec, no), set with "
+                    "CONFIG SET and put back afterwards (default: as Redis runs)")
+    bp.add_argument("--repeats", type=int, default=1, metavar="N",
+                    help="run each freshness phase N times, interleaved; the summary gives median, min and max "
+                    "(default 1)")
+    bp.add_argument("--layers", action="store_true",
+                    help="time every layer on the same events, each with its CPU per event: a bare aiokafka "
+                    "consumer, Faust in dry run, + our parsing, + Redis writes with persistence off, the worker as "
+                    "shipped (see streamrec/bench/layers.py)")
     bp.add_argument("--source", choices=(*MOVIELENS, "synthetic"), default=DEFAULT_DATASET,
                     help=f"events for the throughput phase: a MovieLens replay or synthetic sessions "
                     f"(default {DEFAULT_DATASET})")
@@ -186,8 +221,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="events of the hostile phase (default 1000000)")
     bp.add_argument("--keep", action="store_true", help="keep the bench topics and Redis keys")
     bp.add_argument("--no-ceiling", action="store_true",
-                    help="skip the extra phase that measures a dry-run worker (Faust alone) on the same events")
-    bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
+                    help="time only the worker as shipped, not Faust's dry run on the same events first")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     p.set_defaults(func=_bench)
     bp = bsub.add_parser("arrays", help="load time of the current release's arrays: our .npy files against safetensors",
                          description="Read the arrays of the current release (every generator's, and the ranker's "

@@ -9,6 +9,9 @@ backoff until it passes (``apply`` is idempotent), and one record whose dead let
 is skipped alone. Only a stop (cancellation) leaves ``settle`` early, and then nothing is acked, or a
 Redis that lost applied writes (``RedisRolledBack``): the worker then stops, unacked, and its restart
 re-reads from what Redis kept (``streamrec.stream.resume``).
+
+Faust gathers the next batch while this one is written (``one_in_flight``), so that the worker's CPU
+and Redis's overlap; still only one batch is written at a time, in order.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ import asyncio
 import logging
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Protocol, TypeVar
 
 import faust
 from faust.types import EventT
@@ -26,13 +29,15 @@ from faust.types import EventT
 from streamrec.errors import RedisRolledBack
 from streamrec.settings import Settings
 from streamrec.stream.escape import escape_text
+from streamrec.stream.modes import FaustDryRun
 from streamrec.stream.processor import BatchResult, CountingWriter, DeadLetter, Record, SessionWriter
 from streamrec.stream.topics import Topics
 
-__all__ = ["DeadLetterSender", "Writer", "register_session_agent", "settle"]
+__all__ = ["DeadLetterSender", "Writer", "one_in_flight", "register_session_agent", "settle"]
 
 log = logging.getLogger(__name__)
 
+B = TypeVar("B")
 RETRY_MAX_S = 30.0  # the longest wait between two tries of a failing batch
 
 
@@ -41,23 +46,55 @@ def _record(event: EventT) -> Record:
     return Record(m.topic, m.partition, m.offset, m.key, m.value)
 
 
-def register_session_agent(app: faust.App, topics: Topics, settings: Settings, dry_run: bool = False) -> None:
+def register_session_agent(app: faust.App, topics: Topics, settings: Settings,
+                           dry_run: FaustDryRun | None = None) -> None:
     @app.agent(topics.clicks, name="sessions")
     async def sessions(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async with CountingWriter(settings) if dry_run else SessionWriter(settings) as writer:
+        writer_cm = SessionWriter(settings) if dry_run is None else CountingWriter(settings, parse=dry_run == "parse")
+        async with writer_cm as writer:
             sender = DeadLetterSender(topics.dead_letters.send, settings.dead_letter_payload_bytes)
-            async for events in stream.noack_take(settings.batch_max, within=settings.batch_within_s):
+
+            async def settle_and_ack(events: Sequence[EventT]) -> bool:
                 try:
                     await settle(writer, sender, [_record(e) for e in events])
                 except RedisRolledBack as exc:
                     log.critical("%s", exc)
                     await app.crash(exc)
-                    return
+                    return False
                 for event in events:
                     await stream.ack(event)
+                return True
+
+            batches = stream.noack_take(settings.batch_max, within=settings.batch_within_s)
+            async for _ in one_in_flight(batches, settle_and_ack):
                 yield None
 
     _ = sessions
+
+
+async def one_in_flight(batches: AsyncIterable[B], handle: Callable[[B], Awaitable[bool]]) -> AsyncIterator[None]:
+    """``handle`` each batch in order, one at a time, without waiting for it before gathering the next.
+
+    The worker's CPU (Faust taking the next batch off the consumer) then overlaps Redis's (the script
+    applying this one). Handling a batch starts only once the one before it has finished, so batches
+    reach Redis in order and each is acked after its own write, as when handled inline. Yields once
+    per batch handed over. Stops, taking no more, when a handling returns False (the worker is
+    crashing); on the way out, cancelled included, a handling still running is cancelled and waited
+    for, and then acks nothing.
+    """
+    in_flight: asyncio.Task[bool] | None = None
+    try:
+        async for batch in batches:
+            if in_flight is not None and not await in_flight:
+                return
+            in_flight = asyncio.ensure_future(handle(batch))
+            yield None
+        if in_flight is not None:
+            await in_flight
+    finally:
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()
+            await asyncio.gather(in_flight, return_exceptions=True)
 
 
 Send = Callable[..., Awaitable[Awaitable[object]]]  # Faust's ``Topic.send``: sends, returns the ack's future

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 from faust.sensors import Monitor
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
+from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 
 from streamrec.kafka_security import faust_app_kwargs
 from streamrec.settings import Settings
 
-__all__ = ["QuietMonitor", "create_app"]
+__all__ = ["QuietMonitor", "SessionApp", "create_app"]
 
 
 class QuietMonitor(Monitor):
@@ -34,8 +37,45 @@ class QuietMonitor(Monitor):
         return None
 
 
+class _FetchConsumerThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread with the fetch settings Faust does not pass on: aiokafka's
+    ``fetch_min_bytes`` (left at 1) and ``fetch_max_wait_ms`` (fixed at 1500). The consumer keeps
+    both until its ``start`` builds the fetcher, so they are set on it right after it is created."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        app = cast(SessionApp, self.app)
+        consumer._fetch_min_bytes, consumer._fetch_max_wait_ms = app.fetch_min_bytes, app.fetch_max_wait_ms
+        return consumer
+
+
+class _FetchConsumer(AIOKafkaDriverConsumer):
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _FetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _FetchTransport(AIOKafkaTransport):
+    Consumer = _FetchConsumer
+
+
+class SessionApp(faust.App):
+    """The worker's Faust app: Faust's own, with the broker's fetch settings of ``Settings``.
+
+    ``fetch_min_bytes`` above 1 lets the broker hold a fetch until that much data is there or
+    ``fetch_max_wait_ms`` has passed: fewer, larger fetches. Each fetch costs the worker a round of
+    Faust's consumer thread whatever it holds, so at a moderate rate this is most of its CPU
+    (docs/operations.md has the trade of CPU against freshness, measured)."""
+
+    def __init__(self, *args: Any, fetch_min_bytes: int = 1, fetch_max_wait_ms: int = 1500, **kwargs: Any) -> None:
+        self.fetch_min_bytes, self.fetch_max_wait_ms = fetch_min_bytes, fetch_max_wait_ms
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> Any:
+        return _FetchTransport(self.conf.broker_consumer, self)
+
+
 def create_app(settings: Settings) -> faust.App:
-    app = faust.App(
+    app = SessionApp(
         settings.app_id,
         **faust_app_kwargs(settings.kafka_access),
         store="memory://",
@@ -53,6 +93,8 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         producer_compression_type=None if settings.compression == "none" else settings.compression,
         producer_linger_ms=0,
+        fetch_min_bytes=settings.fetch_min_bytes,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
     app.monitor = QuietMonitor()
     return app

@@ -14,6 +14,7 @@ import sys
 
 from streamrec.data.names import MOVIELENS
 from streamrec.settings import Settings
+from streamrec.stream.modes import DRY_RUNS
 
 __all__ = ["register"]
 
@@ -92,8 +93,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Consume the clicks topic and keep each session's recent items, item popularity "
                        "and co-occurrence counts in Redis. Bad events go to the dead-letter topic. Stop with Ctrl-C.")
     p.add_argument("--loglevel", default="info", choices=("debug", "info", "warning", "error"))
-    p.add_argument("--dry-run", action="store_true",
-                   help="consume and count events without writing sessions (measures Faust's own ceiling)")
+    p.add_argument("--dry-run", nargs="?", const="count", choices=DRY_RUNS, metavar="LAYER",
+                   help="consume and count events without writing sessions, to time one layer: count (the default) "
+                   "is Faust alone, parse adds the worker's validation and batch plan, aiokafka is a bare aiokafka "
+                   "consumer without Faust (bench ingest --layers times all of them)")
     p.set_defaults(func=_worker)
 
     p = sub.add_parser("publish", help="publish click events to Kafka",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from streamrec.errors import InfraError
 from streamrec.settings import Settings
+from streamrec.stream.modes import DryRun
 
 __all__ = ["WorkerProcess"]
 
@@ -18,7 +19,7 @@ READY_MARK = "Ready"  # what Faust's worker logs once its agents run
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, logfile: Path, loglevel: str = "info", dry_run: bool = False) -> None:
+    def __init__(self, settings: Settings, logfile: Path, loglevel: str = "info", dry_run: DryRun | None = None) -> None:
         self.settings, self.logfile, self.loglevel, self.dry_run = settings, logfile, loglevel, dry_run
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -28,7 +29,9 @@ class WorkerProcess:
         self._offset = self.logfile.stat().st_size if self.logfile.exists() else 0
         with open(self.logfile, "ab") as log:
             argv = [sys.executable, "-m", "streamrec", "worker", "--loglevel", self.loglevel]
-            self.proc = subprocess.Popen(argv + ["--dry-run"] * self.dry_run, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+            if self.dry_run is not None:
+                argv += ["--dry-run", self.dry_run]
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         if wait_ready_s:
             try:
                 self.wait_ready(wait_ready_s)

@@ -398,10 +398,13 @@ class CountingWriter:
     """A dry-run stand-in for ``SessionWriter``: counts batches' records and writes nothing else.
 
     ``streamrec worker --dry-run`` uses it to measure what Faust alone sustains on a machine,
-    the ceiling for the real worker; the count lands in the same counter benchmarks read.
+    the ceiling for the real worker; the count lands in the same counter benchmarks read. With
+    ``parse`` it also validates each batch and plans its write as ``SessionWriter`` would, and
+    throws the plan away: Faust plus our Python, without Redis.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, parse: bool = False) -> None:
+        self.limits = limits_from(settings) if parse else None
         self.client = async_client(settings.redis_address, cluster=settings.redis_is_cluster)
         self.counter = pop_keys(settings.redis_prefix)[3]
         self.counters = counters_key(settings.redis_prefix)
@@ -413,6 +416,9 @@ class CountingWriter:
         await self.client.aclose()
 
     async def apply(self, records: Sequence[Record]) -> BatchResult:
+        if self.limits is not None:
+            good, _ = validate(records, self.limits, int(time.time() * 1000))
+            _plan(good, records, {})
         await self.client.incrby(self.counter, len(records))
         return BatchResult(applied=len(records))
 

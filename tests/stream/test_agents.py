@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from streamrec.errors import RedisRolledBack
 from streamrec.events.schema import EventLimits
-from streamrec.stream.agents import DeadLetterSender, settle
+from streamrec.stream.agents import DeadLetterSender, one_in_flight, settle
 from streamrec.stream.processor import BatchResult, DeadLetter, Record, validate
 
 NOW = 1_750_000_000_000
@@ -127,3 +127,73 @@ def test_a_redis_that_lost_applied_writes_is_not_retried_but_raised() -> None:
     with pytest.raises(RedisRolledBack):
         asyncio.run(settle(writer, DeadLetterSender(Broker().send, 1024), [rec(0, event(0))]))
     assert writer.applies == 1
+
+
+class Batches:
+    """An async source of batches that records when each is taken, against the handlings in ``log``."""
+
+    def __init__(self, n: int, log: list[str]) -> None:
+        self.n, self.log = n, log
+
+    async def __aiter__(self) -> Any:
+        for i in range(self.n):
+            await asyncio.sleep(0)
+            self.log.append(f"take {i}")
+            yield i
+
+
+def run_in_flight(batches: Batches, handle: Any) -> list[None]:
+    async def main() -> list[None]:
+        return [x async for x in one_in_flight(batches, handle)]
+
+    return asyncio.run(main())
+
+
+def test_one_in_flight_gathers_the_next_batch_while_one_is_handled_but_handles_them_in_order() -> None:
+    log: list[str] = []
+
+    async def handle(i: int) -> bool:
+        log.append(f"start {i}")
+        for _ in range(3):  # long enough for the source to hand over the next batch meanwhile
+            await asyncio.sleep(0)
+        log.append(f"end {i}")
+        return True
+
+    assert len(run_in_flight(Batches(3, log), handle)) == 3
+    assert [x for x in log if x.startswith(("start", "end"))] == ["start 0", "end 0", "start 1", "end 1", "start 2",
+                                                                  "end 2"]
+    assert log.index("take 1") < log.index("end 0")  # gathered while batch 0 was being written
+    assert log[-1] == "end 2"  # the last batch is finished before the loop ends
+
+
+def test_one_in_flight_takes_nothing_more_once_a_handling_says_stop() -> None:
+    log: list[str] = []
+
+    async def handle(i: int) -> bool:
+        log.append(f"handled {i}")
+        return i != 1
+
+    run_in_flight(Batches(5, log), handle)
+    assert "handled 2" not in log and "handled 1" in log
+
+
+def test_one_in_flight_cancels_a_running_handling_when_the_agent_stops() -> None:
+    log: list[str] = []
+
+    async def handle(i: int) -> bool:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            log.append(f"cancelled {i}")
+            raise
+        log.append(f"acked {i}")
+        return True
+
+    async def main() -> None:
+        agent = one_in_flight(Batches(1, log), handle)
+        await agent.__anext__()  # batch 0 handed over
+        await asyncio.sleep(0)  # and its handling started
+        await agent.aclose()  # the agent stops: Faust cancels it, or its generator is closed
+
+    asyncio.run(main())
+    assert log == ["take 0", "cancelled 0"]

@@ -6,6 +6,7 @@ import base64
 import random
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -206,3 +207,21 @@ def test_two_workers_share_the_partitions(isolated: Settings, tmp_path: Path) ->
         assert assigned, log[-2000:]
     expected = expected_sessions(events, isolated.session_max_len)
     assert read_sessions(isolated, expected) == expected
+
+
+def test_the_fetch_settings_reach_the_broker_fewer_larger_fetches(isolated: Settings, tmp_path: Path) -> None:
+    """With a minimum fetch no trickle of events reaches, the broker answers each fetch only at the
+    maximum wait: 60 events published over 1.5 s arrive in a few clumps, not batch by batch."""
+    settings = isolated.replace(fetch_min_bytes=16 * 1024 * 1024, fetch_max_wait_ms=1000)
+    events = make_events(60, sessions=60, seed=5)
+    with worker(settings, tmp_path), ThreadPoolExecutor(1) as pool:
+        done = pool.submit(publish, settings, events, 40.0)
+        changes, last = 0, applied(settings)
+        deadline = time.monotonic() + 60
+        while last < len(events) and time.monotonic() < deadline:
+            count = applied(settings)
+            changes, last = changes + (count != last), count
+            time.sleep(0.01)
+        assert done.result() == len(events)
+    assert last == len(events)
+    assert changes <= 5, f"the counter moved {changes} times: the fetches did not wait for the minimum"
