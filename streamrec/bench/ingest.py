@@ -45,9 +45,11 @@ from kafka.errors import KafkaError
 from streamrec.bench.layers import (
     ALL_LAYERS,
     LAYERS,
+    PERSISTENCE,
     Layer,
     format_layers,
     process_cpu_s,
+    read_config,
     redis_config,
     service_pids,
 )
@@ -241,17 +243,13 @@ def _layer_row(layer: Layer, slope: Slope, redis_conf: dict[str, str]) -> dict[s
             "redis_appendonly": redis_conf.get("appendonly"), "redis_appendfsync": redis_conf.get("appendfsync")}
 
 
-def _redis_persistence(client: redis.Redis) -> dict[str, str]:
-    return {name: str(client.config_get(name)[name]) for name in ("appendonly", "appendfsync")}
-
-
 def _run_layer(layer: Layer, settings: Settings, client: redis.Redis, published: int, logs: Path, n: int, run: str,
                services: dict[str, int]) -> tuple[dict[str, Any], list[WorkerProcess]]:
     """Time one layer on the preloaded topic. The shipped worker is returned running (it serves the
     freshness phases next); every other layer's processes are stopped."""
     layered = _layer_settings(settings, layer)
     with redis_config(client, {"appendonly": layer.appendonly} if layer.appendonly else {}):
-        conf = _redis_persistence(client)
+        conf = read_config(client, PERSISTENCE)
         workers = _start(layered, logs, n, f"bench-{layer.name}-{run}", dry_run=layer.dry_run)
         try:
             slope = _consume_rate(workers, client, pop_keys(layered.redis_prefix)[3], published, layered, services)
@@ -365,21 +363,17 @@ def run_ingest_bench(base: Settings, config: IngestBenchConfig) -> dict[str, Any
             workers += started
         shipped = layers[-1]
 
-        old_notify = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
-        client.config_set("notify-keyspace-events", "Kz")
         fresh: list[dict[str, Any]] = []
-        try:
+        with redis_config(client, {"notify-keyspace-events": "Kz"}):
             for repeat in range(config.repeats):
                 for fsync in config.fsync_modes or (None,):
                     with redis_config(client, {"appendfsync": fsync} if fsync else {}):
-                        conf = _redis_persistence(client)
+                        conf = read_config(client, PERSISTENCE)
                         for rate in config.fresh_rates:
                             tag = f"{run}-{len(fresh)}"
                             row = _freshness(settings, client, workers, rate, config.fresh_seconds, tag)
                             fresh.append({"run": repeat + 1, **conf, **row})
                             log.info("freshness %s", fresh[-1])
-        finally:
-            client.config_set("notify-keyspace-events", old_notify)
         total = published + sum(r["events"] for r in fresh)
         result: dict[str, Any] = {
             "events": total,

@@ -31,7 +31,8 @@ from streamrec.bench.startup import read_proc
 from streamrec.settings import Settings
 from streamrec.stream.modes import DryRun
 
-__all__ = ["ALL_LAYERS", "LAYERS", "Layer", "format_layers", "process_cpu_s", "redis_config", "service_pids"]
+__all__ = ["ALL_LAYERS", "LAYERS", "PERSISTENCE", "Layer", "format_layers", "process_cpu_s", "read_config", "redis_config",
+           "service_pids"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ LAYERS: Final = {layer.name: layer for layer in (
     Layer("shipped", "+ Redis persistence as it runs", None),
 )}
 ALL_LAYERS: Final = tuple(LAYERS)
+PERSISTENCE: Final = ("appendonly", "appendfsync")  # the Redis settings each row of the bench reports
 
 
 def process_cpu_s(pid: int) -> float:
@@ -81,12 +83,16 @@ def _aof_busy(client: redis.Redis) -> bool:
     return bool(info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled"))
 
 
+def read_config(client: redis.Redis, names: Sequence[str]) -> dict[str, str]:
+    return {name: str(client.config_get(name)[name]) for name in names}
+
+
 @contextmanager
 def redis_config(client: redis.Redis, values: Mapping[str, str], timeout_s: float = 300.0) -> Iterator[dict[str, str]]:
     """Redis's ``CONFIG`` set to ``values`` for the block, then put back; yields what it was. Turning the
     append-only file back on makes Redis rewrite it, and then the exit waits for that to finish, so
     that the next measurement does not share the machine with the rewrite."""
-    old = {name: str(client.config_get(name)[name]) for name in values}
+    old = read_config(client, list(values))
     try:
         for name, value in values.items():
             client.config_set(name, value)
