@@ -75,7 +75,8 @@ def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"no model with a CURRENT version under {registry}; run `streamrec train` first")
     if args.pipeline:
         rows += bench_current_pipeline(registry, config)
-    print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up")
+    print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up; "
+          f"numpy's BLAS: {rows[0].get('blas')}")
     print(format_rows(rows))
     _write_json(args.json, rows)
     return 0

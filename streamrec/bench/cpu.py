@@ -19,9 +19,21 @@ from collections.abc import Mapping, Sequence
 from streamrec.bench.startup import fd_links, listening_inodes, parent_of, process_tree, read_proc
 from streamrec.errors import ConfigError
 
-__all__ = ["CLOCK_TICKS", "cpu_ticks", "find_server", "listening_pids", "server_root", "tree_cpu_s"]
+__all__ = ["CLOCK_TICKS", "blas_kernels", "cpu_ticks", "find_server", "listening_pids", "server_root", "tree_cpu_s"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def blas_kernels() -> str:
+    """numpy's BLAS and the kernels it picked (threadpoolctl), e.g. ``openblas SkylakeX``: the dense
+    products of the models and the ranker run on them, and ``OPENBLAS_CORETYPE``, which some machines
+    set, can pick slower ones than OpenBLAS's own choice. Processes started from here inherit it."""
+    import numpy  # noqa: F401  (threadpoolctl reports the libraries already loaded)
+    from threadpoolctl import threadpool_info
+
+    found = [f"{i.get('internal_api')} {i.get('architecture')}" for i in threadpool_info() if i.get("user_api") == "blas"]
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    return (", ".join(found) or "none found") + (f" (OPENBLAS_CORETYPE={coretype})" if coretype else "")
 
 
 def cpu_ticks(stat: str) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from streamrec import registry as reg
+from streamrec.bench.cpu import blas_kernels
 from streamrec.errors import ConfigError
 from streamrec.export.generators import load_generator
 from streamrec.export.onnx_load import INPUT, OUTPUT, load_onnx, load_ranker
@@ -54,7 +55,7 @@ def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) 
     """One flat row per (sequence model, batch size), and one per ranker."""
     rows: list[dict[str, object]] = []
     rng = np.random.default_rng(config.seed)
-    common = {"runs": config.runs, "threads": config.intra_op_threads}
+    common = {"runs": config.runs, "threads": config.intra_op_threads, "blas": blas_kernels()}
     for model_dir in (reg.model_dir(registry, name) for name in reg.model_names(registry)
                       if reg.read_pointer(registry, name) is not None):
         if _kind(model_dir) == "generator":  # arrays, scored in numpy: its score() on random histories
@@ -99,14 +100,14 @@ def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: i
     """
     from threadpoolctl import threadpool_limits
 
-    from streamrec.rank.features import SessionContext, build_features
+    from streamrec.rank.features import SessionContext, pair_features
     from streamrec.rank.pipeline import Query
 
     rng = np.random.default_rng(config.seed)
     rows: list[dict[str, object]] = []
     common = {"version": "+".join(pipeline.sources), "seq_len": config.seq_len,
               "candidates": int(sum(pipeline.n_per_source.values())), "runs": config.runs,
-              "threads": config.intra_op_threads}
+              "threads": config.intra_op_threads, "blas": blas_kernels()}
     with threadpool_limits(limits=config.intra_op_threads):
         for batch in config.batch_sizes:
             histories = [rng.choice(np.arange(1, pipeline.table.n_items + 1), size=config.seq_len, replace=False)
@@ -118,11 +119,11 @@ def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: i
             scores = pipeline.source_scores(histories)
             cands = pipeline.candidates(scores, histories)
             contexts = [SessionContext()] * batch
-            features = build_features(cands, histories, pipeline.table, contexts)
+            features = pair_features(cands, histories, pipeline.table, contexts)
             stages: dict[str, Callable[[], object]] = {
                 **{name: (lambda g=g, h=histories: g.score(h)) for name, g in pipeline.generators.items()},
                 "candidates": lambda: pipeline.candidates(scores, histories),
-                "features": lambda: build_features(cands, histories, pipeline.table, contexts),
+                "features": lambda: pair_features(cands, histories, pipeline.table, contexts),
                 "ranker": lambda: pipeline.rank(cands, features),
             }
             stage_times = {name: timed(call, config, batch) for name, call in stages.items()}

@@ -45,7 +45,7 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 
-from streamrec.bench.cpu import find_server, tree_cpu_s
+from streamrec.bench.cpu import blas_kernels, find_server, tree_cpu_s
 from streamrec.errors import ConfigError, InfraError
 from streamrec.serve.protos import load_stubs
 from streamrec.settings import Settings
@@ -441,7 +441,7 @@ def run_serve_bench(settings: Settings, config: ServeBenchConfig) -> dict[str, A
             "processes": config.processes if config.start_server else None,
             "sessions": len(ids), "sessions_long": len(long_ids), "long_len": config.long_len, "k": config.k,
             "seconds": config.seconds, "model_versions": dict(first.model_versions), "degraded": first.degraded,
-            "phases": [p.name for p in phases]}
+            "blas": blas_kernels(), "phases": [p.name for p in phases]}
         for phase in phases:
             result[phase.name] = {"label": phase.label} | _run_phase(phase, config)
     return result | _ratios(result)
@@ -456,7 +456,7 @@ def _ghz_version() -> str:
 def format_result(result: dict[str, Any]) -> str:
     lines = [f"{result['generator']} against {result['target']} (server pid {result['server_pid']}), "
              f"{result['sessions']} sessions, k={result['k']}, models {result['model_versions']}"
-             + (" [DEGRADED]" if result["degraded"] else "")]
+             + (" [DEGRADED]" if result["degraded"] else "") + f"; numpy's BLAS here: {result.get('blas', '?')}"]
     head = (f"{'phase':16} {'calls':24} {'load':>10} {'qps':>9} {'p50_ms':>8} {'p90_ms':>8} {'p99_ms':>8} "
             f"{'errors':>7} {'cpu_ms/req':>10}")
     lines += [head, "-" * len(head)]

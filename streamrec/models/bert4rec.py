@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from streamrec.errors import ConfigError
-from streamrec.models.sasrec import Block, SASRecConfig, check_transformer
+from streamrec.models.sasrec import Block, SASRecConfig, check_transformer, run_blocks
 
 __all__ = ["Bert4Rec", "Bert4RecConfig"]
 
@@ -68,8 +68,9 @@ class Bert4Rec(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
-    def encode(self, seq: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` left-padded tokens (items or the mask) -> ``(B, T, C)``, ``T <= max_len + 1``.
+    def encode(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``(B, T)`` left-padded tokens (items or the mask) -> ``(B, T, C)``, ``T <= max_len + 1``
+        (``(B, 1, C)`` with ``last_only``).
 
         As ``SASRec.encode`` but bidirectional and with one more position, for the mask token.
         """
@@ -81,9 +82,7 @@ class Bert4Rec(nn.Module):
         pos = idx + (self.config.max_len + 1 - T)  # (T,) counted from the right
         x = self.item_emb(seq) + self.pos_emb(pos)[None]  # (B, T, C)
         x = self.drop(x) * real[..., None]
-        for block in self.blocks:
-            x = block(x, allowed) * real[..., None]
-        return self.ln_f(x)  # (B, T, C)
+        return self.ln_f(run_blocks(self.blocks, x, allowed, real, last_only))  # (B, T or 1, C)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """``(..., C)`` -> ``(..., n_items + 1)``: tied output embeddings, never the mask token's."""
@@ -122,5 +121,5 @@ class Bert4Rec(nn.Module):
     def score(self, seq: torch.Tensor) -> torch.Tensor:
         """The served graph: ``(B, T)`` left-padded items -> ``(B, n_items + 1)``, read at an appended mask."""
         masked = torch.cat([seq, torch.full_like(seq[:, :1], self.mask_token)], dim=1)  # (B, T + 1)
-        return self.logits(self.encode(masked)[:, -1, :])  # (B, n_items + 1)
+        return self.logits(self.encode(masked, last_only=True)[:, -1, :])  # (B, n_items + 1)
 

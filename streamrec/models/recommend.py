@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import SupportsIndex, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,6 +18,7 @@ import scipy.sparse as sp
 from streamrec.models.base import TrainData, top_k
 
 __all__ = [
+    "CleanHistories",
     "HistoryWeights",
     "RecommendMixin",
     "backfill",
@@ -57,17 +59,40 @@ class RecommendMixin(ABC):
         return [(int(i), float(s)) for i, s in zip(idx[0], vals[0], strict=True) if np.isfinite(s)]
 
 
-def clean_histories(histories: Sequence[np.ndarray], n_items: int) -> list[np.ndarray]:
+class CleanHistories(list[np.ndarray]):
+    """What ``clean_histories`` returns: a list that remembers the catalogue it was cleaned for, so that
+    the pipeline's generators, each cleaning what they are given, do not clean a served batch again."""
+
+    def __init__(self, histories: list[np.ndarray], n_items: int) -> None:
+        super().__init__(histories)
+        self.n_items = n_items
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> CleanHistories: ...
+
+    def __getitem__(self, index: SupportsIndex | slice) -> np.ndarray | CleanHistories:
+        """A slice is clean too (a generator scores a long batch in chunks)."""
+        if isinstance(index, slice):
+            return CleanHistories(super().__getitem__(index), self.n_items)
+        return super().__getitem__(index)
+
+
+def clean_histories(histories: Sequence[np.ndarray], n_items: int) -> CleanHistories:
     """Histories as int64 arrays holding only catalogue items, order kept.
 
     Padding (0) and indices the model never saw (a live session may click an item added after
     training) carry no signal, so they are dropped rather than raising in the middle of serving.
     """
+    if isinstance(histories, CleanHistories) and histories.n_items == n_items:
+        return histories
     out = []
     for h in histories:
         h = np.asarray(h, dtype=np.int64).reshape(-1)
         out.append(h[(h >= 1) & (h <= n_items)])
-    return out
+    return CleanHistories(out, n_items)
 
 
 def exponential_weights(decay: float) -> PositionWeights:

@@ -29,7 +29,7 @@ from torch import nn
 
 from streamrec.errors import ConfigError
 
-__all__ = ["Loss", "SASRec", "SASRecConfig"]
+__all__ = ["Block", "Loss", "SASRec", "SASRecConfig", "run_blocks"]
 
 Loss = Literal["full-ce", "sampled-ce"]
 LOSSES: tuple[Loss, ...] = ("full-ce", "sampled-ce")
@@ -83,18 +83,25 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.attn_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``(B, T, C)`` -> ``(B, T, C)``, or with ``last_only`` the last position's output alone, ``(B, 1, C)``:
+        every position is still a key, but only the last one asks (a third of the block's products)."""
         B, T, _ = x.shape
         C, H = self.d_model, self.n_heads  # python ints, not traced sizes, so the ONNX graph stays dynamic in B, T
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q = q.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, hs)
+        if last_only:
+            q = F.linear(x[:, -1:], self.qkv.weight[:C], self.qkv.bias[:C])  # (B, 1, C)
+            k, v = F.linear(x, self.qkv.weight[C:], self.qkv.bias[C:]).split(C, dim=2)
+            allowed, Tq = allowed[:, -1:], 1
+        else:
+            (q, k, v), Tq = self.qkv(x).split(C, dim=2), T
+        q = q.view(B, Tq, H, C // H).transpose(1, 2)  # (B, H, Tq, hs)
         k = k.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, hs)
         v = v.view(B, T, H, C // H).transpose(1, 2)  # (B, H, T, hs)
-        att = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, T)
+        att = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, Tq, T)
         # explicit matmul + masked_fill rather than SDPA: exports to plain ONNX ops with a dynamic T
         att = att.masked_fill(~allowed[:, None, :, :], float("-inf")).softmax(dim=-1)
-        y = self.attn_drop(att) @ v  # (B, H, T, hs)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))  # (B, T, C)
+        y = self.attn_drop(att) @ v  # (B, H, Tq, hs)
+        return self.proj(y.transpose(1, 2).reshape(B, Tq, C))  # (B, Tq, C)
 
 
 class Block(nn.Module):
@@ -107,9 +114,21 @@ class Block(nn.Module):
                                  nn.Linear(config.d_model, config.d_model), nn.Dropout(config.dropout))
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln_1(x), allowed))
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``last_only``: the last position's output alone, ``(B, 1, C)``, what a served graph's last block needs."""
+        h = self.ln_1(x)
+        x = (x[:, -1:] if last_only else x) + self.drop(self.attn(h, allowed, last_only))
         return x + self.mlp(self.ln_2(x))
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, allowed: torch.Tensor, real: torch.Tensor,
+               last_only: bool) -> torch.Tensor:
+    """``x`` through every block, padding zeroed after each; with ``last_only`` the last block gives the
+    last position alone (the earlier blocks still run everywhere: their outputs are its keys)."""
+    for i, block in enumerate(blocks):
+        last = last_only and i == len(blocks) - 1
+        x = block(x, allowed, last) * (real[:, -1:] if last else real)[..., None]
+    return x
 
 
 class SASRec(nn.Module):
@@ -145,8 +164,9 @@ class SASRec(nn.Module):
         q[0] = 0.0
         self.log_q.copy_((q / q.sum()).log().to(self.log_q))
 
-    def encode(self, seq: torch.Tensor) -> torch.Tensor:
-        """``(B, T)`` left-padded item indices -> ``(B, T, C)`` hidden states, ``T <= max_len``."""
+    def encode(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``(B, T)`` left-padded item indices -> ``(B, T, C)`` hidden states, ``T <= max_len``; with
+        ``last_only``, the last position's alone, ``(B, 1, C)``, computed without the others' last block."""
         B, T = seq.shape
         idx = torch.arange(T, device=seq.device)  # (T,)
         real = seq > 0  # (B, T)
@@ -157,9 +177,7 @@ class SASRec(nn.Module):
         pos = idx + (self.config.max_len - T)  # (T,) counted from the right
         x = self.item_emb(seq) + self.pos_emb(pos)[None]  # (B, T, C)
         x = self.drop(x) * real[..., None]
-        for block in self.blocks:
-            x = block(x, allowed) * real[..., None]
-        return self.ln_f(x)  # (B, T, C)
+        return self.ln_f(run_blocks(self.blocks, x, allowed, real, last_only))  # (B, T or 1, C)
 
     def forward(self, seq: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Training: the next item at every position. ``targets`` ``(B, T)``, 0 where there is none.
@@ -194,5 +212,5 @@ class SASRec(nn.Module):
 
     def score(self, seq: torch.Tensor) -> torch.Tensor:
         """The served graph: ``(B, T)`` left-padded item indices -> ``(B, n_items + 1)`` scores."""
-        return self.encode(seq)[:, -1, :] @ self.item_emb.weight.T  # (B, V)
+        return self.encode(seq, last_only=True)[:, -1, :] @ self.item_emb.weight.T  # (B, V)
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from streamrec.errors import ConfigError
 from streamrec.models.base import TrainData
+from streamrec.models.recommend import clean_histories
 
 __all__ = ["ScoreFn", "SequenceRecommender", "left_pad"]
 
@@ -53,10 +54,7 @@ class SequenceRecommender:
 
     def pad(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """``(B, T)`` int64 model input, ``1 <= T <= max_len``."""
-        clean = []
-        for h in histories:
-            h = np.asarray(h, dtype=np.int64)
-            clean.append(h[(h >= 1) & (h <= self.n_items)][-self.max_len:])
+        clean = [h[-self.max_len:] for h in clean_histories(histories, self.n_items)]
         longest = max((len(h) for h in clean), default=0)
         return left_pad(clean, max(1, longest))
 

@@ -40,9 +40,10 @@ class Candidates:
     def proposed_by(self, row: int, col: int) -> tuple[str, ...]:
         return tuple(s for s, r in zip(self.sources, self.ranks[row, col], strict=True) if r > 0)
 
-    def proposers(self, row: int, cols: np.ndarray) -> list[tuple[str, ...]]:
-        """``proposed_by`` for several columns of a row: each set of sources is named once, by its bits."""
-        bits = (self.ranks[row, cols] > 0).astype(np.int64) @ (1 << np.arange(len(self.sources), dtype=np.int64))
+    def proposers(self, rows: np.ndarray | int, cols: np.ndarray) -> list[tuple[str, ...]]:
+        """``proposed_by`` for several cells (``rows`` broadcast against ``cols``): each set of sources is
+        named once, by its bits."""
+        bits = (self.ranks[rows, cols] > 0).astype(np.int64) @ (1 << np.arange(len(self.sources), dtype=np.int64))
         names: dict[int, tuple[str, ...]] = {}
         for code in set(bits.tolist()):
             names[code] = tuple(s for i, s in enumerate(self.sources) if code >> i & 1)

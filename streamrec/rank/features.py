@@ -29,8 +29,9 @@ from streamrec.models.itemknn import ItemKNN, ItemKNNConfig
 from streamrec.models.recommend import clean_histories
 from streamrec.rank.candidates import Candidates
 
-__all__ = ["DENSE_ITEM_FEATURES", "EVENT_TYPE_CODES", "Features", "ItemTable", "SessionContext", "build_features",
-           "dense_names", "sparse_sizes", "wide_crosses"]
+__all__ = ["DENSE_ITEM_FEATURES", "EVENT_TYPE_CODES", "ITEM_SPARSE", "PAIR_SPARSE", "SESSION_SPARSE", "Features",
+           "ItemTable", "PairFeatures", "SessionContext", "build_features", "dense_groups", "dense_names",
+           "item_columns", "pair_features", "sparse_sizes", "wide_crosses"]
 
 #: 0 = unknown (offline logs have no event types); the rest in a fixed order.
 EVENT_TYPE_CODES = {t: i + 1 for i, t in enumerate(sorted(EVENT_TYPES))}
@@ -39,6 +40,7 @@ DENSE_ITEM_FEATURES = ("log_pop", "log_recent_pop", "log_session_length", "log_r
 _YEAR_FIRST, _YEAR_WIDTH, _YEAR_BUCKETS = 1920, 5, 18
 _LENGTH_BUCKETS = 12  # log2 buckets of the session length: 0, 1, 2-3, 4-7, ...
 _RECENT_HALF_LIFE_S = 30 * 86_400.0
+_LOOP_TERMS = 16  # _similarity_rows: up to this many (row, tail item) terms, a loop over them (measured crossover)
 
 
 @dataclass(frozen=True)
@@ -165,9 +167,64 @@ def wide_crosses(sources: Sequence[str]) -> tuple[tuple[str, str], ...]:
             ("multi", genre_sim))
 
 
+#: ``Features.sparse``'s columns by what they depend on: the candidate item alone, the session alone, or
+#: both (``PairFeatures`` holds the last two; the first two are looked up in the ``ItemTable``).
+ITEM_SPARSE, SESSION_SPARSE, PAIR_SPARSE = (0, 1), (2, 4), (3,)
+
+
+def dense_groups(n_sources: int) -> dict[str, tuple[int, ...]]:
+    """``Features.dense``'s columns (``dense_names``' order) by what they depend on, as for the sparse ones."""
+    S2 = 2 * n_sources
+    return {"item": (S2, S2 + 1), "session": (S2 + 2, S2 + 3), "pair": (*range(S2), *range(S2 + 4, S2 + 8))}
+
+
+def item_columns(table: ItemTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every item's item-only inputs, indexed by item: sparse int64 (V, 2), multi float32 (V, G) and raw
+    dense float32 (V, 2), in ``ITEM_SPARSE`` and ``dense_groups(·)["item"]`` order."""
+    V = table.n_items + 1
+    sparse = np.stack([np.arange(V, dtype=np.int64), table.year_bucket], axis=1)
+    return sparse, table.genres, np.stack([table.log_pop, table.log_recent_pop], axis=1).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class PairFeatures:
+    """The ranker's inputs without their item-only columns, which the ``ItemTable`` holds once per item
+    rather than once per candidate: what the server builds (a ranker folded per item reads them as
+    they are), and what ``full`` expands to the ``Features`` every ranker takes."""
+
+    items: np.ndarray  # int64 (B, C), 0 on padding
+    session_sparse: np.ndarray  # int64 (B, 2): SESSION_SPARSE's columns
+    pair_sparse: np.ndarray  # int64 (B, C, 1): PAIR_SPARSE's
+    session_dense: np.ndarray  # float32 (B, 2): dense_groups' "session" columns, raw
+    pair_dense: np.ndarray  # float32 (B, C, 2S + 4): its "pair" columns, raw, 0 on padding; the z-scores first
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.items > 0
+
+    def full(self, table: ItemTable) -> Features:
+        B, C = self.items.shape
+        item_sparse, item_multi, item_dense = item_columns(table)
+        sparse = np.empty((B, C, len(ITEM_SPARSE) + len(SESSION_SPARSE) + len(PAIR_SPARSE)), dtype=np.int64)
+        sparse[..., ITEM_SPARSE] = item_sparse[self.items]
+        sparse[..., SESSION_SPARSE] = self.session_sparse[:, None, :]
+        sparse[..., PAIR_SPARSE] = self.pair_sparse
+        groups = dense_groups((self.pair_dense.shape[-1] - 4) // 2)
+        dense = np.empty((B, C, sum(map(len, groups.values()))), dtype=np.float32)
+        dense[..., groups["item"]] = item_dense[self.items]
+        dense[..., groups["session"]] = self.session_dense[:, None, :]
+        dense[..., groups["pair"]] = self.pair_dense
+        return Features(sparse, item_multi[self.items].astype(np.float32, copy=False), dense * self.mask[..., None])
+
+
 def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: ItemTable,
                    contexts: Sequence[SessionContext] | None = None) -> Features:
-    B, C = cands.items.shape
+    return pair_features(cands, histories, table, contexts).full(table)
+
+
+def pair_features(cands: Candidates, histories: Sequence[np.ndarray], table: ItemTable,
+                  contexts: Sequence[SessionContext] | None = None) -> PairFeatures:
+    B = len(cands.items)
     hists = clean_histories(histories, table.n_items)
     contexts = contexts if contexts is not None else [SessionContext()] * B
     mask = cands.mask  # (B, C)
@@ -179,7 +236,8 @@ def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: It
     mean = s.sum(axis=1, keepdims=True) / n
     std = np.sqrt((((s - mean) * mask[..., None]) ** 2).sum(axis=1, keepdims=True) / n)
     z = np.where(mask[..., None], (s - mean) / np.maximum(std, 1e-6), 0.0)  # (B, C, S)
-    rr = np.where(cands.ranks > 0, 1.0 / np.maximum(cands.ranks, 1), 0.0).astype(np.float32)  # (B, C, S)
+    ranks = np.arange(int(cands.ranks.max(initial=0)) + 1)
+    rr = np.where(ranks > 0, 1.0 / np.maximum(ranks, 1), 0.0).astype(np.float32)[cands.ranks]  # (B, C, S)
     n_sources = (cands.ranks > 0).sum(axis=2)  # (B, C)
 
     # session
@@ -196,28 +254,16 @@ def build_features(cands: Candidates, histories: Sequence[np.ndarray], table: It
     sim_last3 = _similarity_rows(table.similarity, tails3, B)[rows, items]  # (B, C) mean over the last 3
     profile = _mean_rows(table.genres, [_distinct(h[-5:]) if len(h) else np.zeros(1, np.int64) for h in hists])
     profile /= np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-6)
-    cand_genres = table.genres[items]  # (B, C, G)
-    cand_norm = np.maximum(table.genre_norm[items], 1e-6)
-    genre_cos = np.einsum("bcg,bg->bc", cand_genres, profile) / cand_norm
+    genre_cos = np.einsum("bcg,bg->bc", table.genres[items], profile) / np.maximum(table.genre_norm[items], 1e-6)
     year_gap = np.abs(table.year[items] - table.year[last][:, None]) / 10.0
     year_gap = np.where(np.isfinite(year_gap), year_gap, 0.0)
 
-    per_pair = np.stack([
-        table.log_pop[items],
-        table.log_recent_pop[items],
-        np.broadcast_to(np.log1p(lengths).astype(np.float32)[:, None], (B, C)),
-        np.broadcast_to(np.log1p(recency_h)[:, None], (B, C)),
-        sim_last, sim_last3, genre_cos, year_gap,
-    ], axis=-1).astype(np.float32, copy=False)  # (B, C, 8)
-    dense = np.concatenate([z, rr, per_pair], axis=-1, dtype=np.float32) * mask[..., None]
-    sparse = np.stack([
-        items,
-        table.year_bucket[items],
-        np.broadcast_to(last_type[:, None], (B, C)),
-        n_sources,
-        np.broadcast_to(length_bucket[:, None], (B, C)),
-    ], axis=-1).astype(np.int64)
-    return Features(sparse, cand_genres.astype(np.float32), dense)
+    pair = np.concatenate([z, rr, np.stack([sim_last, sim_last3, genre_cos, year_gap], axis=-1)], axis=-1,
+                          dtype=np.float32)
+    return PairFeatures(items, np.stack([last_type, length_bucket], axis=1),
+                        n_sources.astype(np.int64)[..., None],
+                        np.stack([np.log1p(lengths), np.log1p(recency_h)], axis=1).astype(np.float32),
+                        pair * mask[..., None])
 
 
 def _distinct(items: np.ndarray) -> np.ndarray:
@@ -244,13 +290,24 @@ def _recency_hours(context: SessionContext) -> float:
 def _similarity_rows(similarity: sp.csr_matrix, tails: Sequence[np.ndarray], B: int) -> np.ndarray:
     """(B, V) float32: row ``b`` is the mean of ``similarity``'s rows of ``tails[b]`` (0 when empty).
 
-    Read straight from the CSR arrays: for the one-session batches of serving, scipy's indexing
-    and products cost more in checks than in arithmetic.
+    Read straight from the CSR arrays, the ``j``-th item of every tail at once: within one ``j`` no
+    cell is written twice, so each cell gets the same float32 additions, in the same order, as a loop
+    over the rows would give it (and scipy's indexing costs more in checks than in arithmetic here).
     """
     out = np.zeros((B, similarity.shape[1]), dtype=np.float32)
     indptr, indices, data = similarity.indptr, similarity.indices, similarity.data
-    for b, tail in enumerate(tails):
-        for item in tail:
-            lo, hi = indptr[item], indptr[item + 1]
-            out[b, indices[lo:hi]] += data[lo:hi] / len(tail)
+    lengths = np.array([len(t) for t in tails], dtype=np.int64)
+    if lengths.sum() <= _LOOP_TERMS:  # a session or two: the loop costs less than building the index arrays
+        for b, tail in enumerate(tails):
+            for item in tail:
+                lo, hi = indptr[item], indptr[item + 1]
+                out[b, indices[lo:hi]] += data[lo:hi] / len(tail)
+        return out
+    for j in range(int(lengths.max(initial=0))):
+        rows = np.flatnonzero(lengths > j)
+        items = np.array([tails[b][j] for b in rows], dtype=np.int64)
+        starts, counts = indptr[items], indptr[items + 1] - indptr[items]
+        at = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(int(counts.sum()))
+        share = np.repeat(lengths[rows].astype(np.float32), counts)  # float32, as ``data / len(tail)`` divides
+        out[np.repeat(rows, counts), indices[at]] += data[at] / share
     return out

@@ -24,7 +24,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FoldedDeepFM", "fold_ranker"]
+from streamrec.rank.features import (
+    DENSE_ITEM_FEATURES,
+    ITEM_SPARSE,
+    PAIR_SPARSE,
+    SESSION_SPARSE,
+    ItemTable,
+    PairFeatures,
+    dense_groups,
+    item_columns,
+)
+
+__all__ = ["FoldedDeepFM", "PerItemDeepFM", "fold_ranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +111,6 @@ class FoldedDeepFM:
         return out
 
     def _score(self, sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
-        H1 = self.hidden
         idx = sparse.astype(np.int64, copy=False) + self.offsets  # (N, F)
         multi = multi.astype(np.float32, copy=False)
         multi = multi / np.maximum(multi.sum(axis=1, keepdims=True), 1.0)  # (N, G) the mean's weights
@@ -112,15 +122,107 @@ class FoldedDeepFM:
             squares += np.take(self.sparse_sq, idx[:, f])
         m = multi @ self.multi_emb  # (N, d)
         squares += (m * m).sum(axis=1)
+        return self.finish(acc, squares)
+
+    def finish(self, acc: np.ndarray, squares: np.ndarray) -> np.ndarray:
+        """Logits from the summed rows ``acc`` (N, H1 + d + 1) and the inputs' summed squared norms (N,)."""
+        H1 = self.hidden
         total = acc[:, H1:-1]  # (N, d) the sum of all field vectors
-        fm = 0.5 * ((total * total).sum(axis=1) - squares)  # (N,) all pairwise dot products
-        h = np.maximum(acc[:, :H1], 0.0)  # contiguous for the next product, and one pass instead of two
+        fm = 0.5 * (np.einsum("nd,nd->n", total, total) - squares)  # (N,) all pairwise dot products
+        h = _relu(acc[:, :H1])  # contiguous for the next product, and one pass instead of two
         for w, b in self.layers:
             h = h @ w
             if b is not None:
                 h += b
-                np.maximum(h, 0.0, out=h)
+                h = _relu(h, out=h)
         return (self.bias + acc[:, -1] + fm + h[:, 0]).astype(np.float32)
+
+
+def _relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``np.maximum(x, 0)`` for a 2-d float32 ``x``, against a zeros array of its shape: numpy's SIMD loop
+    takes two arrays, and against the scalar 0 the same maximum costs about 3x the CPU."""
+    return np.maximum(x, np.zeros(x.shape, dtype=x.dtype), out=out)
+
+
+@dataclass(frozen=True, eq=False)
+class PerItemDeepFM:
+    """``FoldedDeepFM`` with the inputs that depend on the candidate item alone summed once per item.
+
+    Of a candidate's inputs, the item, its year bucket, its genres and its two popularities
+    (``streamrec.rank.features.item_columns``) are the same in every list it appears in, so their
+    rows are added up at load into one row per item: the server then gathers one row where it
+    gathered two and multiplied 20 columns. The session's own inputs are summed once per session
+    and added to each of its candidates. ``score_pairs`` reads the ``PairFeatures`` the server builds;
+    called like any ``RankerFn`` (the full ``Features``) it is the ``FoldedDeepFM`` it holds.
+    """
+
+    folded: FoldedDeepFM
+    item_rows: np.ndarray  # float32 (V, H1 + d + 1)
+    item_sq: np.ndarray  # float32 (V,)
+    groups: Mapping[str, tuple[int, ...]]  # dense_groups: which raw dense columns are whose
+    pair_rows: np.ndarray  # float32 (P, H1 + d + 1): the pair dense columns' rows
+    pair_sq: np.ndarray  # float32 (P,)
+    sizes: np.ndarray  # int64 (F,): each sparse field's number of values
+
+    @classmethod
+    def build(cls, folded: FoldedDeepFM, table: ItemTable) -> PerItemDeepFM:
+        f, G = folded, folded.multi_emb.shape[0]
+        groups = dense_groups((len(f.dense_mean) - len(DENSE_ITEM_FEATURES)) // 2)
+        sparse, multi, raw = item_columns(table)
+        idx = sparse + f.offsets[list(ITEM_SPARSE)]  # (V, 2)
+        rows = f.sparse_rows.astype(np.float64)[idx].sum(axis=1)  # (V, W)
+        squares = f.sparse_sq.astype(np.float64)[idx].sum(axis=1)  # (V,)
+        weights = multi / np.maximum(multi.sum(axis=1, keepdims=True), 1.0)  # the genres' mean
+        mixed = f.mixed_rows.astype(np.float64)
+        m = weights @ f.multi_emb.astype(np.float64)  # (V, d)
+        x = (raw - f.dense_mean[list(groups["item"])]) / f.dense_std[list(groups["item"])]  # (V, 2)
+        dense = [G + j for j in groups["item"]]
+        rows += weights @ mixed[:G] + x @ mixed[dense]
+        squares += (m * m).sum(axis=1) + (x * x) @ f.dense_sq[list(groups["item"])]
+        pair = [G + j for j in groups["pair"]]
+        return cls(folded, rows.astype(np.float32), squares.astype(np.float32), groups,
+                   f.mixed_rows[pair], f.dense_sq[list(groups["pair"])], np.diff(f.offsets, append=len(f.sparse_rows)))
+
+    def __call__(self, sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
+        return self.folded(sparse, multi, dense)
+
+    def score_pairs(self, pairs: PairFeatures) -> np.ndarray:
+        """float32 (B, C) logits; padding columns are scored as item 0 and mean nothing.
+
+        The session's rows and those of the pair's sparse field (how many sources proposed the
+        candidate: a handful of values) are added up per batch into one table of (session, value)
+        rows, so each candidate gathers two rows in all: its item's and its (session, value)'s.
+        """
+        f = self.folded
+        B, C = pairs.items.shape
+        if not B:
+            return np.zeros((0, C), dtype=np.float32)
+        session = pairs.session_sparse + f.offsets[list(SESSION_SPARSE)]  # (B, 2)
+        x = (pairs.session_dense - f.dense_mean[list(self.groups["session"])]) / f.dense_std[list(self.groups["session"])]
+        dense = [f.multi_emb.shape[0] + j for j in self.groups["session"]]
+        rows = f.sparse_rows[session].sum(axis=1) + x @ f.mixed_rows[dense]  # (B, W)
+        sq = f.sparse_sq[session].sum(axis=1) + (x * x) @ f.dense_sq[list(self.groups["session"])]  # (B,)
+        values = np.zeros((B, C), dtype=np.int64)  # each candidate's row of the (session, value) table
+        for field in PAIR_SPARSE:  # add each pair field's rows to the table, whose rows multiply by its values
+            lo, size = int(f.offsets[field]), int(self.sizes[field])
+            rows = (rows[:, None, :] + f.sparse_rows[lo:lo + size][None, :, :]).reshape(-1, rows.shape[-1])
+            sq = (sq[:, None] + f.sparse_sq[lo:lo + size][None, :]).reshape(-1)
+            values = values * size + pairs.pair_sparse[..., PAIR_SPARSE.index(field)]
+        values += (np.arange(B) * (len(rows) // B))[:, None]
+        mean, std = f.dense_mean[list(self.groups["pair"])], f.dense_std[list(self.groups["pair"])]
+        out = np.empty((B, C), dtype=np.float32)
+        step = max(1, _CHUNK_ROWS // max(C, 1))  # whole sessions per pass, about _CHUNK_ROWS rows
+        for lo in range(0, B, step):
+            hi = min(lo + step, B)
+            items, row = pairs.items[lo:hi].reshape(-1), values[lo:hi].reshape(-1)
+            acc = np.take(self.item_rows, items, axis=0)  # (n, W)
+            acc += np.take(rows, row, axis=0)
+            squares = np.take(self.item_sq, items) + np.take(sq, row)
+            x = (pairs.pair_dense[lo:hi].reshape(len(items), -1) - mean) / std
+            acc += x @ self.pair_rows
+            squares += (x * x) @ self.pair_sq
+            out[lo:hi] = f.finish(acc, squares).reshape(hi - lo, C)
+        return out
 
 
 def _onnx_weights(model_path: Path | bytes, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -141,10 +243,12 @@ def _onnx_weights(model_path: Path | bytes, config: Mapping[str, Any]) -> dict[s
     return found
 
 
-def fold_ranker(ranker: Any, model_path: Path | bytes, *, seed: int = 0, rows: int = 512) -> Any:
+def fold_ranker(ranker: Any, model_path: Path | bytes, table: ItemTable | None = None, *, seed: int = 0,
+                rows: int = 512) -> Any:
     """A ``FoldedDeepFM`` of ``ranker`` (an ``OnnxRanker`` over ``model_path``, or the graph's checked
-    bytes, ``OnnxRanker.graph``) when it reproduces the
-    ONNX logits on a random sample of valid inputs; else ``ranker.score`` itself, with a warning."""
+    bytes, ``OnnxRanker.graph``) when it reproduces the ONNX logits on a random sample of valid inputs;
+    else ``ranker.score`` itself, with a warning. With the release's item ``table``, a ``PerItemDeepFM``
+    of it when that reproduces them too (else the ``FoldedDeepFM``, with a warning)."""
     config = ranker.manifest.get("config", {})
     try:
         folded = FoldedDeepFM.from_weights(_onnx_weights(model_path, config), config)
@@ -157,7 +261,23 @@ def fold_ranker(ranker: Any, model_path: Path | bytes, *, seed: int = 0, rows: i
         logger.warning("ranker not folded event=fold_skipped reason=mismatch max_abs_diff=%s", gap)
         return ranker.score
     logger.info("ranker folded event=ranker_folded max_abs_diff=%.2e", gap)
-    return folded
+    return folded if table is None else _per_item(folded, ranker, table, config, rows, seed)
+
+
+def _per_item(folded: FoldedDeepFM, ranker: Any, table: ItemTable, config: Mapping[str, Any], rows: int,
+              seed: int) -> FoldedDeepFM | PerItemDeepFM:
+    try:
+        per_item = PerItemDeepFM.build(folded, table)
+        pairs = _sample_pairs(config, table, rows, seed)
+        gap = float(np.max(np.abs(per_item.score_pairs(pairs).ravel() - ranker.score(*pairs.full(table).flat()))))
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        logger.warning("ranker not folded per item event=per_item_skipped reason=%s: %s", type(exc).__name__, exc)
+        return folded
+    if not gap <= _TOLERANCE:
+        logger.warning("ranker not folded per item event=per_item_skipped reason=mismatch max_abs_diff=%s", gap)
+        return folded
+    logger.info("ranker folded per item event=ranker_per_item max_abs_diff=%.2e", gap)
+    return per_item
 
 
 def _sample(config: Mapping[str, Any], rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,3 +290,16 @@ def _sample(config: Mapping[str, Any], rows: int, seed: int) -> tuple[np.ndarray
     std = np.asarray(config.get("dense_std") or [1.0] * D)
     dense = (mean + std * rng.standard_normal((rows, D))).astype(np.float32)
     return sparse, multi, dense
+
+
+def _sample_pairs(config: Mapping[str, Any], table: ItemTable, rows: int, seed: int) -> PairFeatures:
+    """Random ``PairFeatures`` of valid values: 8 sessions of real items (none padding)."""
+    rng = np.random.default_rng(seed + 1)
+    sparse, _, dense = _sample(config, rows, seed + 1)
+    sizes: Sequence[int] = config["sparse_sizes"]
+    B, C = 8, max(1, rows // 8)
+    groups = dense_groups((int(config["n_dense"]) - len(DENSE_ITEM_FEATURES)) // 2)
+    items = rng.integers(1, table.n_items + 1, (B, C))
+    session = np.stack([rng.integers(0, sizes[f], B) for f in SESSION_SPARSE], axis=1)
+    return PairFeatures(items, session, sparse[:B * C, list(PAIR_SPARSE)].reshape(B, C, -1),
+                        dense[:B, list(groups["session"])], dense[:B * C, list(groups["pair"])].reshape(B, C, -1))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,13 +26,20 @@ from streamrec.errors import ConfigError
 from streamrec.models.base import Recommender, TrainData
 from streamrec.models.recommend import clean_histories
 from streamrec.rank.candidates import Candidates, union_top_n
-from streamrec.rank.features import Features, ItemTable, SessionContext, build_features
+from streamrec.rank.features import ItemTable, PairFeatures, SessionContext, pair_features
 from streamrec.rank.rerank import RerankConfig, allowed_many, mmr, top_allowed
 
-__all__ = ["Pipeline", "Query", "RankerFn", "Recommendation"]
+__all__ = ["PairRanker", "Pipeline", "Query", "RankerFn", "Recommendation"]
 
 #: ``(sparse (N, F), multi (N, G), dense (N, D)) -> logits (N,)``: a torch DeepFM or its ONNX session.
 RankerFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+@runtime_checkable
+class PairRanker(Protocol):
+    """A ranker that scores ``PairFeatures`` without their item-only columns expanded per candidate."""
+
+    def score_pairs(self, pairs: PairFeatures) -> np.ndarray: ...  # float32 (B, C)
 
 _FLOOR = -1e6  # in ``score``, items not shown sit below every shown item, ordered by popularity
 
@@ -70,7 +78,7 @@ class Pipeline:
     name = "pipeline"
 
     def __init__(self, generators: Mapping[str, Recommender], table: ItemTable, n_per_source: Mapping[str, int],
-                 ranker: RankerFn | None = None, rerank: RerankConfig = RerankConfig()) -> None:
+                 ranker: RankerFn | PairRanker | None = None, rerank: RerankConfig = RerankConfig()) -> None:
         missing = [s for s in n_per_source if s not in generators]
         if missing or not generators:
             raise ConfigError(f"n_per_source names sources without a generator: {missing}")
@@ -102,15 +110,18 @@ class Pipeline:
         hists = clean_histories(histories, self.table.n_items)
         return self._candidates(scores, hists, [exclude_seen] * len(hists))
 
-    def rank(self, cands: Candidates, features: Features) -> np.ndarray:
-        """(B, C) float32 scores of the candidates, -inf on padding."""
+    def rank(self, cands: Candidates, features: PairFeatures) -> np.ndarray:
+        """(B, C) float32 scores of the candidates, -inf on padding. A ranker with ``score_pairs``
+        (``streamrec.rank.folded.PerItemDeepFM``) reads ``features`` as they are; any other gets them in full."""
         B, C = cands.items.shape
         if self.ranker is None:
             S = len(cands.sources)
             proposing = [i for i, s in enumerate(cands.sources) if self.n_per_source.get(s, 0) > 0] or list(range(S))
-            scores = features.dense[..., proposing].mean(axis=-1)  # the z-score columns come first
+            scores = features.pair_dense[..., proposing].mean(axis=-1)  # the z-score columns come first
+        elif isinstance(self.ranker, PairRanker):
+            scores = self.ranker.score_pairs(features)
         else:
-            scores = np.asarray(self.ranker(*features.flat()), dtype=np.float32).reshape(B, C)
+            scores = np.asarray(self.ranker(*features.full(self.table).flat()), dtype=np.float32).reshape(B, C)
         return np.where(cands.mask, scores, -np.inf).astype(np.float32)
 
     def ranked(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
@@ -134,7 +145,7 @@ class Pipeline:
                 contexts: Sequence[SessionContext] | None,
                 exclude_seen: Sequence[bool]) -> tuple[Candidates, np.ndarray]:
         cands = self._candidates(scores, histories, exclude_seen)
-        return cands, self.rank(cands, build_features(cands, histories, self.table, contexts))
+        return cands, self.rank(cands, pair_features(cands, histories, self.table, contexts))
 
     def _served(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
                 contexts: Sequence[SessionContext] | None, rules: Sequence[RerankConfig],
@@ -208,11 +219,13 @@ class Pipeline:
         rules = [q.rerank or self.rerank for q in queries]
         served = self._served(self.source_scores(histories), histories, contexts, rules,
                               [q.exclude for q in queries], [q.k for q in queries])
-        cands = served.cands
-        return [[Recommendation(int(i), float(s), src) for i, s, src in
-                 zip(cands.items[row, picks].tolist(), served.ranked[row, picks].tolist(), cands.proposers(row, picks),
+        cands, counts = served.cands, [len(p) for p in served.picks]
+        rows, cols = np.repeat(np.arange(len(queries)), counts), np.concatenate(served.picks)
+        shown = [Recommendation(int(i), float(s), src) for i, s, src in
+                 zip(cands.items[rows, cols].tolist(), served.ranked[rows, cols].tolist(), cands.proposers(rows, cols),
                      strict=True)]
-                for row, picks in enumerate(served.picks)]
+        ends = np.cumsum(counts).tolist()
+        return [shown[end - n:end] for n, end in zip(counts, ends, strict=True)]
 
 
 def _descending(values: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -92,7 +92,7 @@ def load_release(registry: Path, version: str, *, fold: bool = True, members: Me
     if fold and architecture == "deepfm":
         from streamrec.rank.folded import fold_ranker
 
-        score = fold_ranker(ranker, ranker.graph)  # the bytes the sha256 was checked on
+        score = fold_ranker(ranker, ranker.graph, table)  # the bytes the sha256 was checked on
     elif fold:
         logger.info("ranker served by its ONNX graph event=ranker_onnx architecture=%s version=%s", architecture,
                     version)

@@ -64,7 +64,8 @@ class SessionSource:
         by_caller = timeout_s is not None and timeout_s < self.timeout_s
         limit = max(timeout_s, 0.001) if by_caller and timeout_s is not None else self.timeout_s
         try:
-            answer = await asyncio.wait_for(coro_fn(), limit)  # type: ignore[arg-type]
+            async with asyncio.timeout(limit):  # not wait_for: no task of its own per read
+                answer = await coro_fn()  # type: ignore[misc]
             self._answered_at = self._clock()
             return answer
         except TimeoutError:

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from streamrec.bench import ghz as ghz_module
-from streamrec.bench.cpu import cpu_ticks, find_server, server_root, tree_cpu_s
+from streamrec.bench.cpu import blas_kernels, cpu_ticks, find_server, server_root, tree_cpu_s
 from streamrec.bench.ghz import GhzRun, install_ghz, parse_report, write_protoset
 from streamrec.bench.serve import CHECK_CALL, ServeBenchConfig, _floor, _Phase, _ratios, _run_phase
 from streamrec.errors import ConfigError
@@ -26,6 +26,16 @@ def test_cpu_ticks_count_after_the_last_parenthesis() -> None:
     # fields: pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
     stat = "4242 (serve (a) b)) S 1 4242 4242 0 -1 4194560 900 0 0 0 150 25 7 3 20 0 5 0 100 0 0"
     assert cpu_ticks(stat) == 150 + 25 + 7 + 3
+
+
+def test_the_figures_name_the_blas_kernels_and_a_forced_core_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadpoolctl import threadpool_info
+
+    arch = next(i["architecture"] for i in threadpool_info() if i.get("user_api") == "blas")
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert blas_kernels().startswith(f"openblas {arch}") and blas_kernels().endswith("(OPENBLAS_CORETYPE=Haswell)")
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    assert blas_kernels() == f"openblas {arch}"
 
 
 def test_tree_cpu_grows_with_the_work_of_the_process() -> None:

@@ -38,3 +38,19 @@ def test_left_padding_does_not_change_the_scores(build) -> None:  # type: ignore
         in_batch = model.score(torch.tensor([[0, 0, 5, 6, 7], [1, 2, 3, 4, 5]]))[:1]
     torch.testing.assert_close(short, padded, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(short, in_batch, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("build", MODELS)
+def test_the_served_last_position_equals_the_full_encoding(build) -> None:  # type: ignore[no-untyped-def]
+    """``score`` runs the last block for the last position only; its keys still come from every position."""
+    torch.manual_seed(0)
+    model: nn.Module = build(8).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # away from the near-zero start, so that every position matters
+            p.normal_(0.0, 0.5)
+        seq = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 3, 9, 4], [1, 2, 3, 4, 5, 6, 7, 8]])
+        full, last = model.encode(seq)[:, -1], model.encode(seq, last_only=True)
+        changed = model.encode(seq.masked_fill(seq == 1, 2), last_only=True)
+    assert last.shape == (3, 1, full.shape[-1])
+    torch.testing.assert_close(last[:, 0], full, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(changed[2], last[2])  # the first item still reaches the last position

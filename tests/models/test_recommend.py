@@ -149,3 +149,12 @@ def test_history_items_rank_last_unless_excluded(fitted: Baseline) -> None:
     recs = fitted.recommend(np.array([1, 2, 3]), 20)
     assert {i for i, _ in recs} == set(range(4, N_ITEMS + 1))
     assert [s for _, s in recs] == sorted((s for _, s in recs), reverse=True)
+
+
+def test_clean_histories_are_cleaned_once_per_catalogue() -> None:
+    clean = clean_histories([np.array([0, 3, 9, 2]), [5]], n_items=5)
+    assert [h.tolist() for h in clean] == [[3, 2], [5]]
+    assert clean_histories(clean, n_items=5) is clean  # the pipeline's generators take them as they are
+    assert [h.tolist() for h in clean_histories(clean[1:], n_items=5)] == [[5]]
+    assert clean_histories(clean[:1], n_items=5)[0] is clean[0]
+    assert [h.tolist() for h in clean_histories(clean, n_items=2)] == [[2], []]  # another catalogue: again

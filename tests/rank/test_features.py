@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from streamrec.errors import ArtifactError
 from streamrec.rank.candidates import union_top_n
@@ -104,3 +105,18 @@ def test_state_round_trip_gives_identical_features(make_data: MakeData, tmp_path
 def test_a_table_whose_genre_names_do_not_match_is_refused(table: ItemTable) -> None:
     with pytest.raises(ArtifactError, match="genre"):
         ItemTable.from_state(table.state(), ["Comedy", "Drama"])
+
+
+@pytest.mark.parametrize("copies", [1, 4])  # 13 terms (a loop over them), 52 (by position in the tails)
+def test_similarity_rows_add_the_same_float32_terms_in_the_same_order_as_a_loop(copies: int) -> None:
+    from streamrec.rank.features import _similarity_rows
+
+    rng = np.random.default_rng(copies)
+    sim = sp.random(50, 50, density=0.3, random_state=1, format="csr", dtype=np.float32)
+    tails = [rng.choice(np.arange(1, 50), size=n, replace=False) for n in (3, 0, 1, 2, 3, 3, 1) * copies]
+    want = np.zeros((len(tails), 50), dtype=np.float32)
+    for b, tail in enumerate(tails):
+        for item in tail:
+            want[b] += sim[item].toarray()[0] / len(tail)
+    got = _similarity_rows(sim, tails, len(tails))
+    assert got.dtype == np.float32 and got.tobytes() == want.tobytes() and want[0].any() and not want[1].any()

@@ -243,16 +243,16 @@ def test_hot_swap_under_load_fails_no_request(running: Any, registry: Path) -> N
 
 def test_a_hot_swap_from_deepfm_to_dcnv2_under_load_fails_no_request(running: Any, registry: Path,
                                                                       base_settings: Settings) -> None:
-    """The ranker's network changes with a release: the server moves from DeepFM's folded tables to
-    DCN-v2's ONNX graph through the same loader and swap, while clients keep asking."""
+    """The ranker's network changes with a release: the server moves from DeepFM's folded tables (summed
+    per item) to DCN-v2's ONNX graph through the same loader and swap, while clients keep asking."""
     from streamrec import registry as reg
     from streamrec.eval.protocols import make_split
     from streamrec.offline.assemble import PipelineSpec, TwoStage, publish_ranker
     from streamrec.offline.ranker_fit import RankerConfig
-    from streamrec.rank.folded import FoldedDeepFM
+    from streamrec.rank.folded import PerItemDeepFM
 
     def folded() -> bool:
-        return isinstance(running.server.holder.state.pipeline.ranker, FoldedDeepFM)
+        return isinstance(running.server.holder.state.pipeline.ranker, PerItemDeepFM)
 
     parts, vocab = make_split("ml-100k", "loo", base_settings.data_dir)  # the split the served release came from
     spec = PipelineSpec(sources=("itemknn", "mf", "pop", "content"), ranker=RankerConfig(arch="dcnv2", epochs=2))
