@@ -64,8 +64,10 @@ class SessionSource:
         by_caller = timeout_s is not None and timeout_s < self.timeout_s
         limit = max(timeout_s, 0.001) if by_caller and timeout_s is not None else self.timeout_s
         try:
-            async with asyncio.timeout(limit):  # not wait_for: no task of its own per read
-                answer = await coro_fn()  # type: ignore[misc]
+            # wait_for, not asyncio.timeout: the read's own task costs a loop turn, in which the other reads
+            # answered by then finish too, so their requests join the same batch (with asyncio.timeout the
+            # batches at saturation shrank from 12-22 requests to 2-3, and CPU per request grew by 25-80%)
+            answer = await asyncio.wait_for(coro_fn(), limit)  # type: ignore[arg-type]
             self._answered_at = self._clock()
             return answer
         except TimeoutError:
