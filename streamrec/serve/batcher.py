@@ -17,7 +17,11 @@ worker thread runs the batches, and a request that is alone runs at once.
 
 On the loop, a batch also leaves the loop to its I/O for a while (``io_share`` of the batch's own
 duration, times its share of ``max_batch``: a batch of one pauses for almost nothing, a full one
-twice as long as it ran) before the next one starts. grpc.aio takes a new call from gRPC core one at
+twice as long as it ran) before the next one starts. When requests already wait at its end, the
+share is ``busy_share`` (half) at least: under load, small batches otherwise paused for little, took
+in few calls, and the next batch was small again. A server at saturation stayed in that state for
+whole runs (batches of 2 to 6, against 20 to 30 with the floor on the share, and 20 to 50% more CPU
+per request); at low load, where nothing waits when a batch ends, nothing changes. grpc.aio takes a new call from gRPC core one at
 a time, a few loop turns each; when every turn runs a batch, calls pile up in gRPC core, where no
 queue bound or timeout of ours sees them: at twice the saturation rate they waited up to a second
 there, and were then served, late. The pause takes them in faster, and more per turn, which costs
@@ -72,12 +76,13 @@ class BatcherConfig:
     max_queue: int | None = None  # items waiting for a worker at most; None = no bound (the server sets one)
     queue_timeout_s: float | None = None  # longest wait of any item for a worker; None = no limit
     io_share: float = 2.0  # on the event loop: pause after a full batch, as a share of its duration, for the loop's I/O
+    busy_share: float = 0.5  # ... and after any batch at whose end requests wait, as if it were at least this full
 
     def __post_init__(self) -> None:
         if (self.max_batch < 1 or self.workers < 1 or self.max_wait_s < 0 or self.gather_s < 0
-                or self.io_share < 0):
+                or self.io_share < 0 or not 0 <= self.busy_share <= 1):
             raise ConfigError(f"a batcher needs max_batch and workers >= 1, max_wait_s, gather_s and io_share "
-                              f">= 0, got {self}")
+                              f">= 0 and busy_share in [0, 1], got {self}")
         if (self.max_queue is not None and self.max_queue < 1) or (
                 self.queue_timeout_s is not None and not self.queue_timeout_s > 0):
             raise ConfigError(f"a batcher needs max_queue >= 1 and queue_timeout_s > 0 (or None: no bound), "
@@ -273,7 +278,10 @@ class MicroBatcher(Generic[T, R]):
         results = self._run_isolated([p.item for p in batch]) if batch else []
         end = self.clock()
         # a full batch says requests pile up, in our queue and in gRPC core's: they need loop turns to come in
-        self._rest_until = end + (end - start) * self.config.io_share * len(batch) / self.config.max_batch
+        share = len(batch) / self.config.max_batch
+        if self._queue or self._coming:  # requests came during the batch: more are in gRPC core, let them in
+            share = max(share, self.config.busy_share)
+        self._rest_until = end + (end - start) * self.config.io_share * share
         self._settle(batch, results)
 
     def _run_isolated(self, items: list[T]) -> list[R | BaseException]:

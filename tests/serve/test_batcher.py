@@ -327,3 +327,31 @@ def test_requests_on_their_way_count_against_the_queue_bound() -> None:
             assert await asyncio.gather(batcher.submit(2, arrival=second), batcher.submit(3, arrival=third)) == [4, 9]
 
     run(main())
+
+
+@pytest.mark.parametrize("waiting", [False, True])
+def test_a_small_batch_pauses_as_a_half_full_one_when_requests_wait_at_its_end(waiting: bool) -> None:
+    """Under load a batch of one must still let the loop take in calls for a while, or the next batch is
+    as small (and each request costs more CPU); alone, it pauses for almost nothing."""
+    spans: list[tuple[float, float]] = []
+
+    def slow(items: Sequence[int]) -> list[int]:
+        start = time.perf_counter()
+        time.sleep(0.02)
+        spans.append((start, time.perf_counter()))
+        return list(items)
+
+    async def main() -> None:
+        batcher = MicroBatcher(slow, None, BatcherConfig(max_batch=32, io_share=1.0, busy_share=0.5, gather_s=0.0))
+        first = asyncio.ensure_future(batcher.submit(0))
+        await asyncio.sleep(0)  # the first batch is taken with the first request alone
+        arrival = batcher.arrive() if waiting else None  # still reading Redis when the batch ends
+        await first
+        await batcher.submit(1, arrival=arrival)
+
+    run(main())
+    (_, end), (start, _) = spans
+    if waiting:
+        assert start - end >= 0.9 * 0.5 * 0.02, spans  # busy: paused as if half full
+    else:
+        assert start - end < 0.25 * 0.02, spans  # 1/32 of the run
