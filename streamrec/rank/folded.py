@@ -151,9 +151,9 @@ class PerItemDeepFM:
     Of a candidate's inputs, the item, its year bucket, its genres and its two popularities
     (``streamrec.rank.features.item_columns``) are the same in every list it appears in, so their
     rows are added up at load into one row per item: the server then gathers one row where it
-    gathered two and multiplied 20 columns. The session's own inputs are summed once per session
-    and added to each of its candidates. ``score_pairs`` reads the ``PairFeatures`` the server builds;
-    called like any ``RankerFn`` (the full ``Features``) it is the ``FoldedDeepFM`` it holds.
+    gathered two and multiplied 20 columns. The session's own inputs are summed once per batch (see
+    ``score_pairs``). ``score_pairs`` reads the ``PairFeatures`` the server builds; called like any
+    ``RankerFn`` (the full ``Features``) it is the ``FoldedDeepFM`` it holds.
     """
 
     folded: FoldedDeepFM
