@@ -21,7 +21,8 @@ twice as long as it ran) before the next one starts. When requests already wait 
 share is ``busy_share`` (half) at least: under load, small batches otherwise paused for little, took
 in few calls, and the next batch was small again. A server at saturation stayed in that state for
 whole runs (batches of 2 to 6, against 20 to 30 with the floor on the share, and 20 to 50% more CPU
-per request); at low load, where nothing waits when a batch ends, nothing changes. grpc.aio takes a new call from gRPC core one at
+per request). At low load nothing waits when a batch ends, and nothing changes; at a moderate load
+the request that waits is delayed by the pause. grpc.aio takes a new call from gRPC core one at
 a time, a few loop turns each; when every turn runs a batch, calls pile up in gRPC core, where no
 queue bound or timeout of ours sees them: at twice the saturation rate they waited up to a second
 there, and were then served, late. The pause takes them in faster, and more per turn, which costs
