@@ -35,8 +35,11 @@ __all__ = ["DENSE_ITEM_FEATURES", "EVENT_TYPE_CODES", "ITEM_SPARSE", "PAIR_SPARS
 
 #: 0 = unknown (offline logs have no event types); the rest in a fixed order.
 EVENT_TYPE_CODES = {t: i + 1 for i, t in enumerate(sorted(EVENT_TYPES))}
-DENSE_ITEM_FEATURES = ("log_pop", "log_recent_pop", "log_session_length", "log_recency_h", "sim_last",
-                       "sim_last3", "genre_cos_last5", "year_gap_last")
+#: the dense features after each source's two, by what they depend on: the item, the session, both
+_ITEM_DENSE = ("log_pop", "log_recent_pop")
+_SESSION_DENSE = ("log_session_length", "log_recency_h")
+_PAIR_DENSE = ("sim_last", "sim_last3", "genre_cos_last5", "year_gap_last")
+DENSE_ITEM_FEATURES = (*_ITEM_DENSE, *_SESSION_DENSE, *_PAIR_DENSE)
 _YEAR_FIRST, _YEAR_WIDTH, _YEAR_BUCKETS = 1920, 5, 18
 _LENGTH_BUCKETS = 12  # log2 buckets of the session length: 0, 1, 2-3, 4-7, ...
 _RECENT_HALF_LIFE_S = 30 * 86_400.0
@@ -172,10 +175,14 @@ def wide_crosses(sources: Sequence[str]) -> tuple[tuple[str, str], ...]:
 ITEM_SPARSE, SESSION_SPARSE, PAIR_SPARSE = (0, 1), (2, 4), (3,)
 
 
-def dense_groups(n_sources: int) -> dict[str, tuple[int, ...]]:
-    """``Features.dense``'s columns (``dense_names``' order) by what they depend on, as for the sparse ones."""
-    S2 = 2 * n_sources
-    return {"item": (S2, S2 + 1), "session": (S2 + 2, S2 + 3), "pair": (*range(S2), *range(S2 + 4, S2 + 8))}
+def dense_groups(n_dense: int) -> dict[str, tuple[int, ...]]:
+    """``Features.dense``'s ``n_dense`` columns (``dense_names``' order) by what they depend on, as for the
+    sparse ones; the sources' columns (z-scores, then reciprocal ranks) come first and are the pair's."""
+    at = n_dense - len(DENSE_ITEM_FEATURES)  # 2 per source
+    session = at + len(_ITEM_DENSE)
+    pair = session + len(_SESSION_DENSE)
+    return {"item": tuple(range(at, session)), "session": tuple(range(session, pair)),
+            "pair": (*range(at), *range(pair, n_dense))}
 
 
 def item_columns(table: ItemTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,7 +216,7 @@ class PairFeatures:
         sparse[..., ITEM_SPARSE] = item_sparse[self.items]
         sparse[..., SESSION_SPARSE] = self.session_sparse[:, None, :]
         sparse[..., PAIR_SPARSE] = self.pair_sparse
-        groups = dense_groups((self.pair_dense.shape[-1] - 4) // 2)
+        groups = dense_groups(self.pair_dense.shape[-1] + len(_ITEM_DENSE) + len(_SESSION_DENSE))
         dense = np.empty((B, C, sum(map(len, groups.values()))), dtype=np.float32)
         dense[..., groups["item"]] = item_dense[self.items]
         dense[..., groups["session"]] = self.session_dense[:, None, :]

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from streamrec.rank.features import (
-    DENSE_ITEM_FEATURES,
     ITEM_SPARSE,
     PAIR_SPARSE,
     SESSION_SPARSE,
@@ -35,7 +34,7 @@ from streamrec.rank.features import (
     item_columns,
 )
 
-__all__ = ["FoldedDeepFM", "PerItemDeepFM", "fold_ranker"]
+__all__ = ["DenseColumns", "FoldedDeepFM", "PerItemDeepFM", "fold_ranker"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +144,26 @@ def _relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
+class DenseColumns:
+    """Some of the raw dense columns, with what the folded model takes from them: their normalisation,
+    their rows (layer 1, FM vector, first-order weight) and their vectors' squared norms."""
+
+    mean: np.ndarray  # float32 (P,)
+    std: np.ndarray  # float32 (P,)
+    rows: np.ndarray  # float32 (P, H1 + d + 1)
+    sq: np.ndarray  # float32 (P,)
+
+    @classmethod
+    def of(cls, folded: FoldedDeepFM, columns: Sequence[int]) -> DenseColumns:
+        cols, G = list(columns), folded.multi_emb.shape[0]
+        return cls(folded.dense_mean[cols], folded.dense_std[cols], folded.mixed_rows[[G + j for j in cols]],
+                   folded.dense_sq[cols])
+
+    def normalised(self, raw: np.ndarray) -> np.ndarray:
+        return (raw - self.mean) / self.std
+
+
+@dataclass(frozen=True, eq=False)
 class PerItemDeepFM:
     """``FoldedDeepFM`` with the inputs that depend on the candidate item alone summed once per item.
 
@@ -159,29 +178,26 @@ class PerItemDeepFM:
     folded: FoldedDeepFM
     item_rows: np.ndarray  # float32 (V, H1 + d + 1)
     item_sq: np.ndarray  # float32 (V,)
-    groups: Mapping[str, tuple[int, ...]]  # dense_groups: which raw dense columns are whose
-    pair_rows: np.ndarray  # float32 (P, H1 + d + 1): the pair dense columns' rows
-    pair_sq: np.ndarray  # float32 (P,)
+    session: DenseColumns  # the session's dense columns (dense_groups)
+    pair: DenseColumns  # the pair's
     sizes: np.ndarray  # int64 (F,): each sparse field's number of values
 
     @classmethod
     def build(cls, folded: FoldedDeepFM, table: ItemTable) -> PerItemDeepFM:
         f, G = folded, folded.multi_emb.shape[0]
-        groups = dense_groups((len(f.dense_mean) - len(DENSE_ITEM_FEATURES)) // 2)
+        groups = dense_groups(len(f.dense_mean))
         sparse, multi, raw = item_columns(table)
         idx = sparse + f.offsets[list(ITEM_SPARSE)]  # (V, 2)
         rows = f.sparse_rows.astype(np.float64)[idx].sum(axis=1)  # (V, W)
         squares = f.sparse_sq.astype(np.float64)[idx].sum(axis=1)  # (V,)
         weights = multi / np.maximum(multi.sum(axis=1, keepdims=True), 1.0)  # the genres' mean
-        mixed = f.mixed_rows.astype(np.float64)
         m = weights @ f.multi_emb.astype(np.float64)  # (V, d)
-        x = (raw - f.dense_mean[list(groups["item"])]) / f.dense_std[list(groups["item"])]  # (V, 2)
-        dense = [G + j for j in groups["item"]]
-        rows += weights @ mixed[:G] + x @ mixed[dense]
-        squares += (m * m).sum(axis=1) + (x * x) @ f.dense_sq[list(groups["item"])]
-        pair = [G + j for j in groups["pair"]]
-        return cls(folded, rows.astype(np.float32), squares.astype(np.float32), groups,
-                   f.mixed_rows[pair], f.dense_sq[list(groups["pair"])], np.diff(f.offsets, append=len(f.sparse_rows)))
+        item = DenseColumns.of(f, groups["item"])
+        x = item.normalised(raw)  # (V, 2)
+        rows += weights @ f.mixed_rows[:G].astype(np.float64) + x @ item.rows.astype(np.float64)
+        squares += (m * m).sum(axis=1) + (x * x) @ item.sq
+        return cls(folded, rows.astype(np.float32), squares.astype(np.float32), DenseColumns.of(f, groups["session"]),
+                   DenseColumns.of(f, groups["pair"]), np.diff(f.offsets, append=len(f.sparse_rows)))
 
     def __call__(self, sparse: np.ndarray, multi: np.ndarray, dense: np.ndarray) -> np.ndarray:
         return self.folded(sparse, multi, dense)
@@ -198,10 +214,9 @@ class PerItemDeepFM:
         if not B:
             return np.zeros((0, C), dtype=np.float32)
         session = pairs.session_sparse + f.offsets[list(SESSION_SPARSE)]  # (B, 2)
-        x = (pairs.session_dense - f.dense_mean[list(self.groups["session"])]) / f.dense_std[list(self.groups["session"])]
-        dense = [f.multi_emb.shape[0] + j for j in self.groups["session"]]
-        rows = f.sparse_rows[session].sum(axis=1) + x @ f.mixed_rows[dense]  # (B, W)
-        sq = f.sparse_sq[session].sum(axis=1) + (x * x) @ f.dense_sq[list(self.groups["session"])]  # (B,)
+        x = self.session.normalised(pairs.session_dense)
+        rows = f.sparse_rows[session].sum(axis=1) + x @ self.session.rows  # (B, W)
+        sq = f.sparse_sq[session].sum(axis=1) + (x * x) @ self.session.sq  # (B,)
         values = np.zeros((B, C), dtype=np.int64)  # each candidate's row of the (session, value) table
         for field in PAIR_SPARSE:  # add each pair field's rows to the table, whose rows multiply by its values
             lo, size = int(f.offsets[field]), int(self.sizes[field])
@@ -209,7 +224,6 @@ class PerItemDeepFM:
             sq = (sq[:, None] + f.sparse_sq[lo:lo + size][None, :]).reshape(-1)
             values = values * size + pairs.pair_sparse[..., PAIR_SPARSE.index(field)]
         values += (np.arange(B) * (len(rows) // B))[:, None]
-        mean, std = f.dense_mean[list(self.groups["pair"])], f.dense_std[list(self.groups["pair"])]
         out = np.empty((B, C), dtype=np.float32)
         step = max(1, _CHUNK_ROWS // max(C, 1))  # whole sessions per pass, about _CHUNK_ROWS rows
         for lo in range(0, B, step):
@@ -218,9 +232,9 @@ class PerItemDeepFM:
             acc = np.take(self.item_rows, items, axis=0)  # (n, W)
             acc += np.take(rows, row, axis=0)
             squares = np.take(self.item_sq, items) + np.take(sq, row)
-            x = (pairs.pair_dense[lo:hi].reshape(len(items), -1) - mean) / std
-            acc += x @ self.pair_rows
-            squares += (x * x) @ self.pair_sq
+            x = self.pair.normalised(pairs.pair_dense[lo:hi].reshape(len(items), -1))
+            acc += x @ self.pair.rows
+            squares += (x * x) @ self.pair.sq
             out[lo:hi] = f.finish(acc, squares).reshape(hi - lo, C)
         return out
 
@@ -298,7 +312,7 @@ def _sample_pairs(config: Mapping[str, Any], table: ItemTable, rows: int, seed: 
     sparse, _, dense = _sample(config, rows, seed + 1)
     sizes: Sequence[int] = config["sparse_sizes"]
     B, C = 8, max(1, rows // 8)
-    groups = dense_groups((int(config["n_dense"]) - len(DENSE_ITEM_FEATURES)) // 2)
+    groups = dense_groups(int(config["n_dense"]))
     items = rng.integers(1, table.n_items + 1, (B, C))
     session = np.stack([rng.integers(0, sizes[f], B) for f in SESSION_SPARSE], axis=1)
     return PairFeatures(items, session, sparse[:B * C, list(PAIR_SPARSE)].reshape(B, C, -1),
