@@ -23,19 +23,24 @@ def percentile(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     return float(np.percentile(data, q)) if data.size else None
 
 
-def time_calls(call: Callable[[], object], *, runs: int, warmup: int, batch: int = 1) -> dict[str, float]:
+def time_calls(call: Callable[[], object], *, runs: int, warmup: int, batch: int = 1,
+               between: Callable[[], object] | None = None) -> dict[str, float]:
     """``call`` run ``warmup`` times untimed, then ``runs`` times: p50/p99 of its wall time in ms (NaN for
-    no runs), and this process's CPU ms per call and per item of a ``batch`` (the figure capacity follows)."""
+    no runs), and this process's CPU ms per call and per item of a ``batch`` (the figure capacity follows).
+    ``between`` runs before each timed call, untimed (e.g. evicting the caches)."""
     for _ in range(warmup):
         call()
     times = np.empty(runs)
-    cpu0 = time.process_time()
+    cpu = 0.0
     for i in range(runs):
-        t0 = time.perf_counter()
+        if between is not None:
+            between()
+        cpu0, t0 = time.process_time(), time.perf_counter()
         call()
         times[i] = time.perf_counter() - t0
-    cpu = (time.process_time() - cpu0) / max(runs, 1) / batch
-    return {"p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99), "cpu_ms_per_seq": round(cpu * 1e3, 4)}
+        cpu += time.process_time() - cpu0
+    cpu_per_item = cpu / max(runs, 1) / batch
+    return {"p50_ms": _ms(times, 50), "p99_ms": _ms(times, 99), "cpu_ms_per_seq": round(cpu_per_item * 1e3, 4)}
 
 
 def _ms(times_s: np.ndarray, q: float) -> float:

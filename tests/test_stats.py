@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 
 import numpy as np
 import pytest
@@ -40,3 +41,17 @@ def test_time_calls_counts_every_timed_call_and_reports_nan_for_none() -> None:
     assert len(calls) == 7 and 0 <= timing["p50_ms"] <= timing["p99_ms"] and timing["cpu_ms_per_seq"] >= 0
     empty = time_calls(lambda: None, runs=0, warmup=0)
     assert math.isnan(empty["p50_ms"]) and math.isnan(empty["p99_ms"])
+
+
+def test_what_runs_between_the_timed_calls_is_not_counted() -> None:
+    order: list[str] = []
+
+    def burn() -> None:  # 20 ms of CPU, not of wall time
+        order.append("between")
+        start = time.process_time()
+        while time.process_time() - start < 0.02:
+            pass
+
+    timing = time_calls(lambda: order.append("call"), runs=4, warmup=1, between=burn)
+    assert order == ["call"] + ["between", "call"] * 4  # before each timed call, not the warm-up
+    assert timing["p99_ms"] < 20 and timing["cpu_ms_per_seq"] < 20

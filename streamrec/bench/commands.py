@@ -69,14 +69,14 @@ def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = settings.registry
     config = ModelBenchConfig(batch_sizes=tuple(args.batch), seq_len=args.seq_len, runs=args.runs,
-                              warmup=args.warmup, intra_op_threads=args.threads)
+                              warmup=args.warmup, intra_op_threads=args.threads, cold=args.cold)
     rows = bench_models(registry, config)
     if not rows:
         raise ConfigError(f"no model with a CURRENT version under {registry}; run `streamrec train` first")
     if args.pipeline:
         rows += bench_current_pipeline(registry, config)
-    print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up; "
-          f"numpy's BLAS: {rows[0].get('blas')}")
+    print(f"onnxruntime CPU, {args.threads} intra-op thread(s), {args.runs} runs after {args.warmup} warm-up"
+          f"{', cold caches' if args.cold else ''}; numpy's BLAS: {rows[0].get('blas')}")
     print(format_rows(rows))
     _write_json(args.json, rows)
     return 0
@@ -265,6 +265,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                     help="also time the whole ranking pipeline (Pipeline.recommend_many) per batch size, and each "
                     "of its stages, on random in-memory sessions of --seq-len items; the release is loaded from "
                     "its artifacts as a server loads it (needs a CURRENT deepfm)")
+    bp.add_argument("--cold", action="store_true",
+                    help="write 64 MiB before each timed call, so that it starts with cold caches: what a server "
+                    "pays at moderate load, where other processes run between its requests")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as flat JSON")
     bp.set_defaults(func=_bench_models)
     bp = bsub.add_parser("peer", help="our SASRec and RecBole's, same split, same wall-clock budget",
@@ -331,8 +334,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bp.add_argument("--no-load", action="store_true",
                     help="sessions are already in Redis (bench:sess-N); no long sessions' phase")
     bp.add_argument("--no-floor", action="store_true", help="do not start and measure the gRPC floor")
-    bp.add_argument("--channels", type=int, default=4,
-                    help="connections, used in turn (a server of several processes shares out connections; default 4)")
+    bp.add_argument("--channels", type=int, default=16,
+                    help="connections, used in turn: the kernel hands each to one process of a server of several "
+                         "(SO_REUSEPORT), so with few of them a process can be left idle; the JSON's cpu_shares "
+                         "say how the processes shared the work (default 16)")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     bp.set_defaults(func=_bench_serve)
     bp = bsub.add_parser("ghz-install", help="install the pinned ghz load generator that `bench serve` uses",

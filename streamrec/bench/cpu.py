@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from streamrec.bench.startup import fd_links, listening_inodes, parent_of, process_tree, read_proc
 from streamrec.errors import ConfigError
 
-__all__ = ["CLOCK_TICKS", "blas_kernels", "cpu_ticks", "find_server", "listening_pids", "server_root", "tree_cpu_s"]
+__all__ = ["CLOCK_TICKS", "blas_kernels", "cpu_ticks", "find_server", "listening_pids", "process_cpu_s", "server_root",
+           "tree_cpu_s"]
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -45,11 +46,14 @@ def cpu_ticks(stat: str) -> int:
 
 def tree_cpu_s(root: int) -> float:
     """CPU seconds of ``root`` and every live descendant of it (a process gone meanwhile counts 0)."""
-    ticks = 0
-    for pid in process_tree(root):
-        stat = read_proc(f"/proc/{pid}/stat")
-        ticks += cpu_ticks(stat) if stat else 0
-    return ticks / CLOCK_TICKS
+    return sum(process_cpu_s(root).values())
+
+
+def process_cpu_s(root: int) -> dict[int, float]:
+    """CPU seconds of ``root`` and of each live descendant, by pid: how a server of several processes
+    shared its work."""
+    stats = {pid: read_proc(f"/proc/{pid}/stat") for pid in process_tree(root)}
+    return {pid: cpu_ticks(stat) / CLOCK_TICKS for pid, stat in stats.items() if stat}
 
 
 def listening_pids(port: int) -> list[int]:

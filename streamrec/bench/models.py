@@ -10,7 +10,8 @@
 
 Each is timed over ``runs`` calls after ``warmup`` untimed ones and reported as p50/p99 in ms of
 wall time per call, and as CPU ms per session (this process's CPU time over the timed calls, divided
-by calls and batch size): the figure a server's capacity follows.
+by calls and batch size): the figure a server's capacity follows. With ``cold``, 64 MiB are written
+before each timed call, so that it starts with cold caches, as a request does at moderate load.
 """
 
 from __future__ import annotations
@@ -41,10 +42,23 @@ class ModelBenchConfig:
     warmup: int = 20
     intra_op_threads: int = 1
     seed: int = 0
+    cold: bool = False  # evict the CPU caches before each timed call
+
+
+EVICT_BYTES = 64 << 20  # written before each timed call with ``cold``: twice this machine's last-level cache
 
 
 def timed(call: Callable[[], object], config: ModelBenchConfig, batch: int = 1) -> dict[str, float]:
-    return time_calls(call, runs=config.runs, warmup=config.warmup, batch=batch)
+    """``time_calls`` with the config's runs; with ``cold``, each timed call starts with cold caches.
+
+    A server at moderate load runs one small batch now and then, and other processes (the load
+    generator, Redis, the other server processes) run in between and evict its arrays and code from
+    the caches: cold, one session costs much more CPU than in a tight loop of calls."""
+    if not config.cold:
+        return time_calls(call, runs=config.runs, warmup=config.warmup, batch=batch)
+    scratch = np.zeros(EVICT_BYTES, dtype=np.uint8)
+    return time_calls(call, runs=config.runs, warmup=config.warmup, batch=batch,
+                      between=lambda: np.add(scratch, 1, out=scratch))
 
 
 def _kind(model_dir: Path) -> str:
@@ -52,10 +66,22 @@ def _kind(model_dir: Path) -> str:
 
 
 def bench_models(registry: Path, config: ModelBenchConfig = ModelBenchConfig()) -> list[dict[str, object]]:
-    """One flat row per (sequence model, batch size), and one per ranker."""
+    """One flat row per (sequence model, batch size), and one per ranker.
+
+    numpy's BLAS is held to ``intra_op_threads`` here too, as in a server. Unheld, the generators'
+    products ran on two threads, and OpenBLAS's idle threads spin for a while after each call: the
+    CPU of the rows timed next (the pipeline's included) counted that spinning, up to twice their own.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=config.intra_op_threads):
+        return _bench_models(registry, config)
+
+
+def _bench_models(registry: Path, config: ModelBenchConfig) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     rng = np.random.default_rng(config.seed)
-    common = {"runs": config.runs, "threads": config.intra_op_threads, "blas": blas_kernels()}
+    common = {"runs": config.runs, "threads": config.intra_op_threads, "cold": config.cold, "blas": blas_kernels()}
     for model_dir in (reg.model_dir(registry, name) for name in reg.model_names(registry)
                       if reg.read_pointer(registry, name) is not None):
         if _kind(model_dir) == "generator":  # arrays, scored in numpy: its score() on random histories
@@ -107,7 +133,7 @@ def bench_pipeline(pipeline, config: ModelBenchConfig = ModelBenchConfig(), k: i
     rows: list[dict[str, object]] = []
     common = {"version": "+".join(pipeline.sources), "seq_len": config.seq_len,
               "candidates": int(sum(pipeline.n_per_source.values())), "runs": config.runs,
-              "threads": config.intra_op_threads, "blas": blas_kernels()}
+              "threads": config.intra_op_threads, "cold": config.cold, "blas": blas_kernels()}
     with threadpool_limits(limits=config.intra_op_threads):
         for batch in config.batch_sizes:
             histories = [rng.choice(np.arange(1, pipeline.table.n_items + 1), size=config.seq_len, replace=False)

@@ -18,7 +18,10 @@ Phases, each ``seconds`` long (a fixed count of calls with ghz), in this order:
 
 Each phase reports the server's CPU per request: the CPU time of the server's process tree over the
 phase (``streamrec.bench.cpu``), divided by the requests of the phase (errors included: the server
-worked on them too). The server is the tree listening on the target's port, or ``server_pid``; the
+worked on them too). ``cpu_shares`` says how the processes of a ``--processes`` server shared it:
+the kernel hands each TCP connection to one process, so the load comes over ``channels`` connections
+(16), enough that a process is rarely left with few (with 4, one run in 8 gives all four to one).
+The server is the tree listening on the target's port, or ``server_pid``; the
 bench may also start the servers itself (``start_server``). With the Python generator against a
 server in the bench's own process (the tests' in-process server), the figure includes the generator.
 
@@ -45,7 +48,7 @@ from typing import Any, Literal
 import grpc
 import numpy as np
 
-from streamrec.bench.cpu import blas_kernels, find_server, tree_cpu_s
+from streamrec.bench.cpu import blas_kernels, find_server, process_cpu_s
 from streamrec.errors import ConfigError, InfraError
 from streamrec.serve.protos import load_stubs
 from streamrec.settings import Settings
@@ -61,6 +64,7 @@ RECOMMEND_CALL = "streamrec.v1.Recommender/Recommend"
 CHECK_CALL = "grpc.health.v1.Health/Check"
 FLOOR_RATIO_TARGET = 1.2  # issue 16: the empty RPC within 1.2 times the floor
 RECOMMEND_OVER_FLOOR_TARGET_MS = 1.0  # and a Recommend at most the floor plus 1 ms
+UNEVEN_SHARE = 0.75  # a process's share of a multi-process server's CPU that is worth a warning
 PROBE = 50  # Recommend answers checked for cold start and degradation before a ghz phase
 
 
@@ -79,7 +83,7 @@ class ServeBenchConfig:
     timeout_s: float = 1.0
     seed: int = 0
     # TCP connections, used in turn: a server of several processes (SO_REUSEPORT) shares out connections
-    channels: int = 4
+    channels: int = 16
     ghz: Path | None = None  # the ghz binary; None: the Python generator
     server_pid: int | None = None  # None: the process tree that listens on the target's port
     skip_pipeline_target: str | None = None  # a server with STREAMREC_SERVE_SKIP_PIPELINE=1, if any
@@ -241,12 +245,12 @@ async def _python_phase(phase: _Phase, config: ServeBenchConfig) -> dict[str, An
         for i in range(100):  # warm-up
             await call(i, 5.0)
         seen = (call.answers, call.cold_start, call.degraded)
-        before = tree_cpu_s(phase.pid)
+        before = process_cpu_s(phase.pid)
         if phase.rate is not None:
             result = await _fixed_rate(call, phase.rate, int(phase.rate * config.seconds), config.timeout_s)
         else:
             result = await _saturation(call, config.concurrency, config.seconds, config.timeout_s)
-        result["cpu_s"] = tree_cpu_s(phase.pid) - before
+        result |= _cpu_since(phase.pid, before)
         if phase.rpc == "recommend":
             result |= {"answers_checked": call.answers - seen[0], "cold_start": call.cold_start - seen[1],
                        "degraded": call.degraded - seen[2]}
@@ -275,14 +279,24 @@ def _ghz_phase(phase: _Phase, config: ServeBenchConfig, ghz: Path) -> dict[str, 
     else:
         run = dataclasses.replace(run, count=max(config.concurrency, round(warm["qps"] * config.seconds)),
                                   duration_s=None)
-    before = tree_cpu_s(phase.pid)
-    result = run_ghz(ghz, run)
-    result["cpu_s"] = tree_cpu_s(phase.pid) - before
+    before = process_cpu_s(phase.pid)
+    result = run_ghz(ghz, run) | _cpu_since(phase.pid, before)
     if phase.rate is not None:
         result = {"offered_rate": phase.rate, "workers": run.concurrency} | result
     else:
         result = {"concurrency": run.concurrency} | result
     return result | probe
+
+
+def _cpu_since(root: int, before: Mapping[int, float]) -> dict[str, Any]:
+    """The server's CPU seconds since ``before`` (``process_cpu_s``), and each process's share of them,
+    largest first. The kernel hands each connection to one process of a ``--processes`` server
+    (SO_REUSEPORT hashes it), so a few connections can leave a process idle: the shares show it."""
+    after = process_cpu_s(root)
+    spent = {pid: cpu - before.get(pid, 0.0) for pid, cpu in after.items()}
+    total = sum(spent.values())
+    shares = sorted((max(cpu, 0.0) / total for cpu in spent.values()), reverse=True) if total > 0 else []
+    return {"cpu_s": total, "cpu_shares": [round(x, 3) for x in shares]}
 
 
 def _run_loop(coro: Awaitable[Any]) -> Any:
@@ -466,6 +480,10 @@ def format_result(result: dict[str, Any]) -> str:
         cpu = "-" if r["cpu_ms_per_request"] is None else f"{r['cpu_ms_per_request']:.3f}"
         lines.append(f"{name:16} {r['label']:24} {load:>10} {r['qps']:9.1f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} "
                      f"{r['p99_ms']:8.2f} {r['errors']:7d} {cpu:>10}")
+        shares = r.get("cpu_shares") or []
+        if len(shares) > 1 and shares[0] > UNEVEN_SHARE:
+            lines.append(f"  WARNING: one server process did {shares[0]:.0%} of the work: the connections landed "
+                         "unevenly on the processes (use more --channels)")
         if name != "recommend_skip" and (r.get("cold_start") or r.get("degraded")):
             lines.append(f"  WARNING: {r['cold_start']} cold-start and {r['degraded']} degraded answers of "
                          f"{r['answers_checked']} checked: not the full pipeline (sessions expired? run without "

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -13,9 +15,18 @@ import pytest
 from google.protobuf import descriptor_pb2
 
 from streamrec.bench import ghz as ghz_module
-from streamrec.bench.cpu import blas_kernels, cpu_ticks, find_server, server_root, tree_cpu_s
+from streamrec.bench.cpu import blas_kernels, cpu_ticks, find_server, process_cpu_s, server_root, tree_cpu_s
 from streamrec.bench.ghz import GhzRun, install_ghz, parse_report, write_protoset
-from streamrec.bench.serve import CHECK_CALL, ServeBenchConfig, _floor, _Phase, _ratios, _run_phase
+from streamrec.bench.serve import (
+    CHECK_CALL,
+    ServeBenchConfig,
+    _cpu_since,
+    _floor,
+    _Phase,
+    _ratios,
+    _run_phase,
+    format_result,
+)
 from streamrec.errors import ConfigError
 from streamrec.serve.health_probe import check
 
@@ -44,6 +55,37 @@ def test_tree_cpu_grows_with_the_work_of_the_process() -> None:
     while (os.times().user + os.times().system) - (start.user + start.system) < 0.2:  # CPU, not wall time
         x += 1
     assert tree_cpu_s(os.getpid()) - before >= 0.15
+
+
+def test_the_cpu_shares_say_which_process_of_the_tree_did_the_work() -> None:
+    before = process_cpu_s(os.getpid())
+    burn = ("import os, sys\nt = os.times()\nwhile os.times().user + os.times().system - t.user - t.system < 0.3: pass\n"
+            "print('done', flush=True)\nsys.stdin.read()")
+    with subprocess.Popen([sys.executable, "-c", burn], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "done"  # burnt, and alive
+            spent = _cpu_since(os.getpid(), before)
+        finally:
+            child.kill()
+    assert spent["cpu_s"] >= 0.25 and len(spent["cpu_shares"]) == 2
+    assert spent["cpu_shares"][0] > 0.5 and sum(spent["cpu_shares"]) == pytest.approx(1.0, abs=0.01)
+
+
+def _phase_row(**extra: object) -> dict[str, object]:
+    return {"label": "Recommend", "concurrency": 32, "qps": 1000.0, "p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0,
+            "errors": 0, "cpu_ms_per_request": 1.0} | extra
+
+
+def test_an_uneven_share_of_the_processes_is_flagged() -> None:
+    result = {"generator": "ghz", "target": "t", "server_pid": 1, "sessions": 1, "k": 10, "model_versions": {},
+              "degraded": False, "phases": ["floor", "even", "uneven"], "floor_cpu_ms": None,
+              "floor": _phase_row(cpu_shares=[1.0]), "even": _phase_row(cpu_shares=[0.55, 0.45]),
+              "uneven": _phase_row(cpu_shares=[0.97, 0.03])}
+    warnings = [line for line in format_result(result).splitlines() if "WARNING" in line]
+    expected = ("  WARNING: one server process did 97% of the work: the connections landed unevenly on the "
+                "processes (use more --channels)")
+    assert warnings == [expected]
 
 
 def test_the_server_root_is_above_its_forked_children() -> None:
@@ -96,7 +138,7 @@ def test_floor_answers_is_found_by_its_port_and_costs_cpu_per_call() -> None:
         phase = _Phase("floor", "floor Check", target, pid, "check", [{"service": ""}])
         result = _run_phase(phase, ServeBenchConfig(seconds=0.5, concurrency=4, channels=2))
     assert result["requests"] > 0 and result["errors"] == 0 and result["server_pid"] == pid
-    assert result["cpu_ms_per_request"] > 0
+    assert result["cpu_ms_per_request"] > 0 and result["cpu_shares"] == [1.0]
 
 
 def test_ratios_against_the_floor() -> None:

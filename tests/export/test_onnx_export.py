@@ -147,6 +147,8 @@ def test_bench_models_times_every_current_model(tmp_path: Path, trained: tuple[S
     assert [(r["model"], r["batch"], r["seq_len"]) for r in rows] == [
         ("pop", 1, MAX_LEN), ("pop", 32, MAX_LEN), ("sasrec", 1, MAX_LEN), ("sasrec", 32, MAX_LEN)]
     assert all(0 < float(r["p50_ms"]) <= float(r["p99_ms"]) for r in rows)  # type: ignore[arg-type]
+    cold = bench_models(tmp_path, ModelBenchConfig(runs=2, warmup=1, seq_len=MAX_LEN, batch_sizes=(1,), cold=True))
+    assert [(r["model"], r["cold"]) for r in cold] == [("pop", True), ("sasrec", True)]
     out = tmp_path / "bench.json"
     assert main(["bench", "models", "--registry", str(tmp_path), "--runs", "3", "--warmup", "1",
                  "--json", str(out)]) == 0
