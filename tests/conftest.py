@@ -16,6 +16,7 @@ from kafka import KafkaAdminClient
 from streamrec.infra.manager import infra_up
 from streamrec.infra.redis_cluster import LocalRedisCluster, free_cluster_ports
 from streamrec.settings import Settings
+from streamrec.stream.datadir import remove_faust_data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,6 +134,7 @@ def isolated(infra: Settings) -> Iterator[Settings]:
     settings = infra.replace(clicks_topic=f"test.{run}.clicks", dead_letter_topic=f"test.{run}.dlq",
                              app_id=f"test-{run}", redis_prefix=f"test:{run}:")
     yield settings
+    remove_faust_data(settings)
     client = redis.Redis.from_url(settings.redis_address)
     keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=5000))
     for i in range(0, len(keys), 1000):

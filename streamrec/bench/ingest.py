@@ -59,6 +59,7 @@ from streamrec.kafka_security import kafka_python_kwargs
 from streamrec.publish.producer import EventProducer, Pacer
 from streamrec.settings import Settings
 from streamrec.stats import percentile
+from streamrec.stream.datadir import remove_faust_data
 from streamrec.stream.inspect import group_assignment
 from streamrec.stream.launcher import WorkerProcess
 from streamrec.stream.modes import DryRun
@@ -426,7 +427,8 @@ def _span(spread: Mapping[str, float | None]) -> str:
 
 
 def cleanup_bench_run(settings: Settings, client: redis.Redis) -> None:
-    """Delete the run's Redis keys, topics and consumer groups."""
+    """Delete the run's Redis keys, topics, consumer groups and Faust data directories."""
+    remove_faust_data(settings)
     keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=5000))  # the dry run's keys too
     for i in range(0, len(keys), 1000):
         client.unlink(*keys[i:i + 1000])

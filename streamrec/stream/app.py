@@ -12,6 +12,7 @@ from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 
 from streamrec.kafka_security import faust_app_kwargs
 from streamrec.settings import Settings
+from streamrec.stream.datadir import faust_datadir
 
 __all__ = ["QuietMonitor", "SessionApp", "create_app"]
 
@@ -75,8 +76,12 @@ class SessionApp(faust.App):
 
 
 def create_app(settings: Settings) -> faust.App:
+    """The worker's app, its data directory under ``STREAMREC_HOME`` (``streamrec.stream.datadir``)."""
+    datadir = faust_datadir(settings)
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust makes the last level only
     app = SessionApp(
         settings.app_id,
+        datadir=datadir,
         **faust_app_kwargs(settings.kafka_access),
         store="memory://",
         web_enabled=False,
