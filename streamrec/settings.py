@@ -124,6 +124,10 @@ class Settings:
     serve_max_queue: int = 64  # requests waiting for the pipeline at most, per server process
     serve_queue_timeout_ms: float = 100.0  # longest wait of a request for the pipeline
     serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)
+    # A sequence model published with the session contract (`streamrec train --contract session`) is served
+    # through its item index above this many items, by its full scores at or below it (streamrec.retrieval;
+    # docs/operations.md, "Catalogue scale", has the measured crossover). -1: never through the index.
+    retrieval_threshold: int = 20_000
     serve_max_message_bytes: int = 65536  # larger requests are refused (RESOURCE_EXHAUSTED)
     serve_grace_s: float = 5.0  # in-flight requests get this long to finish on stop
     # A benchmark switch (`bench serve` sets it on a server of its own), never for production: Recommend
@@ -227,6 +231,9 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_QUEUE must be >= 1 and {ENV_PREFIX}SERVE_QUEUE_TIMEOUT_MS "
                               f"positive (requests beyond them are refused, so none waits forever), got "
                               f"{self.serve_max_queue} and {self.serve_queue_timeout_ms}")
+        if self.retrieval_threshold < -1:
+            raise ConfigError(f"{ENV_PREFIX}RETRIEVAL_THRESHOLD must be >= 0 (items), or -1 (never through the "
+                              f"index), got {self.retrieval_threshold}")
         for name in ("registry_poll_s", "serve_grace_s", "redis_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")

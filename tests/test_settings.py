@@ -33,6 +33,7 @@ def test_to_env_reproduces_the_settings() -> None:
     ("STREAMREC_SERVE_QUEUE_TIMEOUT_MS", "0", "none waits forever"),
     ("STREAMREC_FETCH_MIN_BYTES", "0", "must be positive"),
     ("STREAMREC_FETCH_MAX_WAIT_MS", "-1", "must be >= 0"),
+    ("STREAMREC_RETRIEVAL_THRESHOLD", "-2", "never through the index"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:

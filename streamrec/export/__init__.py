@@ -31,9 +31,10 @@ __all__ = [
     "publish_generator",
     "ranker_graph",
     "sequence_graph",
+    "session_graph",
 ]
 
-_EXPORTERS = ("GraphInput", "GraphSpec", "export_onnx", "publish", "ranker_graph", "sequence_graph")
+_EXPORTERS = ("GraphInput", "GraphSpec", "export_onnx", "publish", "ranker_graph", "sequence_graph", "session_graph")
 
 
 def __getattr__(name: str) -> Any:

@@ -11,7 +11,11 @@ Two kinds of model share the registry, told apart by the manifest's ``kind`` and
 given to ``publish``:
 
 - ``"sequence"`` (the default, ``sequence_graph``): ``seq`` (B, T) int64 -> ``scores`` (B, n_items + 1);
-  ``load_onnx`` returns a ``Recommender``.
+  ``load_onnx`` returns a ``Recommender``. Or, with the session contract (``session_graph``), ``seq`` ->
+  ``session`` (B, d), the model's ``session``: the version then also holds the item table, the
+  model's ``item_vectors`` (``items`` in the manifest: ``session @ items.T`` are the scores), and an
+  index over it (``index.ann``, its sha256 and settings under ``index``: ``streamrec.retrieval.ann``),
+  and the manifest says ``"contract": "session"``.
 - ``"ranker"`` (``ranker_graph``): ``sparse`` (N, F) int64, ``multi`` (N, G) and ``dense`` (N, D)
   float32 -> ``logits`` (N,); ``load_ranker`` returns an ``OnnxRanker``.
 
@@ -36,9 +40,10 @@ from torch import nn
 from streamrec import registry as reg
 from streamrec.errors import ArtifactError
 from streamrec.export.arrays import write_arrays
-from streamrec.export.onnx_load import INPUT, OUTPUT, RANKER_INPUTS, RANKER_OUTPUT, Kind
+from streamrec.export.onnx_load import INDEX_FILE, INPUT, OUTPUT, RANKER_INPUTS, RANKER_OUTPUT, SESSION_OUTPUT, Kind
+from streamrec.retrieval.ann import AnnConfig, build_index
 
-__all__ = ["GraphInput", "GraphSpec", "export_onnx", "publish", "ranker_graph", "sequence_graph"]
+__all__ = ["GraphInput", "GraphSpec", "export_onnx", "publish", "ranker_graph", "sequence_graph", "session_graph"]
 
 OPSET = 17
 
@@ -62,6 +67,7 @@ class GraphSpec:
     inputs: tuple[GraphInput, ...]
     output: str
     output_dynamic: Mapping[int, str]
+    method: str = "score"  # the model's method that is exported: "session" for the session contract
 
 
 def sequence_graph(max_len: int) -> GraphSpec:
@@ -69,6 +75,11 @@ def sequence_graph(max_len: int) -> GraphSpec:
     seq = GraphInput(INPUT, torch.ones((2, max_len), dtype=torch.int64), {0: "batch", 1: "seq_len"},
                      {"padding": "left, 0", "max_len": max_len})
     return GraphSpec("sequence", (seq,), OUTPUT, {0: "batch"})
+
+
+def session_graph(max_len: int) -> GraphSpec:
+    """The session contract: ``seq`` as ``sequence_graph`` -> ``session`` (B, d), the model's ``session``."""
+    return dataclasses.replace(sequence_graph(max_len), output=SESSION_OUTPUT, method="session")
 
 
 def ranker_graph(config: Any) -> GraphSpec:
@@ -87,15 +98,16 @@ def ranker_graph(config: Any) -> GraphSpec:
     ), RANKER_OUTPUT, {0: "N"})
 
 
-class _ScoreGraph(nn.Module):
-    """Makes ``score`` the traced ``forward``."""
+class _Traced(nn.Module):
+    """Makes ``method`` (``score``, or ``session``) the traced ``forward``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, method: str) -> None:
         super().__init__()
         self.model = model
+        self.method = method
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model.score(*inputs)  # type: ignore[operator]
+        return getattr(self.model, self.method)(*inputs)  # type: ignore[no-any-return]
 
 
 def export_onnx(model: nn.Module, path: Path, graph: GraphSpec | None = None, *, max_len: int | None = None) -> Path:
@@ -110,7 +122,9 @@ def export_onnx(model: nn.Module, path: Path, graph: GraphSpec | None = None, *,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
-    traced = _ScoreGraph(model).cpu().eval()
+    if not callable(getattr(model, graph.method, None)):
+        raise ArtifactError(f"{type(model).__name__} has no {graph.method}(): it cannot be exported with that contract")
+    traced = _Traced(model, graph.method).cpu().eval()
     dynamic_axes = {i.name: dict(i.dynamic) for i in graph.inputs} | {graph.output: dict(graph.output_dynamic)}
     # onnxscript (which the new torch.export-based exporter needs) is not a dependency; the
     # TorchScript exporter still works but warns that it is deprecated.
@@ -142,7 +156,7 @@ def _describe(path: Path, graph: GraphSpec) -> tuple[list[dict[str, object]], di
 def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | None = None, dataset: str,
             protocol: Mapping[str, object], metrics: Mapping[str, object], registry: Path,
             extra: Mapping[str, object] | None = None, graph: GraphSpec | None = None,
-            arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None) -> Path:
+            arrays: Mapping[str, Mapping[str, np.ndarray]] | None = None, index: AnnConfig | None = None) -> Path:
     """Export ``model`` as a new version of ``name`` in ``registry``, then point ``CURRENT`` at it (a
     ``HISTORY`` line records the move); returns the version dir.
 
@@ -151,16 +165,24 @@ def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | 
     ``vocab[i]`` is the item_id of index ``i``: a sequence model needs it (``n_items + 1`` entries),
     for a ranker it is optional. ``arrays`` are groups of arrays stored with the version
     (``streamrec.export.arrays``), each listed in the manifest under its group's key: a ranker's
-    item table.
+    item table. With ``session_graph``, the model's item table and an ``index`` over it are stored too.
     """
     if graph is None:
         graph = sequence_graph(config.max_len)
+    table = None
+    if graph.method == "session":
+        with torch.no_grad():
+            table = model.item_vectors().detach().cpu().numpy().astype(np.float32)  # type: ignore[operator]
+        arrays = {**(arrays or {}), "items": {"items": table}}
     if graph.kind == "sequence" and (vocab is None or len(vocab) != config.n_items + 1):
         raise ArtifactError(f"vocab has {'no' if vocab is None else len(vocab)} entries, "
                             f"the model {config.n_items} items + padding")
     version, staging = reg.stage_version(registry, name)
     try:
-        groups = {key: write_arrays(staging, group, prefix=f"{key}.") for key, group in (arrays or {}).items()}
+        groups: dict[str, object] = {key: write_arrays(staging, group, prefix=f"{key}.")
+                                     for key, group in (arrays or {}).items()}
+        if table is not None:
+            groups |= {"contract": "session", "index": _write_index(staging, table, index or AnnConfig())}
         _fill(staging, model, config, name, version, vocab, dataset, protocol, metrics, {**(extra or {}), **groups},
               graph)
         final = reg.add_version(staging, registry, name, version)
@@ -169,6 +191,14 @@ def publish(model: nn.Module, config: Any, *, name: str, vocab: Sequence[str] | 
         raise
     reg.move_pointer(registry, name, final.name, "published")
     return final
+
+
+def _write_index(staging: Path, items: np.ndarray, config: AnnConfig) -> dict[str, object]:
+    """An index over the real items (``items[1:]``: row 0 is padding) in ``staging``; its manifest entry."""
+    built = build_index(items[1:], config)
+    sha256 = built.save(staging / INDEX_FILE)
+    return {"file": INDEX_FILE, "sha256": sha256, "max_norm": built.max_norm, "n": built.n,
+            "config": dataclasses.asdict(config)}
 
 
 def _fill(staging: Path, model: nn.Module, config: Any, name: str, version: str, vocab: Sequence[str] | None,

@@ -8,19 +8,24 @@ is never run).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from streamrec import registry as reg
-from streamrec.errors import ArtifactError
+from streamrec.errors import ArtifactError, LoadError
+from streamrec.export.arrays import read_arrays
 from streamrec.models.sequence import SequenceRecommender
+from streamrec.retrieval.ann import AnnConfig, ItemIndex, load_index
+from streamrec.retrieval.source import Retrieved
 
-__all__ = ["INPUT", "OUTPUT", "RANKER_INPUTS", "RANKER_OUTPUT", "Kind", "OnnxRanker", "OnnxRecommender",
-           "load_onnx", "load_ranker", "ort_session"]
+__all__ = ["INDEX_FILE", "INPUT", "OUTPUT", "RANKER_INPUTS", "RANKER_OUTPUT", "SESSION_OUTPUT", "Kind",
+           "OnnxRanker", "OnnxRecommender", "OnnxSessionRecommender", "load_onnx", "load_ranker", "ort_session"]
 
 INPUT, OUTPUT = "seq", "scores"
+SESSION_OUTPUT, INDEX_FILE = "session", "index.ann"  # the session contract's output, and its index's file
 RANKER_INPUTS, RANKER_OUTPUT = ("sparse", "multi", "dense"), "logits"
 
 Kind = Literal["sequence", "ranker"]
@@ -63,15 +68,62 @@ class OnnxRecommender(SequenceRecommender):
         self.vocab = vocab
 
 
+class OnnxSessionRecommender(OnnxRecommender):
+    """A sequence model published with the session contract: the graph gives each history's vector,
+    and ``score`` multiplies it with the item table (the full catalogue, exactly what the scores graph
+    gives); ``retrieve`` asks the index for the top items instead (``streamrec.retrieval.source``)."""
+
+    def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str], items: np.ndarray,
+                 index: ItemIndex, *, batch_size: int = 256) -> None:
+        super().__init__(session, manifest, vocab, batch_size=batch_size)
+        self.items = items
+        self.index = index
+        self.score_fn = lambda seq: self.embed(seq) @ items.T
+
+    def embed(self, seq: np.ndarray) -> np.ndarray:
+        """``(B, T)`` padded input -> ``(B, d)`` float32 session vectors."""
+        return self.session.run([SESSION_OUTPUT], {INPUT: seq.astype(np.int64, copy=False)})[0]
+
+    def sessions(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """``(B, d)`` float32: each history's vector, padded as ``score`` pads it."""
+        chunks = [self.embed(self.pad(histories[lo:lo + self.batch_size]))
+                  for lo in range(0, len(histories), self.batch_size)]
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.items.shape[1]), np.float32)
+
+    def retrieve(self, histories: Sequence[np.ndarray]) -> Retrieved:
+        return Retrieved(self.sessions(histories), self.items, self.index)
+
+
 def load_onnx(path: Path, *, intra_op_threads: int = 1, batch_size: int = 256) -> OnnxRecommender:
-    """A sequence model's ``Recommender`` over onnxruntime, after checking the sha256.
+    """A sequence model's ``Recommender`` over onnxruntime, after checking the sha256 (and, for the
+    session contract, its item table's and its index's: ``OnnxSessionRecommender``).
 
     ``path``: a version directory, its ``model.onnx``, or a model directory (its ``CURRENT`` version).
     """
     session, manifest, vocab, _ = _open(path, "sequence", intra_op_threads)
     if vocab is None:
         raise ArtifactError(f"{manifest['name']} version {manifest['version']} has no vocab.json: publish it again")
-    return OnnxRecommender(session, manifest, vocab, batch_size=batch_size)
+    contract = manifest.get("contract", "scores")
+    if contract == "scores":
+        return OnnxRecommender(session, manifest, vocab, batch_size=batch_size)
+    if contract != "session":
+        raise ArtifactError(f"{manifest['name']} version {manifest['version']} has the contract {contract!r}, "
+                            "which this server does not know (scores, session)")
+    version_dir = reg.resolve(path)
+    items = read_arrays(version_dir, manifest.get("items") or {}).get("items")
+    entry = manifest.get("index") or {}
+    if items is None or items.shape[0] != manifest["config"]["n_items"] + 1 or not entry:
+        raise ArtifactError(f"{version_dir}: a session-contract version needs its item table (n_items + 1 rows) "
+                            "and its index in the manifest; publish it again")
+    try:
+        index = load_index(version_dir / reg.check_name(entry["file"], "index file"), entry["sha256"],
+                           float(entry["max_norm"]), AnnConfig(**entry["config"]))
+    except LoadError as exc:
+        raise ArtifactError(str(exc)) from None
+    if index.n != items.shape[0] - 1 or index.dim != items.shape[1]:
+        raise ArtifactError(f"{version_dir}: the index holds {index.n} vectors of {index.dim}, the item table "
+                            f"{items.shape[0] - 1} of {items.shape[1]}")
+    return OnnxSessionRecommender(session, manifest, vocab, items, index, batch_size=batch_size)
 
 
 class OnnxRanker:

@@ -120,6 +120,19 @@ class Bert4Rec(nn.Module):
 
     def score(self, seq: torch.Tensor) -> torch.Tensor:
         """The served graph: ``(B, T)`` left-padded items -> ``(B, n_items + 1)``, read at an appended mask."""
+        return self.logits(self._at_mask(seq))  # (B, n_items + 1)
+
+    def session(self, seq: torch.Tensor) -> torch.Tensor:
+        """The retrieval graph: ``(B, T)`` -> ``(B, C + 1)``, the state at the mask and a 1, whose
+        products with ``item_vectors`` are ``score`` (the 1 meets the output bias)."""
+        h = self._at_mask(seq)
+        return torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
+
+    def item_vectors(self) -> torch.Tensor:
+        """``(n_items + 1, C + 1)``: the tied embeddings (not the mask token's) and the output bias."""
+        return torch.cat([self.item_emb.weight[: self.config.n_items + 1], self.out_bias[:, None]], dim=1)
+
+    def _at_mask(self, seq: torch.Tensor) -> torch.Tensor:
         masked = torch.cat([seq, torch.full_like(seq[:, :1], self.mask_token)], dim=1)  # (B, T + 1)
-        return self.logits(self.encode(masked, last_only=True)[:, -1, :])  # (B, n_items + 1)
+        return self.encode(masked, last_only=True)[:, -1, :]  # (B, C)
 

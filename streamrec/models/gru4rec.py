@@ -189,9 +189,21 @@ class GRU4Rec(nn.Module):
         The output is read at each row's last real step. Written with gathers and one ``nn.GRU`` call so
         it exports to ONNX with dynamic batch and sequence axes (a single GRU node).
         """
+        return self._logits(self._last_hidden(seq), None)  # (B, n_items + 1)
+
+    def session(self, seq: torch.Tensor) -> torch.Tensor:
+        """The retrieval graph: ``(B, T)`` -> ``(B, H + 1)``, the last hidden state and a 1, whose
+        products with ``item_vectors`` are ``score`` (the 1 meets the output bias)."""
+        h = self._last_hidden(seq)
+        return torch.cat([h, torch.ones_like(h[:, :1])], dim=1)
+
+    def item_vectors(self) -> torch.Tensor:
+        """``(n_items + 1, H + 1)``: the output item vectors and their bias."""
+        return torch.cat([self.out.weight, self.out_bias.weight], dim=1)
+
+    def _last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
         out, lengths, _ = self._run(seq)
         B = seq.shape[0]
         last = (lengths - 1).clamp(min=0).view(B, 1, 1).expand(B, 1, out.shape[2])  # (B, 1, H)
         h = out.gather(1, last).squeeze(1)  # (B, H)
-        h = h * (lengths > 0).unsqueeze(1).to(h.dtype)  # empty history: the initial (zero) state
-        return self._logits(h, None)  # (B, n_items + 1)
+        return h * (lengths > 0).unsqueeze(1).to(h.dtype)  # empty history: the initial (zero) state

@@ -212,5 +212,13 @@ class SASRec(nn.Module):
 
     def score(self, seq: torch.Tensor) -> torch.Tensor:
         """The served graph: ``(B, T)`` left-padded item indices -> ``(B, n_items + 1)`` scores."""
-        return self.encode(seq, last_only=True)[:, -1, :] @ self.item_emb.weight.T  # (B, V)
+        return self.session(seq) @ self.item_vectors().T  # (B, V)
+
+    def session(self, seq: torch.Tensor) -> torch.Tensor:
+        """The retrieval graph: ``(B, T)`` -> ``(B, C)``, whose products with ``item_vectors`` are ``score``."""
+        return self.encode(seq, last_only=True)[:, -1, :]
+
+    def item_vectors(self) -> torch.Tensor:
+        """``(n_items + 1, C)``: the tied output embeddings."""
+        return self.item_emb.weight
 

@@ -185,17 +185,18 @@ def publish_ranker(fit: RankerFit, pipeline: Pipeline, split: Split, *, vocab: S
                          arrays={ITEM_TABLE: pipeline.table.state()})
 
 
-def load_pipeline(split: Split, registry: Path, *, fold: bool = False) -> Pipeline:
+def load_pipeline(split: Split, registry: Path, *, fold: bool = False, retrieve_above: int | None = None) -> Pipeline:
     """The served pipeline, exactly as a server loads it: the CURRENT release's artifacts
     (``streamrec.rank.release``), checked against ``split``; with the ranker's own ONNX logits, or
-    with ``fold`` the folded DeepFM a server runs (``streamrec.rank.folded``)."""
+    with ``fold`` the folded DeepFM a server runs (``streamrec.rank.folded``); ``retrieve_above`` as
+    ``Pipeline``'s."""
     from streamrec.rank.release import load_release
 
     root = Path(registry)
     version = reg.read_pointer(root, RANKER)
     if version is None:
         raise ConfigError(f"no {RANKER} version is CURRENT under {root}; publish one with streamrec train-ranker")
-    release = load_release(root, version, fold=fold)
+    release = load_release(root, version, fold=fold, retrieve_above=retrieve_above)
     if release.ranker.manifest.get("protocol") != json.loads(json.dumps(dict(split.summary))):
         raise ConfigError(f"the CURRENT ranker under {root / RANKER} was trained on another split; "
                           "rebuild it with streamrec train-ranker")

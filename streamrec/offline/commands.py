@@ -72,7 +72,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
                    registry=settings.registry, curves_dir=settings.home / "train",
                    max_len=args.max_len, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs,
                    patience=args.patience, budget_s=None if args.budget_min is None else args.budget_min * 60,
-                   seed=args.seed, device=args.device, progress=not args.quiet)
+                   seed=args.seed, device=args.device, progress=not args.quiet, contract=args.contract)
     result = run_train_job(job, say=print)
     print(f"\n{result.described}: test metrics of each model's best epoch")
     print(f"{'model':10} {'best':>4} {'epochs':>6} {'stopped':8} {'train s':>7} "
@@ -134,6 +134,10 @@ def _train_ranker(args: argparse.Namespace, settings: Settings) -> int:
         print(f"published {done.version_dir} (CURRENT); pipeline test NDCG@10 with the ONNX ranker "
               f"{done.onnx_test['NDCG@10']:.4f}, of the release as served (loaded from its artifacts) "
               f"{done.served_test['NDCG@10']:.4f}")
+        if done.retrieval_test:
+            print(f"the release as served through the item indexes of its session-contract models (every catalogue "
+                  f"size): NDCG@10 {done.retrieval_test['NDCG@10']:.4f}, "
+                  f"{done.retrieval_test['NDCG@10'] - done.served_test['NDCG@10']:+.4f} against full scores")
     default_json = settings.home / "eval" / f"pipeline-{args.dataset}-{args.protocol}.json"
     json_path = Path(args.json) if args.json else default_json
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +209,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--device", default=None, metavar="DEV",
                    help="torch device, e.g. cpu, cuda or cuda:1 (default: cuda when available, else cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, dropout and negatives (default 0)")
+    p.add_argument("--contract", choices=("scores", "session"), default="scores",
+                   help="what the published graph computes: scores of the whole catalogue, or (sasrec, gru4rec, "
+                   "bert4rec) the session's vector, published with the item table and an index over it, which the "
+                   "server searches above STREAMREC_RETRIEVAL_THRESHOLD items (default scores)")
     add_registry_option(p)
     p.add_argument("--no-publish", action="store_true",
                    help="train and test only: publish nothing, write the curves to $STREAMREC_HOME/train/")

@@ -31,6 +31,7 @@ from streamrec.eval.protocols import ProtocolName  # noqa: E402
 from streamrec.models.recommend import item_counts  # noqa: E402
 from streamrec.offline.assemble import PipelineSpec, load_pipeline, publish_ranker  # noqa: E402
 from streamrec.offline.experiment import ExperimentConfig, ExperimentResult, run_experiment  # noqa: E402
+from streamrec.retrieval.source import Retriever
 
 __all__ = ["RankerJob", "RankerJobResult", "format_architectures", "format_report", "plot_report", "run_ranker_job"]
 
@@ -65,6 +66,8 @@ class RankerJobResult:
     onnx_test: dict[str, float]  # the generators fitted in the job, with the exported ranker
     served_test: dict[str, float]  # the published release, loaded and run as a server does
     report: dict[str, object]
+    # the same, every session-contract source retrieving from its index; {} without such a source
+    retrieval_test: dict[str, float] = field(default_factory=dict)
 
 
 def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
@@ -76,7 +79,7 @@ def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
     parts, vocab = make_split(job.dataset, job.protocol, job.data_dir)
     described = f"{job.dataset.upper()}, {parts.summary['description']}"
     result = run_experiment(parts, job.experiment(), progress=progress)
-    version_dir, onnx_test, served_test = None, {}, {}
+    version_dir, onnx_test, served_test, retrieval_test = None, {}, {}, {}
     if job.publish:
         metrics = {"test": result.variants["pipeline"], "members_test": result.members,
                    "candidate_recall_test": {str(n): r for n, r in result.recall.items()}}
@@ -90,6 +93,9 @@ def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
         onnx_test = evaluate(result.pipeline, parts.test, train_counts=counts, progress=False)
         served = load_pipeline(parts, job.spec.registry, fold=True)
         served_test = evaluate(served, parts.test, train_counts=counts, progress=False)
+        if any(isinstance(g, Retriever) for g in served.generators.values()):
+            through = load_pipeline(parts, job.spec.registry, fold=True, retrieve_above=0)
+            retrieval_test = evaluate(through, parts.test, train_counts=counts, progress=False)
     report = {
         "dataset": job.dataset, "protocol": dict(parts.summary), "spec": _jsonable(asdict(job.spec)),
         "members": result.members, "variants": result.variants,
@@ -101,8 +107,9 @@ def run_ranker_job(job: RankerJob, *, progress: bool = True) -> RankerJobResult:
         "seconds": result.seconds, "published": str(version_dir) if version_dir else None,
         "onnx_pipeline_test": onnx_test,
         "served_release_test": served_test,
+        "served_through_retrieval_test": retrieval_test or None,
     }
-    return RankerJobResult(described, result, version_dir, onnx_test, served_test, report)
+    return RankerJobResult(described, result, version_dir, onnx_test, served_test, report, retrieval_test)
 
 
 def _jsonable(value: object) -> object:

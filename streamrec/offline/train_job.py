@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import torch
 
@@ -175,11 +175,21 @@ class TrainJob:
     progress: bool = True
     init_from: Mapping[str, Path] = field(default_factory=dict)  # model name -> version dir to warm-start from
     network: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # model -> config fields to override
+    # what the published graph computes: "scores" (B, n_items + 1), or "session" (B, d) with the item table and
+    # an index beside it, for retrieval at catalogue scale (streamrec.export.onnx_export, streamrec.retrieval)
+    contract: Literal["scores", "session"] = "scores"
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.models if n not in BUILDERS]
         if not self.models or unknown or len(set(self.models)) != len(self.models):
             raise ConfigError(f"models must be distinct names from {', '.join(BUILDERS)}; got {', '.join(self.models)}")
+        if self.contract not in ("scores", "session"):
+            raise ConfigError(f"contract must be scores or session, got {self.contract!r}")
+        if self.contract == "session":
+            lacking = [n for n in self.models if not hasattr(BUILDERS[n].classes()[0], "session")]
+            if lacking:
+                raise ConfigError(f"{', '.join(lacking)} cannot be published with the session contract (no session "
+                                  "vector and item table); sasrec, gru4rec and bert4rec can")
         if self.max_len is not None and self.max_len < 1:
             raise ConfigError(f"max_len must be positive, got {self.max_len}")
         stray = [n for n in self.network if n not in self.models]
@@ -329,7 +339,7 @@ def _registry(job: TrainJob) -> Path:
 
 def _publish(job: TrainJob, model: torch.nn.Module, run: ModelRun, parts: Split, vocab: list[str]) -> Path:
     """A new version of ``run.name`` in the registry, with the training history in its manifest."""
-    from streamrec.export import publish
+    from streamrec.export import publish, session_graph
 
     result = run.result
     training = {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "stopped": result.stopped,
@@ -343,8 +353,9 @@ def _publish(job: TrainJob, model: torch.nn.Module, run: ModelRun, parts: Split,
         # on other batch sizes and lengths, and ``_run_model`` tests the published model again.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"torch\.nn\.modules\.rnn")
         warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1", UserWarning)
+        graph = session_graph(run.config.max_len) if job.contract == "session" else None
         version_dir = publish(model, run.config, name=run.name, vocab=vocab, dataset=job.dataset,
-                              protocol=dict(parts.summary), registry=_registry(job),
+                              protocol=dict(parts.summary), registry=_registry(job), graph=graph,
                               metrics={"validation": result.best_metrics, "test": run.test},
                               extra={"training": training, "train_config": dataclasses.asdict(run.settings),
                                      "warm_start": str(job.init_from.get(run.name, "")) or None})

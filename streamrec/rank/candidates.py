@@ -1,6 +1,7 @@
 """Candidate generation: the union of every source's top-N, with each source's evidence kept.
 
-Every generator scores the whole catalogue (the ``Recommender`` contract), so for each
+Every generator scores the whole catalogue (the ``Recommender`` contract), or, served through
+retrieval, scores any item it is asked about (``streamrec.retrieval.source``), so for each
 candidate we know every source's score, not only the proposers'; the rank, though, is known
 only inside a source's top-N, which is all the ranker needs ("proposed, and how high").
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from streamrec.errors import ConfigError
 from streamrec.models.base import top_k
+from streamrec.retrieval.source import Retrieved
 
 __all__ = ["Candidates", "union_top_n"]
 
@@ -57,47 +59,58 @@ class Candidates:
 
 
 def union_top_n(
-    scores: Mapping[str, np.ndarray],
+    scores: Mapping[str, np.ndarray | Retrieved],
     n_per_source: Mapping[str, int],
     exclude: Sequence[np.ndarray] | None = None,
 ) -> Candidates:
     """The union of each source's top ``n_per_source[s]`` items per row, ``exclude[i]`` left out.
 
-    ``scores[s]`` is source ``s``'s ``(B, n_items + 1)`` matrix. A source with N = 0 contributes
-    features but proposes nothing.
+    ``scores[s]`` is source ``s``'s ``(B, n_items + 1)`` matrix, or a ``Retrieved`` batch (a sequence
+    model served through its item index: its top-N from the index, its scores of the candidates by
+    product). A source with N = 0 contributes features but proposes nothing.
     """
     sources = tuple(scores)
     if not sources:
         raise ConfigError("candidate generation needs at least one source")
-    B, V = next(iter(scores.values())).shape
+    first = scores[sources[0]]
+    B, V = (len(first.sessions), first.n_items + 1) if isinstance(first, Retrieved) else first.shape
     S = len(sources)
     # each proposal (row, item, rank, source) packed in one int64, so that plain sorts order them
     ns = {name: int(n_per_source.get(name, 0)) for name in sources}
     R = max(ns.values(), default=0) + 1  # ranks are 1..R-1
     codes: list[np.ndarray] = []  # per proposal: (row * V + item) * R + rank
     srcs: list[np.ndarray] = []
+
+    def propose(group: Sequence[int], idx_all: np.ndarray, vals_all: np.ndarray) -> None:
+        """Proposals of ``group``'s sources, their ``(len(group) B, n)`` top-N one source after another."""
+        finite = np.isfinite(vals_all).ravel()
+        row = np.tile(np.arange(B), len(group))[:, None]
+        rank = np.arange(1, idx_all.shape[1] + 1)[None, :]
+        codes.append(((row * V + idx_all) * R + rank).ravel()[finite])
+        srcs.append(np.repeat(group, B * idx_all.shape[1])[finite])
+
     per_call = max(1, _ROWS_PER_TOP_K // max(B, 1))
     for n in sorted({n for n in ns.values() if n > 0}):
         same_n = [(s, name) for s, name in enumerate(sources) if ns[name] == n]
-        for lo in range(0, len(same_n), per_call):
-            group = same_n[lo:lo + per_call]
+        for s, name in same_n:
+            source = scores[name]
+            if isinstance(source, Retrieved):
+                propose([s], *source.top(n, exclude))
+        matrices = [(s, name) for s, name in same_n if not isinstance(scores[name], Retrieved)]
+        for lo in range(0, len(matrices), per_call):
+            group = matrices[lo:lo + per_call]
             # one top-k over the stacked rows of several sources: one selection call instead of one each
-            idx_all, vals_all = top_k(np.concatenate([scores[name] for _, name in group]), n,
-                                      None if exclude is None else list(exclude) * len(group))  # (len(group) B, n)
-            finite = np.isfinite(vals_all).ravel()  # the group's sources one after another, B rows each
-            row = np.tile(np.arange(B), len(group))[:, None]
-            rank = np.arange(1, idx_all.shape[1] + 1)[None, :]
-            codes.append(((row * V + idx_all) * R + rank).ravel()[finite])
-            srcs.append(np.repeat([s for s, _ in group], B * idx_all.shape[1])[finite])
+            propose([s for s, _ in group], *top_k(np.concatenate([scores[name] for _, name in group]), n,
+                                                  None if exclude is None else list(exclude) * len(group)))
     code = np.concatenate(codes) if codes else np.zeros(0, dtype=np.int64)
     src = np.concatenate(srcs) if srcs else np.zeros(0, dtype=np.int64)
     # best rank of each (row, item): the first of its run once sorted
     order = np.argsort(code)
     ordered = code[order]
-    first = np.ones(len(ordered), dtype=bool)
-    first[1:] = ordered[1:] // R != ordered[:-1] // R
-    run = np.cumsum(first) - 1  # each sorted proposal's (row, item)
-    unique_pair, best = ordered[first] // R, ordered[first] % R
+    first_of_run = np.ones(len(ordered), dtype=bool)
+    first_of_run[1:] = ordered[1:] // R != ordered[:-1] // R
+    run = np.cumsum(first_of_run) - 1  # each sorted proposal's (row, item)
+    unique_pair, best = ordered[first_of_run] // R, ordered[first_of_run] % R
     # candidates by (row, best rank, item)
     key = (unique_pair // V * R + best) * V + unique_pair % V
     by_key = np.argsort(key)
@@ -114,7 +127,8 @@ def union_top_n(
     cand_ranks[ordered // R // V, col_of_pair[run], src[order]] = ordered % R
     real = items > 0
     flat = (np.arange(B)[:, None] * V + items).ravel()
-    cand_scores = np.stack([np.asarray(scores[name], dtype=np.float32).reshape(-1).take(flat).reshape(B, width)
+    cand_scores = np.stack([scores[name].at(items) if isinstance(scores[name], Retrieved) else
+                            np.asarray(scores[name], dtype=np.float32).reshape(-1).take(flat).reshape(B, width)
                             for name in sources], axis=-1)
     cand_scores = np.where(real[..., None] & np.isfinite(cand_scores), cand_scores, 0.0).astype(np.float32)
     return Candidates(sources, items, cand_scores, cand_ranks)

@@ -10,6 +10,11 @@ the order it would show them, sit above every other item. So the top-k of ``scor
 ``recommend`` returns for the same history and the pipeline's own rules: what is evaluated is what
 is served, by construction rather than by two copies kept in step.
 
+A sequence model published with the session contract is served through its item index when the
+catalogue has more than ``retrieve_above`` items (``STREAMREC_RETRIEVAL_THRESHOLD``), and by its full
+scores otherwise (``streamrec.retrieval``): the candidates are then its index's top-N, with their
+exact scores.
+
 Without a ranker the candidates are ordered by plain score fusion: the mean over sources of each
 source's within-list z-score (CombSUM of normalised scores), the ablation the ranker must beat.
 """
@@ -28,6 +33,7 @@ from streamrec.models.recommend import clean_histories
 from streamrec.rank.candidates import Candidates, union_top_n
 from streamrec.rank.features import ItemTable, PairFeatures, SessionContext, pair_features
 from streamrec.rank.rerank import RerankConfig, allowed_many, mmr, top_allowed
+from streamrec.retrieval.source import Retrieved, Retriever
 
 __all__ = ["PairRanker", "Pipeline", "Query", "RankerFn", "Recommendation"]
 
@@ -78,7 +84,8 @@ class Pipeline:
     name = "pipeline"
 
     def __init__(self, generators: Mapping[str, Recommender], table: ItemTable, n_per_source: Mapping[str, int],
-                 ranker: RankerFn | PairRanker | None = None, rerank: RerankConfig = RerankConfig()) -> None:
+                 ranker: RankerFn | PairRanker | None = None, rerank: RerankConfig = RerankConfig(),
+                 retrieve_above: int | None = None) -> None:
         missing = [s for s in n_per_source if s not in generators]
         if missing or not generators:
             raise ConfigError(f"n_per_source names sources without a generator: {missing}")
@@ -87,6 +94,10 @@ class Pipeline:
         self.n_per_source = {s: int(n_per_source.get(s, 0)) for s in self.generators}
         self.ranker = ranker
         self.rerank = rerank
+        self.retrieve_above = retrieve_above  # None: every source scores the whole catalogue
+        self.retrieving = frozenset(  # decided once: a per-batch isinstance of a Protocol costs microseconds
+            name for name, g in self.generators.items()
+            if retrieve_above is not None and isinstance(g, Retriever) and g.n_items > retrieve_above)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -100,10 +111,12 @@ class Pipeline:
 
     # ---------------------------------------------------------------- stages
 
-    def source_scores(self, histories: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        return {name: np.asarray(g.score(histories), dtype=np.float32) for name, g in self.generators.items()}
+    def source_scores(self, histories: Sequence[np.ndarray]) -> dict[str, np.ndarray | Retrieved]:
+        """Each source's full scores, or its ``Retrieved`` batch when it retrieves (``retrieve_above``)."""
+        return {name: g.retrieve(histories) if name in self.retrieving  # type: ignore[attr-defined]
+                else np.asarray(g.score(histories), dtype=np.float32) for name, g in self.generators.items()}
 
-    def candidates(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+    def candidates(self, scores: Mapping[str, np.ndarray | Retrieved], histories: Sequence[np.ndarray],
                    exclude_seen: bool | None = None) -> Candidates:
         """The first stage alone, as the ranker is trained on it (``streamrec.offline.ranker_fit``)."""
         exclude_seen = self.rerank.exclude_seen if exclude_seen is None else exclude_seen
@@ -124,7 +137,7 @@ class Pipeline:
             scores = np.asarray(self.ranker(*features.full(self.table).flat()), dtype=np.float32).reshape(B, C)
         return np.where(cands.mask, scores, -np.inf).astype(np.float32)
 
-    def ranked(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+    def ranked(self, scores: Mapping[str, np.ndarray | Retrieved], histories: Sequence[np.ndarray],
                contexts: Sequence[SessionContext] | None = None,
                exclude_seen: bool | None = None) -> tuple[Candidates, np.ndarray]:
         """Candidates and their ranking scores, before the re-ranking rules: what the ranker is judged on."""
@@ -134,20 +147,20 @@ class Pipeline:
 
     # ---------------------------------------------------------------- the one path
 
-    def _candidates(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+    def _candidates(self, scores: Mapping[str, np.ndarray | Retrieved], histories: Sequence[np.ndarray],
                     exclude_seen: Sequence[bool]) -> Candidates:
         """``histories`` already clean; row ``i`` leaves its seen items out when ``exclude_seen[i]``."""
         empty = np.zeros(0, dtype=np.int64)
         exclude = [h if e else empty for h, e in zip(histories, exclude_seen, strict=True)]
         return union_top_n({s: scores[s] for s in self.sources}, self.n_per_source, exclude)
 
-    def _ranked(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+    def _ranked(self, scores: Mapping[str, np.ndarray | Retrieved], histories: Sequence[np.ndarray],
                 contexts: Sequence[SessionContext] | None,
                 exclude_seen: Sequence[bool]) -> tuple[Candidates, np.ndarray]:
         cands = self._candidates(scores, histories, exclude_seen)
         return cands, self.rank(cands, pair_features(cands, histories, self.table, contexts))
 
-    def _served(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+    def _served(self, scores: Mapping[str, np.ndarray | Retrieved], histories: Sequence[np.ndarray],
                 contexts: Sequence[SessionContext] | None, rules: Sequence[RerankConfig],
                 exclude: Sequence[Collection[int]], k: Sequence[int]) -> _Served:
         """What would be shown for each clean history: candidates, features, rank, then row ``i``'s
@@ -178,7 +191,7 @@ class Pipeline:
             contexts = [SessionContext(times=t, now=float(n)) for t, n in zip(times, now, strict=True)]
         return self.scores_from(self.source_scores(histories), histories, contexts)
 
-    def scores_from(self, scores: Mapping[str, np.ndarray], histories: Sequence[np.ndarray],
+    def scores_from(self, scores: Mapping[str, np.ndarray | Retrieved], histories: Sequence[np.ndarray],
                     contexts: Sequence[SessionContext] | None = None) -> np.ndarray:
         """Full-catalogue scores from precomputed source scores: every item the pipeline's rules would
         show, by its ranking score and in display order, then every other item below them by

@@ -48,11 +48,14 @@ class Release:
     ranker: OnnxRanker
 
 
-def load_release(registry: Path, version: str, *, fold: bool = True, members: Members | None = None) -> Release:
+def load_release(registry: Path, version: str, *, fold: bool = True, members: Members | None = None,
+                 retrieve_above: int | None = None) -> Release:
     """The release whose ranker is ``version``. ``members`` caches loaded members across calls (a new
     ranker over the same generators then loads in milliseconds); ``fold`` serves DeepFM through
     ``streamrec.rank.folded`` (the same logits, less work). Only DeepFM folds: a ranker whose manifest names
-    another ``architecture`` (absent: DeepFM, as every release before the others) is served by its ONNX graph."""
+    another ``architecture`` (absent: DeepFM, as every release before the others) is served by its ONNX graph.
+    ``retrieve_above``: the pipeline's (``Pipeline``): sources of the session contract retrieve from their
+    index when the catalogue has more items."""
     members = {} if members is None else members
     ranker_dir = reg.version_dir(registry, reg.RANKER, version)
     ranker = load_ranker(ranker_dir)
@@ -96,7 +99,7 @@ def load_release(registry: Path, version: str, *, fold: bool = True, members: Me
     elif fold:
         logger.info("ranker served by its ONNX graph event=ranker_onnx architecture=%s version=%s", architecture,
                     version)
-    pipeline = Pipeline(generators, table, spec["n_per_source"], score)
+    pipeline = Pipeline(generators, table, spec["n_per_source"], score, retrieve_above=retrieve_above)
     return Release(pipeline, vocab, versions, check_dataset(manifest.get("dataset")), ranker)
 
 

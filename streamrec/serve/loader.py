@@ -37,9 +37,10 @@ logger = logging.getLogger(__name__)
 class RegistryLoader:
     """Builds ``ServingState``s from ``registry``; thread-safe (one load at a time)."""
 
-    def __init__(self, registry: Path, *, fold_ranker: bool = True) -> None:
+    def __init__(self, registry: Path, *, fold_ranker: bool = True, retrieve_above: int | None = None) -> None:
         self.registry = Path(registry)
         self.fold_ranker = fold_ranker  # serve DeepFM through streamrec.rank.folded (same logits, ~3x less CPU)
+        self.retrieve_above = retrieve_above  # the pipeline's (streamrec.rank.pipeline): None, never
         self._members: dict[tuple[str, str], Recommender] = {}
         self._last: tuple[str, ServingState] | None = None  # the latest version loaded, and its state
         self._lock = threading.Lock()
@@ -68,7 +69,8 @@ class RegistryLoader:
 
     def _load(self, version: str) -> ServingState:
         members = dict(self._members)  # a refused release leaves the cache as it was
-        release = load_release(self.registry, version, fold=self.fold_ranker, members=members)
+        release = load_release(self.registry, version, fold=self.fold_ranker, members=members,
+                               retrieve_above=self.retrieve_above)
         table = release.pipeline.table
         popular = (np.argsort(-table.log_pop[1:], kind="stable") + 1).astype(np.int64)
         state = ServingState(release.pipeline, release.vocab, release.versions, release.dataset, popular)

@@ -48,6 +48,12 @@ def _limit_threads() -> None:
     threadpool_limits(1)
 
 
+def _loader(settings: Settings) -> RegistryLoader:
+    threshold = settings.retrieval_threshold
+    return RegistryLoader(settings.registry, fold_ranker=settings.serve_fold_ranker,
+                          retrieve_above=None if threshold < 0 else threshold)
+
+
 def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if not settings.tls_cert:
         return None
@@ -75,7 +81,7 @@ class RecommendServer:
         self.reuse_port = reuse_port  # share the port with the other processes of a ``serve_processes`` group
         self.port = settings.grpc_port if port is None else port
         self.metrics_port = settings.metrics_port if metrics_port is None else metrics_port
-        self.loader = loader or RegistryLoader(settings.registry, fold_ranker=settings.serve_fold_ranker)
+        self.loader = loader or _loader(settings)
         self.holder = StateHolder()
         self.metrics = ServeMetrics()
         self.bound_port = 0
@@ -265,7 +271,7 @@ def serve_processes(settings: Settings, processes: int) -> None:
         return
     if settings.grpc_port == 0:
         raise ConfigError("several processes need a fixed port to share; set STREAMREC_GRPC_PORT or --port")
-    loader = RegistryLoader(settings.registry, fold_ranker=settings.serve_fold_ranker)
+    loader = _loader(settings)
     try:
         loader.load()  # kept by the loader: each process's first load returns it
     except LoadError as exc:

@@ -10,15 +10,29 @@ import torch
 
 from streamrec.bench.models import ModelBenchConfig, bench_models
 from streamrec.cli import main
-from streamrec.errors import ArtifactError
-from streamrec.export import export_onnx, load_onnx, load_ranker, publish, publish_generator, ranker_graph
+from streamrec.errors import ArtifactError, ConfigError
+from streamrec.export import (
+    export_onnx,
+    load_onnx,
+    load_ranker,
+    publish,
+    publish_generator,
+    ranker_graph,
+    session_graph,
+)
+from streamrec.export.onnx_load import INDEX_FILE, OnnxSessionRecommender
 from streamrec.models.base import top_k
 from streamrec.models.deepfm import DeepFM, DeepFMConfig
 from streamrec.models.popularity import MostPopular
+from streamrec.models.recommend import clean_histories
 from streamrec.models.sasrec import SASRec, SASRecConfig
+from streamrec.offline.train_job import TrainJob
+from streamrec.rank.features import ItemTable
+from streamrec.rank.pipeline import Pipeline, Query
 from streamrec.registry import current_version, read_history, resolve, sha256_of
+from streamrec.retrieval.source import Retrieved
 from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
-from tests.models.helpers import MakeData
+from tests.models.helpers import MakeData, tiny_items
 
 N_ITEMS = 60
 MAX_LEN = 12
@@ -171,3 +185,68 @@ def test_the_train_command_reports_test_metrics_and_publishes(tmp_path: Path, mo
     assert set(manifest["metrics"]) == {"validation", "test"} and (version_dir / "curves.png").is_file()
     assert len(manifest["training"]["history"]) == 2
     assert main(["train", "--models", "sasrec,nope"]) == 2
+
+
+def test_the_session_contract_publishes_the_item_table_and_its_index(
+        tmp_path: Path, trained: tuple[SASRec, SASRecConfig]) -> None:
+    model, config = trained
+    version_dir = publish(model, config, name="sasrec", vocab=VOCAB, dataset="synthetic",
+                          protocol={"protocol": "loo"}, metrics={}, registry=tmp_path, graph=session_graph(MAX_LEN))
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    assert manifest["contract"] == "session" and manifest["output"]["shape"] == ["batch", config.d_model]
+    assert manifest["index"]["file"] == INDEX_FILE and manifest["index"]["n"] == N_ITEMS
+    served = load_onnx(version_dir)
+    assert isinstance(served, OnnxSessionRecommender)
+    reference = TorchSequenceRecommender.from_module(model, N_ITEMS, MAX_LEN)
+    hist = histories(0)
+    np.testing.assert_allclose(served.score(hist), reference.score(hist), rtol=1e-4, atol=1e-5)
+    # through the index: the same top-10 as the full scores (every list scanned at this size)
+    seen = clean_histories(hist, N_ITEMS)
+    items, _ = served.retrieve(hist).top(10, seen)
+    want, _ = top_k(reference.score(hist), 10, seen)
+    assert (items == want).mean() > 0.95
+    (version_dir / INDEX_FILE).write_bytes((version_dir / INDEX_FILE).read_bytes()[:-8])  # a damaged index
+    with pytest.raises(ArtifactError, match="not the one recorded"):
+        load_onnx(version_dir)
+
+
+def test_only_models_with_a_session_vector_take_the_session_contract() -> None:
+    TrainJob(models=("sasrec", "gru4rec", "bert4rec"), data_dir=Path("data"), contract="session")
+    with pytest.raises(ConfigError, match="neumf cannot be published with the session contract"):
+        TrainJob(models=("sasrec", "neumf"), data_dir=Path("data"), contract="session")
+
+
+def test_the_pipeline_through_the_index_serves_what_the_full_scores_serve(
+        tmp_path: Path, trained: tuple[SASRec, SASRecConfig], make_data: MakeData) -> None:
+    model, config = trained
+    served = load_onnx(publish(model, config, name="sasrec", vocab=VOCAB, dataset="synthetic",
+                               protocol={"protocol": "loo"}, metrics={}, registry=tmp_path, graph=session_graph(MAX_LEN)))
+    data = make_data([[(s + j) % N_ITEMS + 1 for j in range(8)] for s in range(0, N_ITEMS, 3)], n_items=N_ITEMS,
+                     items=tiny_items(N_ITEMS))
+    generators = {"sasrec": served, "pop": MostPopular().fit(data)}
+    table, n = ItemTable.build(data), {"sasrec": 20, "pop": 10}
+    queries = [Query(h, 10) for h in histories(1)]
+    full = Pipeline(generators, table, n, retrieve_above=N_ITEMS)  # at or below the threshold: full scores
+    through = Pipeline(generators, table, n, retrieve_above=0)
+    assert isinstance(full.source_scores([queries[0].history])["sasrec"], np.ndarray)
+    assert isinstance(through.source_scores([queries[0].history])["sasrec"], Retrieved)
+    want, got = full.recommend_many(queries), through.recommend_many(queries)
+    assert [[r.item for r in row] for row in got] == [[r.item for r in row] for row in want]
+    np.testing.assert_allclose([r.score for row in got for r in row], [r.score for row in want for r in row],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_the_top_k_of_the_session_graph_is_the_top_k_of_the_scores_graph(
+        tmp_path: Path, trained: tuple[SASRec, SASRecConfig]) -> None:
+    model, config = trained
+    scores_graph = load_onnx(publish_to(tmp_path / "scores", model, config))
+    session_graph_ = load_onnx(publish(model, config, name="sasrec", vocab=VOCAB, dataset="synthetic",
+                                       protocol={"protocol": "loo"}, metrics={}, registry=tmp_path / "session",
+                                       graph=session_graph(MAX_LEN)))
+    assert type(scores_graph) is not type(session_graph_)
+    for seed in range(3):
+        hist = histories(seed)
+        seen = clean_histories(hist, N_ITEMS)
+        want, _ = top_k(scores_graph.score(hist), 10, seen)
+        got, _ = top_k(session_graph_.score(hist), 10, seen)  # session @ items.T, in numpy
+        np.testing.assert_array_equal(got, want)
