@@ -28,7 +28,7 @@ import pandas as pd
 from streamrec import registry as reg
 from streamrec.errors import ArtifactError, ConfigError, LoadError
 from streamrec.retrain.gate import Decision, GateConfig, VocabBridge, decide
-from streamrec.retrain.releases import move_in, promote, prune, release_of, set_status
+from streamrec.retrain.releases import move_in, promote, prune, release_of, served_contract, set_status
 
 __all__ = ["RetrainConfig", "RetrainResult", "load_catalog", "run_retrain"]
 
@@ -126,15 +126,16 @@ def _train_and_gate(config: RetrainConfig, snapshot: str, n_events: int, staging
     from streamrec.serve.loader import RegistryLoader
 
     t = time.monotonic()
-    serving = release_of(config.registry) if config.warm_start else {}
+    serving = release_of(config.registry)
     init_from = {name: reg.version_dir(config.registry, name, serving[name]) for name in config.models
                  if config.warm_start and name in serving}
+    contract = served_contract(config.registry, serving, config.models)
     if config.warm_start:
         say(f"warm start from {', '.join(f'{n} {p.name}' for n, p in init_from.items()) or 'nothing (no release yet)'}")
     job = run_train_job(TrainJob(models=config.models, dataset=snapshot, protocol="session",
                                  data_dir=config.data_dir, registry=staging, max_len=config.max_len,
                                  budget_s=config.budget_s, seed=config.seed, progress=config.progress,
-                                 init_from=init_from), say=say)
+                                 init_from=init_from, contract=contract), say=say)
     seconds["sequence_models"] = time.monotonic() - t
     t = time.monotonic()
     spec = PipelineSpec(sources=config.sources, registry=staging,

@@ -15,12 +15,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from streamrec import registry as reg
 from streamrec.errors import ArtifactError, ConfigError
 
-__all__ = ["VersionRow", "list_versions", "move_in", "promote", "prune", "release_of", "rollback", "set_status"]
+__all__ = ["VersionRow", "list_versions", "move_in", "promote", "prune", "release_of", "rollback", "served_contract",
+           "set_status"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,16 @@ def release_of(registry: Path, ranker_version: str | None = None) -> dict[str, s
         return {}
     spec = _manifest(reg.version_dir(registry, reg.RANKER, version)).get("pipeline") or {}
     return {**{k: str(v) for k, v in (spec.get("generator_versions") or {}).items() if v}, reg.RANKER: version}
+
+
+def served_contract(registry: Path, release: Mapping[str, str], models: Sequence[str]) -> Literal["scores", "session"]:
+    """``"session"`` when one of ``models`` is served at a version published with the session contract
+    (``streamrec train --contract session``), else ``"scores"``: a retrain publishes its sequence models
+    as the release it replaces did, so that a catalogue served through item indexes stays so."""
+    for name in models:
+        if name in release and _manifest(reg.version_dir(registry, name, release[name])).get("contract") == "session":
+            return "session"
+    return "scores"
 
 
 def move_in(staged: Path, registry: Path) -> Path:
