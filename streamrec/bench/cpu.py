@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from streamrec.bench.startup import fd_links, listening_inodes, parent_of, process_tree, read_proc
 from streamrec.errors import ConfigError
@@ -28,11 +29,17 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 def blas_kernels() -> str:
     """numpy's BLAS and the kernels it picked (threadpoolctl), e.g. ``openblas SkylakeX``: the dense
     products of the models and the ranker run on them, and ``OPENBLAS_CORETYPE``, which some machines
-    set, can pick slower ones than OpenBLAS's own choice. Processes started from here inherit it."""
-    import numpy  # noqa: F401  (threadpoolctl reports the libraries already loaded)
+    set, can pick slower ones than OpenBLAS's own choice. Processes started from here inherit it.
+    scipy and faiss bring BLAS libraries of their own; numpy's is the one named (all, when none is
+    found under numpy's folders)."""
+    import numpy
     from threadpoolctl import threadpool_info
 
-    found = [f"{i.get('internal_api')} {i.get('architecture')}" for i in threadpool_info() if i.get("user_api") == "blas"]
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    home = Path(numpy.__file__).resolve().parent
+    own = [i for i in blas if Path(i.get("filepath", "")).resolve().parent.name in (f"{home.name}.libs", ".libs")
+           or str(Path(i.get("filepath", "")).resolve()).startswith(str(home))]
+    found = list(dict.fromkeys(f"{i.get('internal_api')} {i.get('architecture')}" for i in own or blas))
     coretype = os.environ.get("OPENBLAS_CORETYPE")
     return (", ".join(found) or "none found") + (f" (OPENBLAS_CORETYPE={coretype})" if coretype else "")
 
