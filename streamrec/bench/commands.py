@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -183,8 +184,9 @@ def _bench_catalog(args: argparse.Namespace, settings: Settings) -> int:
 
     config = CatalogBenchConfig(registry=settings.registry, model=args.model, sizes=tuple(args.sizes),
                                 kinds=tuple(args.kinds), queries=args.queries, k=args.k, seed=args.seed)
-    result = run_catalog_bench(config, settings.data_dir, index_config=lambda kind: AnnConfig(
-        kind=kind, nprobe=args.nprobe, ef_search=max(args.ef_search, args.k)))
+    result = run_catalog_bench(config, settings.data_dir, say=lambda line: print(line, file=sys.stderr, flush=True),
+                               index_config=lambda kind: AnnConfig(kind=kind, nprobe=args.nprobe,
+                                                                   ef_search=max(args.ef_search, args.k)))
     print(format_catalog(result))
     plot = plot_catalog(result, Path(args.plot) if args.plot else settings.home / "bench" / "catalog.png")
     print(f"wrote {plot}")

@@ -8,7 +8,7 @@ is never run).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,12 +57,15 @@ def ort_session(graph: bytes, intra_op_threads: int) -> Any:
 class OnnxRecommender(SequenceRecommender):
     """The shared sequence adapter over an onnxruntime session, with the version's manifest and vocab."""
 
-    def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str], *, batch_size: int = 256) -> None:
-        def score(seq: np.ndarray) -> np.ndarray:
+    def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str], *, batch_size: int = 256,
+                 score: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """``score``: ``(B, T)`` padded input -> ``(B, n_items + 1)``; by default the graph's ``scores``."""
+        def graph_scores(seq: np.ndarray) -> np.ndarray:
             return session.run([OUTPUT], {INPUT: seq.astype(np.int64, copy=False)})[0]
 
         config = manifest["config"]
-        super().__init__(score, config["n_items"], config["max_len"], name=manifest["name"], batch_size=batch_size)
+        super().__init__(score or graph_scores, config["n_items"], config["max_len"], name=manifest["name"],
+                         batch_size=batch_size)
         self.session = session
         self.manifest = manifest
         self.vocab = vocab
@@ -75,10 +78,9 @@ class OnnxSessionRecommender(OnnxRecommender):
 
     def __init__(self, session: Any, manifest: dict[str, Any], vocab: list[str], items: np.ndarray,
                  index: ItemIndex, *, batch_size: int = 256) -> None:
-        super().__init__(session, manifest, vocab, batch_size=batch_size)
+        super().__init__(session, manifest, vocab, batch_size=batch_size, score=lambda seq: self.embed(seq) @ items.T)
         self.items = items
         self.index = index
-        self.score_fn = lambda seq: self.embed(seq) @ items.T
 
     def embed(self, seq: np.ndarray) -> np.ndarray:
         """``(B, T)`` padded input -> ``(B, d)`` float32 session vectors."""

@@ -2,7 +2,7 @@
 index over the item embeddings (YouTube's candidate generation), and the exact product it replaces.
 
 A sequence model with tied output embeddings scores item ``i`` for a session as ``session · items[i]``
-(plus a bias, which goes in as one more column: ``items_with_bias``). Exact retrieval is one matrix
+(a bias goes in as one more column: the models' ``session`` and ``item_vectors``). Exact retrieval is one matrix
 product and a partial sort over all N items: cheap at MovieLens's 3,706 items, megabytes and
 milliseconds at 10⁶. An index answers from a small part of the catalogue instead.
 
@@ -23,8 +23,7 @@ Euclidean distance are the largest inner products, and the scores come back from
 scale"); ``ivf`` is the default. An index is saved as one file whose sha256 the caller records
 (with ``max_norm``), and refused on load when the bytes differ, as a model is.
 
-Seen items are filtered after retrieval: ``top_k_unseen`` fetches k plus the number of seen items,
-so that k remain whatever the index returns of them.
+Seen items are filtered after retrieval, by over-fetching (``streamrec.retrieval.source``).
 """
 
 from __future__ import annotations
@@ -32,7 +31,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from collections.abc import Callable, Collection, Iterator
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -41,8 +41,7 @@ import numpy as np
 
 from streamrec.errors import ConfigError, LoadError
 
-__all__ = ["KINDS", "AnnConfig", "ItemIndex", "Kind", "build_index", "exact_top_k", "items_with_bias", "load_index",
-           "query_with_bias", "recall_at", "top_k_unseen"]
+__all__ = ["KINDS", "AnnConfig", "ItemIndex", "Kind", "build_index", "exact_top_k", "load_index", "recall_at"]
 
 Kind = Literal["ivf", "hnsw", "usearch"]  # one backend each
 KINDS: tuple[Kind, ...] = ("ivf", "hnsw", "usearch")
@@ -154,29 +153,10 @@ def exact_top_k(queries: np.ndarray, items: np.ndarray, k: int) -> tuple[np.ndar
     return np.take_along_axis(scores, ids, axis=1), ids.astype(np.int64)
 
 
-def items_with_bias(items: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """``[items | bias]``: with ``query_with_bias``, the inner product is ``session · item + bias``."""
-    return np.hstack([np.asarray(items, np.float32), np.asarray(bias, np.float32).reshape(-1, 1)])
-
-
-def query_with_bias(queries: np.ndarray) -> np.ndarray:
-    queries = np.atleast_2d(np.asarray(queries, np.float32))
-    return np.hstack([queries, np.ones((len(queries), 1), np.float32)])
-
-
 def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     """The share of the exact top-k (``truth``, ``(B, k)``) that the index found, over all queries."""
     hits = sum(len(set(f[f >= 0].tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True))
     return hits / truth.size if truth.size else 1.0
-
-
-def top_k_unseen(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]], query: np.ndarray, k: int,
-                 seen: Collection[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` ids of one ``query`` that are not ``seen``, best first, by over-fetching: k plus
-    the number of seen items are asked for, so k unseen remain whichever seen ones come back."""
-    scores, ids = search(np.atleast_2d(query), k + len(seen))
-    keep = (ids[0] >= 0) & ~np.isin(ids[0], np.fromiter(seen, dtype=np.int64, count=len(seen)))
-    return scores[0][keep][:k], ids[0][keep][:k]
 
 
 def _float32_rows(x: np.ndarray, dim: int | None, what: str) -> np.ndarray:
@@ -202,8 +182,6 @@ def faiss_threads(n: int) -> Iterator[None]:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 

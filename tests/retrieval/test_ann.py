@@ -1,6 +1,6 @@
 """The item index: it finds the exact top-k by inner product (within its recall), its scores are the
-inner products, it comes back from its bytes only when they are the recorded ones, and seen items
-are filtered without losing any of the k."""
+inner products, and it comes back from its bytes only when they are the recorded ones (seen items are
+filtered in ``test_source.py``)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,8 @@ from streamrec.retrieval.ann import (
     AnnConfig,
     build_index,
     exact_top_k,
-    items_with_bias,
     load_index,
-    query_with_bias,
     recall_at,
-    top_k_unseen,
 )
 
 
@@ -97,24 +94,6 @@ def test_bytes_that_hash_right_but_are_no_index_are_refused(tmp_path: Path) -> N
     path.write_bytes(b"not an index at all")
     with pytest.raises(LoadError, match="is not a ivf index"):
         load_index(path, hashlib.sha256(b"not an index at all").hexdigest(), 1.0, AnnConfig())
-
-
-def test_seen_items_are_filtered_and_k_remain(catalogue: tuple[np.ndarray, np.ndarray]) -> None:
-    items, queries = catalogue
-    index = build_index(items, AnnConfig(nlist=16, nprobe=16))
-    _, best = exact_top_k(queries[:1], items, 10)
-    seen = set(best[0, ::2].tolist())  # every other one of the true top 10
-    scores, ids = top_k_unseen(index.search, queries[0], 10, seen)
-    assert len(ids) == 10 and not seen & set(ids.tolist())
-    truth = [i for i in exact_top_k(queries[:1], items, 20)[1][0].tolist() if i not in seen][:10]
-    assert ids.tolist() == truth and (np.diff(scores) <= 0).all()
-
-
-def test_a_bias_is_one_more_coordinate() -> None:
-    rng = np.random.default_rng(0)
-    items, bias, query = rng.normal(size=(5, 3)), rng.normal(size=5), rng.normal(size=3)
-    np.testing.assert_allclose(query_with_bias(query) @ items_with_bias(items, bias).T, [items @ query + bias],
-                               rtol=1e-5)
 
 
 def test_bad_settings_and_inputs_are_refused() -> None:
