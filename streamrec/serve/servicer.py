@@ -194,7 +194,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
                                   arrival: Arrival | None) -> Answer:
         state = self.holder.state
         try:
-            events = await self.sessions.session(request.session_id, context.time_remaining())
+            tail = await self.sessions.session(request.session_id, context.time_remaining())
         except RedisUnavailable:
             self.metrics.degraded.labels("Recommend", "redis").inc()
             if state is None:
@@ -203,14 +203,15 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         if state is None:
             self.metrics.degraded.labels("Recommend", "no_model").inc()
             return await self._recent_only(request.k, request.exclude_item_ids, context)
-        known = [(state.index[e.item_id], e) for e in events if e.item_id in state.index]
-        history = np.array([i for i, _ in known], dtype=np.int64)
-        times = np.array([e.timestamp / 1000.0 for _, e in known], dtype=np.float64)
+        index = state.index
+        rows = np.array([index.get(i, 0) for i in tail.item_ids], dtype=np.int64)  # 0: unknown to the models
+        known = rows > 0
+        history = rows[known]
+        times = np.array(tail.timestamps, dtype=np.float64)[known] / 1000.0
         # no last_type: the ranker learns from logs without event types (MovieLens ratings), so a type
         # here would feed it an embedding it never trained
         context_ = SessionContext(times=times, now=self.clock())
-        return await self._answer(state, "Recommend", history, context_, request, context,
-                                  [e.item_id for e in events], arrival)
+        return await self._answer(state, "Recommend", history, context_, request, context, tail.item_ids, arrival)
 
     async def _for_sequence(self, request: Any, context: grpc.aio.ServicerContext) -> Answer:
         request.item_ids[:] = validate_ids(request.item_ids, "item_ids", self.limits)
@@ -249,7 +250,9 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
             self.metrics.cold_start.labels(rpc).inc()
             return await self._cold(state, seen, request.k, request.exclude_item_ids, context)
         exclude = state.indices(request.exclude_item_ids)
-        rerank = dataclasses.replace(state.pipeline.rerank, exclude_seen=not request.include_seen)
+        rerank = state.pipeline.rerank
+        if rerank.exclude_seen == request.include_seen:  # a copy only when the request asks otherwise
+            rerank = dataclasses.replace(rerank, exclude_seen=not request.include_seen)
         query = Query(history, request.k, session, exclude, rerank)
         recs: list[Recommendation] = []
         if self.skip_pipeline:  # everything else runs: the answer is popularity, marked cold_start below

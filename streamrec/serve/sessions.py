@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 
 from streamrec.errors import Overloaded, RedisUnavailable
 from streamrec.redis_access import async_client
-from streamrec.stream.session_store import SessionEvent, cooc_key, pop_keys, read_session
+from streamrec.stream.session_store import SessionTail, cooc_key, pop_keys, read_sessions
 
 __all__ = ["SessionSource"]
 
@@ -48,13 +48,19 @@ class SessionSource:
         self._clock = clock
         # rediss:// URLs (TLS) and credentials in the URL are handled by redis-py; every read is one key,
         # so a Redis Cluster (``cluster``) needs nothing more
+        # RESP2: over RESP3, redis-py 8 turns each score it parsed back into text and parses it again, to give
+        # the RESP2 shapes; 50 of them cost a session read about a third of its CPU
         self._client = async_client(url, cluster=cluster, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                    retry=Retry(NoBackoff(), 0), health_check_interval=0)
+                                    retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2)
         self._down_until = 0.0
         self._answered_at = float("-inf")  # when a call last got its answer
         self._popular: tuple[float, list[str]] | None = None
+        self._reads: list[tuple[str, asyncio.Future[SessionTail]]] = []  # waiting for the read in flight
+        self._reading: asyncio.Future[None] | None = None  # the read in flight
 
     async def close(self) -> None:
+        if self._reading is not None:
+            self._reading.cancel()
         await self._client.aclose()
 
     async def _call(self, what: str, coro_fn: Callable[[], object], timeout_s: float | None) -> object:
@@ -64,9 +70,10 @@ class SessionSource:
         by_caller = timeout_s is not None and timeout_s < self.timeout_s
         limit = max(timeout_s, 0.001) if by_caller and timeout_s is not None else self.timeout_s
         try:
-            # wait_for, not asyncio.timeout: the read's own task costs a loop turn, in which the other reads
+            # wait_for, not asyncio.timeout: a call's own task costs a loop turn, in which the other calls
             # answered by then finish too, so their requests join the same batch (with asyncio.timeout the
-            # batches at saturation shrank from 12-22 requests to 2-3, and CPU per request grew by 25-80%)
+            # batches at saturation shrank from 12-22 requests to 2-3, and CPU per request grew by 25-80%).
+            # A session read is a future, set with the others of its round trip (``session``).
             answer = await asyncio.wait_for(coro_fn(), limit)  # type: ignore[arg-type]
             self._answered_at = self._clock()
             return answer
@@ -84,10 +91,46 @@ class SessionSource:
         self._down_until = self._clock() + self.backoff_s
         raise RedisUnavailable(f"Redis {what} failed: {type(failure).__name__}: {failure}") from failure
 
-    async def session(self, session_id: str, timeout_s: float | None = None) -> list[SessionEvent]:
-        """The session's events, oldest first; [] if unknown or expired."""
-        return await self._call("read_session", lambda: read_session(self._client, self.prefix, session_id),
-                                timeout_s)  # type: ignore[return-value]
+    async def session(self, session_id: str, timeout_s: float | None = None) -> SessionTail:
+        """The session's items and their times, oldest first; empty if unknown or expired.
+
+        One read is in flight at a time. The reads asked for meanwhile wait for it and then go to
+        Redis together, as one pipeline (``read_sessions``): under load one round trip serves a burst,
+        with one write, one read and one pass of redis-py's per-command machinery where each read cost
+        its own, in the server and in Redis (which shares the server's cores). At low load a read goes
+        at once, alone. Reads answered together also let their requests join one pipeline batch.
+        """
+        return await self._call("read_session", lambda: self._queued(session_id), timeout_s)  # type: ignore[return-value]
+
+    def _queued(self, session_id: str) -> asyncio.Future[SessionTail]:
+        future: asyncio.Future[SessionTail] = asyncio.get_running_loop().create_future()
+        self._reads.append((session_id, future))
+        if self._reading is None:
+            self._send_reads()
+        return future
+
+    def _send_reads(self) -> None:
+        reads = [(sid, future) for sid, future in self._reads if not future.done()]  # done: its caller gave up
+        self._reads = []
+        self._reading = asyncio.ensure_future(self._read(reads)) if reads else None
+
+    async def _read(self, reads: list[tuple[str, asyncio.Future[SessionTail]]]) -> None:
+        try:
+            answers = await read_sessions(self._client, self.prefix, [sid for sid, _ in reads])
+        except asyncio.CancelledError:  # closing: nothing more is read
+            for _, future in [*reads, *self._reads]:
+                future.cancel()
+            self._reads, self._reading = [], None
+            raise
+        except Exception as exc:  # noqa: BLE001 - each caller's _call tells what it means
+            for _, future in reads:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future), tail in zip(reads, answers, strict=True):
+                if not future.done():
+                    future.set_result(tail)
+        self._send_reads()  # those that came meanwhile, together
 
     async def recent_popular(self, timeout_s: float | None = None) -> list[str]:
         """Item ids by the worker's time-decayed popularity, best first (cached for ``popular_ttl_s``)."""

@@ -18,7 +18,7 @@ from streamrec.rank.rerank import RerankConfig
 from streamrec.serve.metrics import ServeMetrics
 from streamrec.serve.servicer import RecommenderServicer, pb2, top_up
 from streamrec.serve.state import ServingState, StateHolder
-from streamrec.stream.session_store import SessionEvent
+from streamrec.stream.session_store import SessionTail
 
 VOCAB = ("", "a", "b", "c", "d", "e")  # training popularity: a, b, c, d, e
 
@@ -45,16 +45,16 @@ class Sessions:
 
     def __init__(self, items: Sequence[str] = (), recent: Sequence[str] = (),
                  cooc: dict[str, list[tuple[str, float]]] | None = None, down: bool = False) -> None:
-        self.events = [SessionEvent(item, "click", 1_700_000_000_000 + i) for i, item in enumerate(items)]
+        self.tail = SessionTail(list(items), [1_700_000_000_000 + i for i in range(len(items))])
         self.recent, self.cooc, self.down = list(recent), cooc or {}, down
 
     def _check(self) -> None:
         if self.down:
             raise RedisUnavailable("Redis read failed: ConnectionError")
 
-    async def session(self, session_id: str, timeout_s: float | None = None) -> list[SessionEvent]:
+    async def session(self, session_id: str, timeout_s: float | None = None) -> SessionTail:
         self._check()
-        return self.events
+        return self.tail
 
     async def recent_popular(self, timeout_s: float | None = None) -> list[str]:
         self._check()
@@ -152,7 +152,7 @@ def test_when_the_pipeline_queue_is_full_recommend_is_refused_before_reading_red
             raise Overloaded("queue_full", "the server is overloaded: 64 requests already wait for the pipeline")
 
     class NoRedis(Sessions):
-        async def session(self, session_id: str, timeout_s: float | None = None) -> list[SessionEvent]:
+        async def session(self, session_id: str, timeout_s: float | None = None) -> SessionTail:
             raise AssertionError("Redis read for a request that is refused anyway")
 
     metrics = ServeMetrics()

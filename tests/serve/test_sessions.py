@@ -15,7 +15,7 @@ import redis
 from streamrec.errors import Overloaded, RedisUnavailable
 from streamrec.serve.sessions import SessionSource
 from streamrec.settings import Settings
-from streamrec.stream.session_store import cooc_key, pop_keys
+from streamrec.stream.session_store import SessionTail, cooc_key, pop_keys
 from tests.serve.helpers import write_session
 
 
@@ -162,8 +162,72 @@ def test_sessions_and_co_occurrence_counts_as_the_worker_wrote_them(isolated: Se
                 await source.cooccurring(["a", "nothing"], 2),
                 await source.cooc_counts(["a", "nothing"], ["c", "b", "z"]))
 
-    events, unknown, neighbours, counts = run(source, scenario())
-    assert [e.item_id for e in events] == ["10", "20", "30"] and unknown == []
-    assert events[0].timestamp < events[-1].timestamp
+    tail, unknown, neighbours, counts = run(source, scenario())
+    assert tail.item_ids == ["10", "20", "30"] and unknown == SessionTail([], [])
+    assert tail.timestamps[0] < tail.timestamps[-1]
     assert neighbours == [[("b", 3.0), ("d", 2.0)], []]
     assert counts == [[1.0, 3.0, 0.0], [0.0, 0.0, 0.0]]
+
+
+def test_reads_asked_for_while_one_is_in_flight_go_together_and_each_caller_gets_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def read_sessions(client: Any, prefix: str, session_ids: list[str]) -> list[SessionTail]:
+        sent.append(list(session_ids))
+        await release.wait()
+        return [SessionTail([f"{sid}-item"], [len(sid)]) for sid in session_ids]
+
+    monkeypatch.setattr("streamrec.serve.sessions.read_sessions", read_sessions)
+    source = SessionSource("redis://127.0.0.1:1", "p:", timeout_s=5.0)
+
+    async def scenario() -> list[Any]:
+        first = asyncio.ensure_future(source.session("a"))
+        await asyncio.sleep(0)  # "a" is in flight, alone
+        rest = [asyncio.ensure_future(source.session(sid, deadline)) for sid, deadline in
+                (("bb", None), ("gone", 0.01), ("ccc", None))]
+        with pytest.raises(TimeoutError):  # its caller's deadline passes while "a" is in flight
+            await rest[1]
+        release.set()
+        return [await first, await rest[0], await rest[2]]
+
+    answers = run(source, scenario())
+    assert answers == [SessionTail(["a-item"], [1]), SessionTail(["bb-item"], [2]), SessionTail(["ccc-item"], [3])]
+    assert sent == [["a"], ["bb", "ccc"]]  # the one whose caller gave up is not read
+
+
+def test_a_failed_read_fails_every_caller_it_carried(closed_port: int) -> None:
+    source = SessionSource(f"redis://127.0.0.1:{closed_port}", "p:", timeout_s=0.5, backoff_s=60.0)
+
+    async def scenario() -> list[BaseException | SessionTail]:
+        return await asyncio.gather(*(source.session(sid) for sid in ("a", "b", "c")), return_exceptions=True)
+
+    assert [type(r) for r in run(source, scenario())] == [RedisUnavailable] * 3
+
+
+@pytest.mark.integration
+def test_concurrent_reads_share_round_trips_and_get_their_own_sessions(isolated: Settings,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamrec.serve import sessions
+
+    ids = [f"s{i}" for i in range(12)]
+    for i, sid in enumerate(ids):
+        write_session(isolated, sid, [f"{sid}-{j}" for j in range(i + 1)])
+    calls: list[int] = []
+    real = sessions.read_sessions
+
+    async def counted(client: Any, prefix: str, session_ids: list[str]) -> list[SessionTail]:
+        calls.append(len(session_ids))
+        return await real(client, prefix, session_ids)
+
+    monkeypatch.setattr(sessions, "read_sessions", counted)
+    source = SessionSource(isolated.redis_address, isolated.redis_prefix, timeout_s=5.0)
+
+    async def scenario() -> list[SessionTail]:
+        return list(await asyncio.gather(*(source.session(sid) for sid in [*ids, "unknown"])))
+
+    tails = run(source, scenario())
+    assert [t.item_ids for t in tails] == [[f"{sid}-{j}" for j in range(i + 1)] for i, sid in enumerate(ids)] + [[]]
+    assert all(len(t.timestamps) == len(t.item_ids) for t in tails)
+    assert sum(calls) == 13 and len(calls) < 13, calls  # the first alone, the rest together

@@ -15,7 +15,7 @@ from streamrec.redis_access import AsyncRedis, async_client
 from streamrec.serve.sessions import SessionSource
 from streamrec.settings import Settings
 from streamrec.stream.processor import Record, SessionWriter
-from streamrec.stream.session_store import cooc_key, pop_keys, read_session, session_keys
+from streamrec.stream.session_store import SessionTail, cooc_key, pop_keys, read_session, session_keys
 from tests.stream.helpers import make_events
 
 pytestmark = pytest.mark.integration
@@ -80,8 +80,12 @@ def test_cluster_writes_and_reads_match_one_node_exactly(isolated: Settings, red
         # the server's reads, through the same SessionSource it uses
         source = SessionSource(cluster.redis_address, cluster.redis_prefix, timeout_s=2.0, cluster=True)
         try:
-            for sid in sorted(sessions)[:50]:
-                assert await source.session(sid) == expected["sessions"][sid]
+            wanted = sorted(sessions)[:50]
+            alone = [await source.session(sid) for sid in wanted]
+            together = await asyncio.gather(*(source.session(sid) for sid in wanted))  # pipelines across slots
+            for sid, tail, same in zip(wanted, alone, together, strict=True):
+                stored = expected["sessions"][sid]
+                assert tail == same == SessionTail([e.item_id for e in stored], [e.timestamp for e in stored])
             assert await source.recent_popular() == [item for item, _ in sorted(
                 expected["decayed"], key=lambda row: row[1], reverse=True)][:source.popular_n]
         finally:
