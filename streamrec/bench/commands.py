@@ -1,4 +1,5 @@
-"""``streamrec bench``: arrays, catalog, ingest, memory, models, peer, serve and startup benchmarks (and ghz-install).
+"""``streamrec bench``: arrays, catalog, ingest, memory, models, peer, serve, session-reads and startup benchmarks
+(and ghz-install).
 
 Parsing and printing only."""
 
@@ -81,6 +82,19 @@ def _bench_models(args: argparse.Namespace, settings: Settings) -> int:
           f"{', cold caches' if args.cold else ''}; numpy's BLAS: {rows[0].get('blas')}")
     print(format_rows(rows))
     _write_json(args.json, rows)
+    return 0
+
+
+def _bench_session_reads(args: argparse.Namespace, settings: Settings) -> int:
+    from streamrec.bench.session_reads import SessionReadsConfig, format_session_reads, run_session_reads
+
+    config = SessionReadsConfig(sessions=args.sessions, max_len=args.max_len, reads=args.reads,
+                                concurrency=tuple(args.concurrency), repeats=args.repeats, dataset=args.dataset,
+                                load_sessions=not args.no_load)
+    report = run_session_reads(settings, config)
+    print(format_session_reads(report))
+    if _write_json(args.json, report):
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -384,6 +398,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "say how the processes shared the work (default 16)")
     bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     bp.set_defaults(func=_bench_serve)
+    bp = bsub.add_parser("session-reads", help="what a session read costs the server and Redis: pipelined against "
+                         "one round trip per read",
+                         description="Store ML-1M tails in Redis as `bench serve` does, check that both ways read them "
+                         "alike, then time reads at each --concurrency: through the server's SessionSource (one read "
+                         "in flight, the reads asked for meanwhile sent as one pipeline) and one round trip per read "
+                         "(how the server read them before). Prints CPU per read in this process and in Redis, wall "
+                         "time per read and reads per round trip, the median of --repeats runs taken in turn.")
+    bp.add_argument("--sessions", type=int, default=2000, help="sessions stored and read in turn (default 2000)")
+    bp.add_argument("--max-len", type=int, default=50, help="events per session at most (default 50)")
+    bp.add_argument("--reads", type=int, default=6000, help="reads per way, concurrency and run (default 6000)")
+    bp.add_argument("--concurrency", type=int, nargs="+", default=[1, 16], help="reads in flight (default 1 16)")
+    bp.add_argument("--repeats", type=int, default=3, help="runs of each way, taken in turn (default 3)")
+    bp.add_argument("--dataset", choices=MOVIELENS, default=DEFAULT_DATASET, help="sessions come from it")
+    bp.add_argument("--no-load", action="store_true", help="read the sessions `bench serve` stored (bench:sess-N)")
+    bp.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    bp.set_defaults(func=_bench_session_reads)
     bp = bsub.add_parser("ghz-install", help="install the pinned ghz load generator that `bench serve` uses",
                          description="go install github.com/bojand/ghz/cmd/ghz@v0.120.0 (from the Go module proxy) "
                          "with GOBIN=<cache dir>/ghz/v0.120.0, where `bench serve` looks for it. Needs Go.")

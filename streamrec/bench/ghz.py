@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -102,15 +103,25 @@ class GhzRun:
 
 
 def run_ghz(ghz: Path, run: GhzRun) -> dict[str, Any]:
-    """One ghz run; its report read by ``parse_report``."""
+    """One ghz run; its report read by ``parse_report``, with ghz's own CPU (``generator_cpu_s``): on the
+    same cores as the server, what the load generator takes is what the server cannot have."""
     with tempfile.TemporaryDirectory(prefix="streamrec-ghz-") as tmp:
         protoset, data, out = Path(tmp) / "all.protoset", Path(tmp) / "data.json", Path(tmp) / "report.json"
         write_protoset(protoset)
         data.write_text(json.dumps(list(run.requests)))
+        before = _children_cpu_s()
         done = subprocess.run(run.argv(ghz, protoset, data, out), capture_output=True, text=True, check=False)
+        cpu = _children_cpu_s() - before  # subprocess.run has waited for ghz: its CPU is counted now
         if not out.is_file() or not out.stat().st_size:
             raise InfraError(f"ghz failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
-        return parse_report(json.loads(out.read_text()))
+        report = parse_report(json.loads(out.read_text()))
+        return report | {"generator_cpu_s": round(cpu, 3),
+                         "generator_cpu_ms_per_call": round(cpu / max(report["requests"], 1) * 1e3, 4)}
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def parse_report(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -472,14 +472,15 @@ def format_result(result: dict[str, Any]) -> str:
              f"{result['sessions']} sessions, k={result['k']}, models {result['model_versions']}"
              + (" [DEGRADED]" if result["degraded"] else "") + f"; numpy's BLAS here: {result.get('blas', '?')}"]
     head = (f"{'phase':16} {'calls':24} {'load':>10} {'qps':>9} {'p50_ms':>8} {'p90_ms':>8} {'p99_ms':>8} "
-            f"{'errors':>7} {'cpu_ms/req':>10}")
+            f"{'errors':>7} {'cpu_ms/req':>10} {'ghz_ms/req':>10}")
     lines += [head, "-" * len(head)]
     for name in result["phases"]:
         r = result[name]
         load = f"{r['offered_rate']:g}/s" if "offered_rate" in r else f"c={r['concurrency']}"
         cpu = "-" if r["cpu_ms_per_request"] is None else f"{r['cpu_ms_per_request']:.3f}"
+        generator = f"{r['generator_cpu_ms_per_call']:.3f}" if "generator_cpu_ms_per_call" in r else "-"
         lines.append(f"{name:16} {r['label']:24} {load:>10} {r['qps']:9.1f} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} "
-                     f"{r['p99_ms']:8.2f} {r['errors']:7d} {cpu:>10}")
+                     f"{r['p99_ms']:8.2f} {r['errors']:7d} {cpu:>10} {generator:>10}")
         shares = r.get("cpu_shares") or []
         if len(shares) > 1 and shares[0] > UNEVEN_SHARE:
             lines.append(f"  WARNING: one server process did {shares[0]:.0%} of the work: the connections landed "

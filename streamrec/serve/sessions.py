@@ -57,6 +57,7 @@ class SessionSource:
         self._popular: tuple[float, list[str]] | None = None
         self._reads: list[tuple[str, asyncio.Future[SessionTail]]] = []  # waiting for the read in flight
         self._reading: asyncio.Future[None] | None = None  # the read in flight
+        self.round_trips = 0  # session reads sent (``streamrec bench session-reads``)
 
     async def close(self) -> None:
         if self._reading is not None:
@@ -113,6 +114,7 @@ class SessionSource:
         reads = [(sid, future) for sid, future in self._reads if not future.done()]  # done: its caller gave up
         self._reads = []
         self._reading = asyncio.ensure_future(self._read(reads)) if reads else None
+        self.round_trips += bool(reads)
 
     async def _read(self, reads: list[tuple[str, asyncio.Future[SessionTail]]]) -> None:
         try:

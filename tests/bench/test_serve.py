@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 
 from streamrec.bench import ghz as ghz_module
 from streamrec.bench.cpu import blas_kernels, cpu_ticks, find_server, process_cpu_s, server_root, tree_cpu_s
-from streamrec.bench.ghz import GhzRun, install_ghz, parse_report, write_protoset
+from streamrec.bench.ghz import GhzRun, install_ghz, parse_report, run_ghz, write_protoset
 from streamrec.bench.serve import (
     CHECK_CALL,
     ServeBenchConfig,
@@ -113,6 +113,21 @@ def test_ghz_report_is_read_in_milliseconds_with_its_errors() -> None:
     assert figures["status_codes"] == {"OK": 500, "DeadlineExceeded": 3}
     assert figures["p50_ms"] == pytest.approx(1.617, abs=1e-3) and figures["p99_ms"] == pytest.approx(4.017, abs=1e-3)
     assert figures["p50_ms"] <= figures["p90_ms"] <= figures["p99_ms"] and figures["qps"] == pytest.approx(4234.6)
+
+
+def test_a_ghz_run_reports_the_generators_own_cpu(tmp_path: Path) -> None:
+    """A stand-in for ghz that burns CPU, then writes the captured report where ``-o`` says."""
+    fake = tmp_path / "ghz"
+    fake.write_text(f"#!{sys.executable}\n"
+                    "import os, shutil, sys\n"
+                    "t = os.times()\n"
+                    "while os.times().user + os.times().system - t.user - t.system < 0.3: pass\n"
+                    f"shutil.copy({str(HERE / 'ghz_report.json')!r}, sys.argv[sys.argv.index('-o') + 1])\n")
+    fake.chmod(0o755)
+    run = GhzRun("127.0.0.1:1", CHECK_CALL, [{"service": ""}], count=503, concurrency=8, connections=2, timeout_s=1.0)
+    figures = run_ghz(fake, run)
+    assert figures["requests"] == 503 and 0.25 <= figures["generator_cpu_s"] < 5.0
+    assert figures["generator_cpu_ms_per_call"] == pytest.approx(figures["generator_cpu_s"] / 503 * 1e3, rel=1e-2)
 
 
 def test_ghz_argv_fixed_count_rate_and_warm_up() -> None:
