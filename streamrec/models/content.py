@@ -24,9 +24,8 @@ from streamrec.models.base import TrainData
 from streamrec.models.recommend import (
     RecommendMixin,
     clean_histories,
+    decayed_weights,
     demote_history,
-    exponential_weights,
-    history_weights,
     item_counts,
 )
 
@@ -76,7 +75,7 @@ class ContentSimilarity(RecommendMixin):
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         hists = clean_histories(histories, self.n_items)
-        hist = history_weights(hists, self.n_items, exponential_weights(self.config.recency_decay))
+        hist = decayed_weights(hists, self.n_items, self.config.recency_decay)
         profile = hist.times_dense(self.vectors)  # (B, d); its scale does not matter after normalising
         norm = np.linalg.norm(profile, axis=1, keepdims=True)
         profile = np.divide(profile, norm, out=np.zeros_like(profile), where=norm > 0)

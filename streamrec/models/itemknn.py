@@ -21,9 +21,8 @@ from streamrec.models.recommend import (
     RecommendMixin,
     backfill,
     clean_histories,
+    decayed_weights,
     demote_history,
-    exponential_weights,
-    history_weights,
     item_counts,
 )
 
@@ -81,7 +80,7 @@ class ItemKNN(RecommendMixin):
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         hists = clean_histories(histories, self.n_items)
-        hist = history_weights(hists, self.n_items, exponential_weights(self.config.recency_decay))
+        hist = decayed_weights(hists, self.n_items, self.config.recency_decay)
         scores = backfill(hist.times_csr(self.similarity), self.counts)
         return demote_history(scores, hists) if self.config.demote_history else scores
 

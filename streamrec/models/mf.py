@@ -27,9 +27,8 @@ from streamrec.models.base import TrainData
 from streamrec.models.recommend import (
     RecommendMixin,
     clean_histories,
+    decayed_weights,
     demote_history,
-    exponential_weights,
-    history_weights,
     item_counts,
 )
 
@@ -141,7 +140,7 @@ def fold_in(
     """
     f = y.shape[1]
     base = (y.T @ y if gram is None else gram) + reg * np.eye(f)
-    weights = history_weights(histories, y.shape[0] - 1, exponential_weights(decay))
+    weights = decayed_weights(histories, y.shape[0] - 1, decay)
     all_lengths = np.diff(weights.indptr)
     by_length = np.argsort(all_lengths, kind="stable")
     out = np.zeros((len(histories), f))

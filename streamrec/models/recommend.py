@@ -23,6 +23,7 @@ __all__ = [
     "RecommendMixin",
     "backfill",
     "clean_histories",
+    "decayed_weights",
     "demote_history",
     "exponential_weights",
     "history_matrix",
@@ -66,6 +67,9 @@ class CleanHistories(list[np.ndarray]):
     def __init__(self, histories: list[np.ndarray], n_items: int) -> None:
         super().__init__(histories)
         self.n_items = n_items
+        # what the generators derive from the batch alike (``decayed_weights``, ``demote_history``'s cells),
+        # derived once: item-kNN and content weigh a session with the same decay, and four models demote it
+        self.derived: dict[tuple[object, ...], object] = {}
 
     @overload
     def __getitem__(self, index: SupportsIndex) -> np.ndarray: ...
@@ -169,6 +173,27 @@ def history_weights(histories: Sequence[np.ndarray], n_items: int, weigh: Positi
     return HistoryWeights(indptr, items[keep], weights[keep], n_items + 1)
 
 
+def decayed_weights(histories: Sequence[np.ndarray], n_items: int, decay: float) -> HistoryWeights:
+    """``history_weights`` with ``exponential_weights(decay)``, once per ``CleanHistories`` batch."""
+    if not isinstance(histories, CleanHistories):
+        return history_weights(histories, n_items, exponential_weights(decay))
+    key = ("decayed_weights", n_items, decay)
+    found = histories.derived.get(key)
+    if found is None:
+        found = histories.derived[key] = history_weights(histories, n_items, exponential_weights(decay))
+    return found  # type: ignore[return-value]
+
+
+def _cells(histories: Sequence[np.ndarray], lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of every history item, once per ``CleanHistories`` batch."""
+    found = histories.derived.get(("cells",)) if isinstance(histories, CleanHistories) else None
+    if found is None:
+        found = (np.repeat(np.arange(len(histories)), lengths), np.concatenate(histories))
+        if isinstance(histories, CleanHistories):
+            histories.derived["cells",] = found
+    return found  # type: ignore[return-value]
+
+
 def history_matrix(histories: Sequence[np.ndarray], n_items: int, weigh: PositionWeights) -> sp.csr_matrix:
     """``(B, n_items + 1)`` sparse rows of ``history_weights``."""
     return history_weights(histories, n_items, weigh).matrix()
@@ -184,8 +209,7 @@ def demote_history(scores: np.ndarray, histories: Sequence[np.ndarray]) -> np.nd
     lengths = [len(h) for h in histories]
     if not sum(lengths):
         return scores
-    rows = np.repeat(np.arange(len(histories)), lengths)
-    cols = np.concatenate(histories)
+    rows, cols = _cells(histories, lengths)
     low = np.where(np.isfinite(scores), scores, np.inf).min(axis=1)
     scores[rows, cols] = (low - 1.0)[rows]
     return scores

@@ -22,6 +22,7 @@ from streamrec.models.recommend import (
     RecommendMixin,
     backfill,
     clean_histories,
+    decayed_weights,
     demote_history,
     exponential_weights,
     history_matrix,
@@ -86,6 +87,26 @@ def test_demote_history_moves_history_items_last_but_keeps_them_finite() -> None
     demote_history(scores, [np.array([1, 2])])
     assert np.isfinite(scores[0, 1:]).all()
     assert np.argsort(-scores[0, 1:])[0] == 2 and scores[0, 1:3].max() < scores[0, 3]
+
+
+def test_a_clean_batch_derives_its_weights_and_cells_once_and_alike() -> None:
+    histories = [np.array([3, 1, 3, 2]), np.array([], dtype=np.int64), np.array([4])]
+    clean = clean_histories(histories, 5)
+    first = decayed_weights(clean, 5, 0.8)
+    assert decayed_weights(clean, 5, 0.8) is first  # the second model to ask gets the same arrays
+    assert decayed_weights(clean, 5, 0.9) is not first
+    plain = history_weights(histories, 5, exponential_weights(0.8))
+    for a, b in ((first.indptr, plain.indptr), (first.items, plain.items), (first.weights, plain.weights)):
+        np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(0)
+    scores = rng.random((3, 6)).astype(np.float32)
+    once, twice, loose = scores.copy(), scores.copy(), scores.copy()
+    demote_history(once, clean)
+    demote_history(twice, clean)  # from the cells derived by the first call
+    demote_history(loose, histories)
+    np.testing.assert_array_equal(once, loose)
+    np.testing.assert_array_equal(twice, loose)
+    assert ("cells",) in clean.derived and clean_histories(clean, 5) is clean
 
 
 class _Fixed(RecommendMixin):
