@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from streamrec.errors import ConfigError, Overloaded
-from streamrec.serve.batcher import BatcherConfig, MicroBatcher
+from streamrec.serve.batcher import Arrival, BatcherConfig, MicroBatcher
 
 
 class Recorder:
@@ -329,29 +329,45 @@ def test_requests_on_their_way_count_against_the_queue_bound() -> None:
     run(main())
 
 
-@pytest.mark.parametrize("waiting", [False, True])
-def test_a_small_batch_pauses_as_a_half_full_one_when_requests_wait_at_its_end(waiting: bool) -> None:
+@pytest.mark.parametrize("case", ["alone", "after_idle", "chained"])
+def test_a_small_batch_of_a_chain_pauses_as_a_half_full_one_when_requests_wait_at_its_end(case: str) -> None:
     """Under load a batch of one must still let the loop take in calls for a while, or the next batch is
-    as small (and each request costs more CPU); alone, it pauses for almost nothing."""
+    as small (and each request costs more CPU). Alone it pauses for almost nothing; so does a batch that
+    started on an idle loop, though a request came while it ran: at a moderate load that request runs
+    next, unpaused. Only a batch whose own request waited for the one before (a chain) pauses as if
+    half full."""
     spans: list[tuple[float, float]] = []
+    during: list[Arrival] = []
 
     def slow(items: Sequence[int]) -> list[int]:
         start = time.perf_counter()
-        time.sleep(0.02)
+        time.sleep(0.04)
+        if case == "chained" and list(items) == [1]:
+            during.append(batcher.arrive())  # a request announced while the second batch runs
         spans.append((start, time.perf_counter()))
         return list(items)
 
+    batcher = MicroBatcher(slow, None, BatcherConfig(max_batch=8, io_share=1.0, busy_share=0.5, gather_s=0.0))
+
     async def main() -> None:
-        batcher = MicroBatcher(slow, None, BatcherConfig(max_batch=32, io_share=1.0, busy_share=0.5, gather_s=0.0))
         first = asyncio.ensure_future(batcher.submit(0))
-        await asyncio.sleep(0)  # the first batch is taken with the first request alone
-        arrival = batcher.arrive() if waiting else None  # still reading Redis when the batch ends
+        await asyncio.sleep(0)  # the first batch is taken with the first request alone, on an idle loop
+        if case == "alone":
+            await first
+            await batcher.submit(1)
+            return
+        arrival = batcher.arrive()  # still reading Redis when the first batch ends
+        if case == "after_idle":
+            await first
+            await batcher.submit(1, arrival=arrival)
+            return
+        second = asyncio.ensure_future(batcher.submit(1, arrival=arrival))  # queued as the first batch ends
         await first
-        await batcher.submit(1, arrival=arrival)
+        await second  # its batch was one of a chain: request 1 waited for the first batch
+        await batcher.submit(2, arrival=during[0])
 
     run(main())
-    (_, end), (start, _) = spans
-    if waiting:
-        assert start - end >= 0.9 * 0.5 * 0.02, spans  # busy: paused as if half full
-    else:
-        assert start - end < 0.25 * 0.02, spans  # 1/32 of the run
+    gaps = [start - end for (_, end), (start, _) in itertools.pairwise(spans)]
+    assert gaps[0] < 0.25 * 0.04, spans  # the first batch started on an idle loop: 1/8 of its run
+    if case == "chained":
+        assert gaps[1] >= 0.9 * 0.5 * 0.04, spans  # busy: paused as if half full
