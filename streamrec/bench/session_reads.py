@@ -89,7 +89,7 @@ async def _check_same(settings: Settings, ids: Sequence[str]) -> None:
         finally:
             await close()
     if answers[0] != answers[1]:
-        raise AssertionError("the two ways read different sessions")
+        raise RuntimeError("the pipelined reads and the one-per-read reads gave different sessions")
     if not any(items for items, _ in answers[0]):
         raise ConfigError(f"the {len(ids)} sessions read are all empty; store some (drop --no-load)")
 

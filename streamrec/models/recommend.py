@@ -190,7 +190,7 @@ def _cells(histories: Sequence[np.ndarray], lengths: Sequence[int]) -> tuple[np.
     if found is None:
         found = (np.repeat(np.arange(len(histories)), lengths), np.concatenate(histories))
         if isinstance(histories, CleanHistories):
-            histories.derived["cells",] = found
+            histories.derived[("cells",)] = found
     return found  # type: ignore[return-value]
 
 

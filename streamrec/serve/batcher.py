@@ -24,10 +24,10 @@ in few calls, and the next batch was small again. A server at saturation stayed 
 whole runs (batches of 2 to 6, against 20 to 30 with the floor on the share, and 20 to 50% more CPU
 per request). At low load nothing waits when a batch ends, and nothing changes. At a moderate load a
 request often arrives while a batch runs that started on an idle loop: it runs right after, unpaused
-(the floor after every such batch cost 1 to 2 ms of p99 at 500 requests/s, docs/operations.md). grpc.aio takes a new call from gRPC core one at
-a time, a few loop turns each; when every turn runs a batch, calls pile up in gRPC core, where no
-queue bound or timeout of ours sees them: at twice the saturation rate they waited up to a second
-there, and were then served, late. The pause takes them in faster, and more per turn, which costs
+(the floor after every such batch cost about 1 ms of p99 at 500 requests/s, docs/operations.md).
+grpc.aio takes a new call from gRPC core one at a time, a few loop turns each; when every turn runs
+a batch, calls pile up in gRPC core, where no queue bound or timeout of ours sees them: at twice the
+saturation rate they waited up to a second there, and were then served, late. The pause takes them in faster, and more per turn, which costs
 less CPU each; under a flood some wait there still (docs/operations.md, "Serving").
 
 Guarantees the servicer relies on:

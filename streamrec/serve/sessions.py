@@ -49,7 +49,8 @@ class SessionSource:
         # rediss:// URLs (TLS) and credentials in the URL are handled by redis-py; every read is one key,
         # so a Redis Cluster (``cluster``) needs nothing more
         # RESP2: over RESP3, redis-py 8 turns each score it parsed back into text and parses it again, to give
-        # the RESP2 shapes; 50 of them cost a session read about a third of its CPU
+        # the RESP2 shapes. With ``SessionTail``'s lists, a read alone costs 95 µs of CPU here against 129 to 143
+        # (``streamrec bench session-reads``, 50-event sessions)
         self._client = async_client(url, cluster=cluster, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                     retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2)
         self._down_until = 0.0
