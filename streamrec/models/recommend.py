@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import SupportsIndex, overload
+from typing import SupportsIndex, TypeVar, overload
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,6 +33,8 @@ __all__ = [
 
 #: Batches up to this many rows take ``HistoryWeights``' own products: a server's (``MicroBatcher``, 32)
 _DIRECT_ROWS = 64
+
+T = TypeVar("T")
 
 #: Maps a history length ``L`` to ``L`` weights, oldest first.
 PositionWeights = Callable[[int], np.ndarray]
@@ -175,23 +177,17 @@ def history_weights(histories: Sequence[np.ndarray], n_items: int, weigh: Positi
 
 def decayed_weights(histories: Sequence[np.ndarray], n_items: int, decay: float) -> HistoryWeights:
     """``history_weights`` with ``exponential_weights(decay)``, once per ``CleanHistories`` batch."""
+    return _derived(histories, ("decayed_weights", n_items, decay),
+                    lambda: history_weights(histories, n_items, exponential_weights(decay)))
+
+
+def _derived(histories: Sequence[np.ndarray], key: tuple[object, ...], make: Callable[[], T]) -> T:
+    """``make()``, kept in ``histories.derived`` under ``key`` when ``histories`` is a ``CleanHistories``."""
     if not isinstance(histories, CleanHistories):
-        return history_weights(histories, n_items, exponential_weights(decay))
-    key = ("decayed_weights", n_items, decay)
-    found = histories.derived.get(key)
-    if found is None:
-        found = histories.derived[key] = history_weights(histories, n_items, exponential_weights(decay))
-    return found  # type: ignore[return-value]
-
-
-def _cells(histories: Sequence[np.ndarray], lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of every history item, once per ``CleanHistories`` batch."""
-    found = histories.derived.get(("cells",)) if isinstance(histories, CleanHistories) else None
-    if found is None:
-        found = (np.repeat(np.arange(len(histories)), lengths), np.concatenate(histories))
-        if isinstance(histories, CleanHistories):
-            histories.derived[("cells",)] = found
-    return found  # type: ignore[return-value]
+        return make()
+    if key not in histories.derived:
+        histories.derived[key] = make()
+    return histories.derived[key]  # type: ignore[return-value]
 
 
 def history_matrix(histories: Sequence[np.ndarray], n_items: int, weigh: PositionWeights) -> sp.csr_matrix:
@@ -209,7 +205,8 @@ def demote_history(scores: np.ndarray, histories: Sequence[np.ndarray]) -> np.nd
     lengths = [len(h) for h in histories]
     if not sum(lengths):
         return scores
-    rows, cols = _cells(histories, lengths)
+    rows, cols = _derived(histories, ("cells",), lambda: (np.repeat(np.arange(len(histories)), lengths),
+                                                         np.concatenate(histories)))
     low = np.where(np.isfinite(scores), scores, np.inf).min(axis=1)
     scores[rows, cols] = (low - 1.0)[rows]
     return scores
