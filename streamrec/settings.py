@@ -123,6 +123,13 @@ class Settings:
     # saturation with 200-item sessions, where a full batch and the pause after it take about 80 ms.
     serve_max_queue: int = 64  # requests waiting for the pipeline at most, per server process
     serve_queue_timeout_ms: float = 100.0  # longest wait of a request for the pipeline
+    # Calls in progress per process past which grpc.aio refuses the next with RESOURCE_EXHAUSTED before
+    # any of our code runs (the cheapest refusal; at most MAX_QUEUE + MAX_BATCH). Under a flood a
+    # process holds this many, and answers about 650/s: 48 is about 75 ms of waiting (Little's law).
+    # At 96, twice the saturation rate was answered with a p99 of 250 ms, and 8,000 of 40,000 calls
+    # were refused late, by the queue timeout after their Redis read; at 48, 170 ms and 550
+    # (docs/operations.md, "Serving"). 32 in flight at saturation, over two processes, stay under it.
+    serve_max_in_flight: int = 48
     serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)
     # A sequence model published with the session contract (`streamrec train --contract session`) is served
     # through its item index above this many items, by its full scores at or below it (streamrec.retrieval;
@@ -227,10 +234,11 @@ class Settings:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_BATCH must be >= 1 (1: no batching) and "
                               f"{ENV_PREFIX}SERVE_BATCH_WAIT_MS and _GATHER_MS >= 0, got {self.serve_max_batch}, "
                               f"{self.serve_batch_wait_ms} and {self.serve_batch_gather_ms}")
-        if self.serve_max_queue < 1 or not self.serve_queue_timeout_ms > 0:
-            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_QUEUE must be >= 1 and {ENV_PREFIX}SERVE_QUEUE_TIMEOUT_MS "
-                              f"positive (requests beyond them are refused, so none waits forever), got "
-                              f"{self.serve_max_queue} and {self.serve_queue_timeout_ms}")
+        if self.serve_max_queue < 1 or not self.serve_queue_timeout_ms > 0 or self.serve_max_in_flight < 1:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_QUEUE and {ENV_PREFIX}SERVE_MAX_IN_FLIGHT must be >= 1 and "
+                              f"{ENV_PREFIX}SERVE_QUEUE_TIMEOUT_MS positive (requests beyond them are refused, so "
+                              f"none waits forever), got {self.serve_max_queue}, {self.serve_max_in_flight} and "
+                              f"{self.serve_queue_timeout_ms}")
         if self.retrieval_threshold < -1:
             raise ConfigError(f"{ENV_PREFIX}RETRIEVAL_THRESHOLD must be >= 0 (items), or -1 (never through the "
                               f"index), got {self.retrieval_threshold}")

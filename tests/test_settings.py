@@ -30,6 +30,7 @@ def test_to_env_reproduces_the_settings() -> None:
     ("STREAMREC_SESSION_MAX_LEN", "0", "must be positive"),
     ("STREAMREC_COMPRESSION", "brotli", "must be one of"),
     ("STREAMREC_SERVE_MAX_QUEUE", "0", "none waits forever"),
+    ("STREAMREC_SERVE_MAX_IN_FLIGHT", "0", "none waits forever"),
     ("STREAMREC_SERVE_QUEUE_TIMEOUT_MS", "0", "none waits forever"),
     ("STREAMREC_FETCH_MIN_BYTES", "0", "must be positive"),
     ("STREAMREC_FETCH_MAX_WAIT_MS", "-1", "must be >= 0"),

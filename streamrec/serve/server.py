@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from streamrec.errors import ConfigError, LoadError
 from streamrec.serve.batcher import BatcherConfig, MicroBatcher
+from streamrec.serve.core_backlog import CoreBacklog
 from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.metrics import ServeMetrics
 from streamrec.serve.servicer import RecommenderServicer, add_to_server, pb2, recommend_batch
@@ -111,7 +112,9 @@ class RecommendServer:
         config = BatcherConfig(s.serve_max_batch, s.serve_batch_wait_ms / 1e3, workers=max(s.serve_workers, 1),
                                gather_s=s.serve_batch_gather_ms / 1e3,
                                max_queue=s.serve_max_queue, queue_timeout_s=s.serve_queue_timeout_ms / 1e3)
-        batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe)
+        backlog = CoreBacklog()
+        batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe,
+                               backlog=backlog)
         servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, clock=self.clock,
                                        batcher=batcher, skip_pipeline=s.serve_skip_pipeline)
         options = [("grpc.max_receive_message_length", s.serve_max_message_bytes),
@@ -122,8 +125,10 @@ class RecommendServer:
         # Requests past this many in progress (a running batch, plus the queue and those reading Redis, which the
         # batcher bounds by MAX_QUEUE) are refused by grpc.aio itself with RESOURCE_EXHAUSTED before any of our
         # code runs, the cheapest refusal there is. Every request let in costs loop turns, and grpc.aio takes
-        # in the next call only between them: a flood let in waits in gRPC core's own queue (docs/operations.md).
-        server = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.serve_max_queue + s.serve_max_batch)
+        # in the next call only between them: a flood let in waits in gRPC core's own queue, which the batcher
+        # drains between batches (streamrec.serve.core_backlog, docs/operations.md).
+        in_flight = min(s.serve_max_in_flight, s.serve_max_queue + s.serve_max_batch)
+        server = backlog.server(options=options, maximum_concurrent_rpcs=in_flight)
         add_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if s.reflection:  # off where the schema should not be browsable (the Kubernetes ConfigMap)

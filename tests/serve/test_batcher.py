@@ -371,3 +371,48 @@ def test_a_small_batch_of_a_chain_pauses_as_a_half_full_one_when_requests_wait_a
     assert gaps[0] < 0.25 * 0.04, spans  # the first batch started on an idle loop: 1/8 of its run
     if case == "chained":
         assert gaps[1] >= 0.9 * 0.5 * 0.04, spans  # busy: paused as if half full
+
+
+class FakeBacklog:
+    """gRPC core's calls not yet taken in, as ``streamrec.serve.core_backlog`` would read them."""
+
+    def __init__(self, waiting: int) -> None:
+        self.waiting = waiting
+        self.asked = 0
+        self.idle = 0
+
+    def backlog(self) -> int:
+        self.asked += 1
+        return self.waiting
+
+    def note_idle(self) -> None:
+        self.idle += 1
+
+
+@pytest.mark.parametrize("waiting", [0, 5])
+def test_the_pause_after_a_full_batch_ends_early_only_when_grpc_core_holds_no_call(waiting: int) -> None:
+    """A full batch pauses twice as long as it ran, for grpc.aio to take in what arrived meanwhile. Once
+    gRPC core holds nothing more (asked at ``check_share`` of the batch's duration), the rest of the
+    pause would leave the loop idle: the next batch starts then. With calls still in core, it waits."""
+    spans: list[tuple[float, float]] = []
+
+    def slow(items: Sequence[int]) -> list[int]:
+        start = time.perf_counter()
+        time.sleep(0.04)
+        spans.append((start, time.perf_counter()))
+        return list(items)
+
+    backlog = FakeBacklog(waiting)
+    batcher = MicroBatcher(slow, None, BatcherConfig(max_batch=2, io_share=2.0, check_share=0.5, gather_s=0.0),
+                           backlog=backlog)
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(batcher.submit(i) for i in range(4)))  # two full batches
+
+    assert run(main()) == [0, 1, 2, 3]
+    (_, end), (start, _) = spans
+    if waiting:
+        assert start - end >= 0.9 * 2 * 0.04, spans  # the whole pause: calls wait in core
+    else:
+        assert 0.9 * 0.5 * 0.04 <= start - end < 1.5 * 0.04, spans  # ended at the check
+    assert backlog.asked >= 1 and backlog.idle == 1  # idle once both batches were over

@@ -1,0 +1,119 @@
+"""``CoreBacklog`` against a real grpc.aio server: calls that wait in gRPC core while the event loop is
+held are counted, and the count returns to 0 once they are taken in; a call that ended in core is
+forgotten when the loop is idle."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from streamrec.serve.core_backlog import CoreBacklog
+
+
+class HeldHealth(health_pb2_grpc.HealthServicer):
+    """Check answers at once, except for service "hold": that one holds the whole event loop (as a
+    pipeline pass on the loop does) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        if request.service == "hold":
+            self.holding.set()
+            assert self.release.wait(30), "the test never released the loop"
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_calls_waiting_in_grpc_core_are_counted_until_taken_in() -> None:
+    backlog = CoreBacklog(idle_every_s=0.0)
+    servicer = HeldHealth()
+    ready: dict[str, int] = {}
+    stop = threading.Event()
+
+    async def serve() -> None:
+        server = backlog.server()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        ready["attached"] = int(backlog.backlog() is not None)
+        ready["port"] = port
+        while not stop.is_set():
+            await asyncio.sleep(0.01)
+        await server.stop(None)
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert wait_for(lambda: "port" in ready)
+        assert ready["attached"] == 1, "the server was not found among channelz's"
+        with grpc.insecure_channel(f"127.0.0.1:{ready['port']}") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for _ in range(5):
+                stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert backlog.backlog() == 0 and backlog.taken == 5
+
+            held = stub.Check.future(health_pb2.HealthCheckRequest(service="hold"), timeout=30)
+            assert servicer.holding.wait(10)
+            waiting = [stub.Check.future(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(8)]
+            gone = stub.Check.future(health_pb2.HealthCheckRequest(), timeout=0.2)  # gives up while in core
+            assert wait_for(lambda: backlog.backlog() == 9), backlog.backlog()
+            assert wait_for(gone.done) and gone.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            servicer.release.set()
+            assert held.result().status == health_pb2.HealthCheckResponse.SERVING
+            assert all(call.result().status == health_pb2.HealthCheckResponse.SERVING for call in waiting)
+            assert wait_for(lambda: backlog.taken >= 5 + 1 + 8)
+            # the call that gave up is taken in only if core matched it before it ended: either way, once
+            # the loop is idle, nothing counts as waiting
+            backlog.note_idle()
+            assert backlog.backlog() == 0
+            stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert backlog.backlog() == 0
+    finally:
+        servicer.release.set()
+        stop.set()
+        thread.join(10)
+
+
+def test_before_its_server_exists_the_backlog_is_unknown() -> None:
+    backlog = CoreBacklog()
+    assert backlog.backlog() is None
+    backlog.note_idle()  # nothing to read: no error
+
+
+def test_calls_that_ended_in_core_are_forgotten_when_the_loop_is_idle_and_never_counted_below_zero() -> None:
+    clock = [0.0]
+    backlog = CoreBacklog(clock=lambda: clock[0], idle_every_s=1.0)
+    started = [10]
+    backlog._started = lambda: started[0]  # channelz's count, as _attach reads it
+    backlog.taken = 10
+    assert backlog.backlog() == 0
+    started[0] = 13  # three arrive; one of them gives up in core and is never taken in
+    assert backlog.backlog() == 3
+    backlog.taken = 12
+    assert backlog.backlog() == 1  # the dead one still counts
+    clock[0] = 5.0
+    backlog.note_idle()
+    assert backlog.backlog() == 0
+    started[0] = 14
+    backlog.note_idle()  # within idle_every_s of the last: channelz is not read again
+    assert backlog.backlog() == 1
+    backlog.taken = 14  # the "dead" one was taken in after all: the floor comes down
+    assert backlog.backlog() == 0
+    started[0] = 15
+    assert backlog.backlog() == 1
