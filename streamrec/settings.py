@@ -125,9 +125,9 @@ class Settings:
     serve_queue_timeout_ms: float = 100.0  # longest wait of a request for the pipeline
     # Calls in progress per process past which grpc.aio refuses the next with RESOURCE_EXHAUSTED before
     # any of our code runs (the cheapest refusal; at most MAX_QUEUE + MAX_BATCH). Under a flood a
-    # process holds this many, and answers about 650/s: 48 is about 75 ms of waiting (Little's law).
-    # At 96, twice the saturation rate was answered with a p99 of 250 ms, and 8,000 of 40,000 calls
-    # were refused late, by the queue timeout after their Redis read; at 48, 170 ms and 550
+    # process holds this many, and answers about 580/s: 48 is about 80 ms of waiting (Little's law).
+    # At 96, twice the saturation rate was answered with a p99 of 200 to 240 ms, and 8,000 of 40,000 calls
+    # were refused late, by the queue timeout after their Redis read; at 48, about 180 ms and 450
     # (docs/operations.md, "Serving"). 32 in flight at saturation, over two processes, stay under it.
     serve_max_in_flight: int = 48
     serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)

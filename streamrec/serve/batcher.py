@@ -34,8 +34,8 @@ A full batch pauses twice as long as it ran, which a flood needs only at times: 
 (admit or refuse) what arrived while the batch ran, and what arrives while it does so. Given a
 ``backlog`` (``streamrec.serve.core_backlog``: gRPC core's calls not yet taken in), the pause after a
 full batch ends at ``check_share`` of the batch's duration if that is 0 then. At twice the saturation
-rate the loop otherwise sat idle through the rest of the pause: two processes served 72 to 82% of
-their saturation rate, and 82 to 97% with the check (docs/operations.md, "Serving").
+rate the loop otherwise sat idle through the rest of the pause: two processes answered 73 to 82% of
+their saturation rate, and 84 to 109% with the check (docs/operations.md, "Serving").
 
 Guarantees the servicer relies on:
 

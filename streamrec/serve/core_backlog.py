@@ -78,12 +78,12 @@ class CoreBacklog:
             return int(data.get("callsStarted", 0))
 
         self._started = started
-        self._floor = started() - self.taken
+        self._floor = self._excess() or 0
 
     def backlog(self) -> int | None:
-        if self._started is None:
+        excess = self._excess()
+        if excess is None:
             return None
-        excess = self._started() - self.taken
         self._floor = min(self._floor, excess)
         return excess - self._floor
 
@@ -93,7 +93,20 @@ class CoreBacklog:
         now = self.clock()
         if self._started is not None and now - self._idle_at >= self.idle_every_s:
             self._idle_at = now
-            self._floor = max(self._floor, self._started() - self.taken)
+            excess = self._excess()
+            if excess is not None:
+                self._floor = max(self._floor, excess)
+
+    def _excess(self) -> int | None:
+        """Calls started in core less calls taken in; None once channelz no longer knows the server (it
+        stopped): the batcher then pauses as it would without a count."""
+        if self._started is None:
+            return None
+        try:
+            return self._started() - self.taken
+        except (ValueError, KeyError, TypeError):
+            self._started = None
+            return None
 
 
 def _server_ids() -> set[int] | None:

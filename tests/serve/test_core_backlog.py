@@ -117,3 +117,14 @@ def test_calls_that_ended_in_core_are_forgotten_when_the_loop_is_idle_and_never_
     assert backlog.backlog() == 0
     started[0] = 15
     assert backlog.backlog() == 1
+
+
+def test_once_channelz_no_longer_knows_the_server_the_backlog_is_unknown() -> None:
+    def gone() -> int:
+        raise ValueError("Failed to get the server")  # what grpc's channelz_get_server raises
+
+    backlog = CoreBacklog()
+    backlog._started = gone
+    assert backlog.backlog() is None
+    backlog.note_idle()
+    assert backlog.backlog() is None
