@@ -110,11 +110,19 @@ class CoreBacklog:
 
 
 def _server_ids() -> set[int] | None:
-    """The channelz ids of this process's gRPC servers; None where channelz cannot be read."""
+    """The channelz ids of this process's gRPC servers, page after page; None where channelz cannot be
+    read."""
     try:
         from grpc._cython import cygrpc
 
-        servers = json.loads(cygrpc.channelz_get_servers(0)).get("server", [])
-        return {int(s["ref"]["serverId"]) for s in servers}
+        ids: set[int] = set()
+        start = 0
+        while True:
+            page = json.loads(cygrpc.channelz_get_servers(start))
+            found = {int(s["ref"]["serverId"]) for s in page.get("server", [])}
+            ids |= found
+            if page.get("end", True) or not found:
+                return ids
+            start = max(found) + 1
     except (ImportError, AttributeError, ValueError, KeyError, TypeError):
         return None
