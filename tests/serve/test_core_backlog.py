@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamrec.serve.core_backlog import CoreBacklog
+from tests.serve.helpers import wait_for
 
 
 class HeldHealth(health_pb2_grpc.HealthServicer):
@@ -29,15 +28,6 @@ class HeldHealth(health_pb2_grpc.HealthServicer):
             self.holding.set()
             assert self.release.wait(30), "the test never released the loop"
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 20.0) -> bool:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_calls_waiting_in_grpc_core_are_counted_until_taken_in() -> None:
