@@ -95,6 +95,7 @@ class RecommendServer:
         self._watcher = None
         self._loaded = asyncio.Event()
         self._pubsub_task: asyncio.Task[None] | None = None
+        self.core_backlog: CoreBacklog | None = None  # gRPC core's calls not taken in yet (diagnostics, tests)
 
     async def start(self) -> RecommendServer:
         if self._server is not None:
@@ -112,7 +113,7 @@ class RecommendServer:
         config = BatcherConfig(s.serve_max_batch, s.serve_batch_wait_ms / 1e3, workers=max(s.serve_workers, 1),
                                gather_s=s.serve_batch_gather_ms / 1e3,
                                max_queue=s.serve_max_queue, queue_timeout_s=s.serve_queue_timeout_ms / 1e3)
-        backlog = CoreBacklog()
+        self.core_backlog = backlog = CoreBacklog()
         batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe,
                                backlog=backlog)
         servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, clock=self.clock,
@@ -121,7 +122,13 @@ class RecommendServer:
                    ("grpc.max_send_message_length", 4 * 1024 * 1024),
                    # a second server on the same port must fail, not share it, unless it is one of a group
                    ("grpc.so_reuseport", int(self.reuse_port)),
-                   ("grpc.keepalive_permit_without_calls", 1)]
+                   ("grpc.keepalive_permit_without_calls", 1),
+                   # Past 1,000 calls waiting to be taken in, gRPC core drops new ones as CANCELLED, with no
+                   # message (its random early detection, up to 3,000). Taken in, they get a clear
+                   # RESOURCE_EXHAUSTED at ~0.085 ms each, so a burst waits in core a while longer instead.
+                   # The bound stays, for memory: at most 10,000 calls of at most SERVE_MAX_MESSAGE_BYTES.
+                   ("grpc.server.max_pending_requests", 5_000),
+                   ("grpc.server.max_pending_requests_hard_limit", 10_000)]
         # Requests past this many in progress (a running batch, plus the queue and those reading Redis, which the
         # batcher bounds by MAX_QUEUE) are refused by grpc.aio itself with RESOURCE_EXHAUSTED before any of our
         # code runs, the cheapest refusal there is. Every request let in costs loop turns, and grpc.aio takes

@@ -19,7 +19,7 @@ from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.servicer import pb2, pb2_grpc
 from streamrec.serve.state import ServingState
 from streamrec.settings import Settings
-from tests.serve.helpers import settings_for
+from tests.serve.helpers import settings_for, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -116,3 +116,33 @@ def test_a_flood_is_answered_or_refused_at_once_never_left_waiting_and_health_st
     for reason, seen in (("queue_full", full), ("queue_timeout", late)):
         assert metrics.get_sample_value("streamrec_shed_requests_total",
                                         {"rpc": "RecommendForSequence", "reason": reason}) == len(seen)
+
+
+def test_a_burst_that_piles_up_in_grpc_core_is_refused_with_a_clear_status_not_cancelled(
+        isolated: Settings, registry: Path, server_factory: Any) -> None:
+    """While a batch holds the event loop, a burst of 1,500 calls waits in gRPC core, past the 1,000 at
+    which core would drop new ones as CANCELLED, with no message. Once the loop is free, each is
+    answered or refused with RESOURCE_EXHAUSTED."""
+    burst = 1_500
+    loader = GatedLoader(registry)
+    settings = settings_for(isolated, registry, serve_workers=0, serve_max_batch=4)  # batches on the loop
+    running = server_factory(settings, loader=loader)
+    request = pb2.RecommendForSequenceRequest(item_ids=["50", "181", "172"], k=10)
+    backlog = running.server.core_backlog
+    assert backlog is not None and backlog.backlog() == 0
+    try:
+        with running.channel() as channel:
+            stub = pb2_grpc.RecommenderStub(channel)
+            first = stub.RecommendForSequence.future(request, timeout=60)
+            with loader.changed:  # the first batch now holds the loop at the gate
+                assert loader.changed.wait_for(lambda: loader.entered, 60)
+            calls = [stub.RecommendForSequence.future(request, timeout=60) for _ in range(burst)]
+            assert wait_for(lambda: backlog.backlog() == burst, 60), backlog.backlog()  # all in core, none taken in
+            loader.gate.set()
+            assert first.result().items
+            codes = [call.code() for call in calls]  # each waits for its call's end
+    finally:
+        loader.gate.set()
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, \
+        {code: codes.count(code) for code in set(codes)}
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes  # past the in-flight bound
