@@ -37,9 +37,7 @@ def test_a_click_published_to_kafka_changes_the_next_answer(isolated: Settings, 
 
 
 def test_bench_serve_reports_latency_and_throughput(isolated: Settings, registry: Path, server_factory: Any) -> None:
-    # a generous Redis timeout: on 2 busy cores a read can take longer than the default 0.25 s, and the
-    # degraded answer it would then get (correctly) is not what this test is about
-    running = server_factory(settings_for(isolated, registry, redis_timeout_s=2.0))
+    running = server_factory(settings_for(isolated, registry))
     config = ServeBenchConfig(target=running.target, rate=20, seconds=1.0, concurrency=2, sessions=50,
                               dataset="ml-100k")
     result = run_serve_bench(isolated, config)
