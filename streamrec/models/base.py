@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:  # a server scores with these models and never builds training data: no pandas there
     import pandas as pd
 
-__all__ = ["Recommender", "TrainData", "top_k"]
+__all__ = ["Recommender", "TrainData", "first_k", "top_k"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,8 +62,42 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = Non
         if sum(lengths):
             cols = np.concatenate([np.asarray(items, dtype=np.int64).reshape(-1) for items in exclude])
             negated[np.repeat(np.arange(len(lengths)), lengths), cols] = np.inf
-    k = min(k, negated.shape[1] - 1)
-    part = np.argpartition(negated, k - 1, axis=1)[:, :k]
-    order = np.lexsort((part, np.take_along_axis(negated, part, axis=1)), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
+    idx = first_k(negated, min(k, negated.shape[1] - 1))
     return idx, -np.take_along_axis(negated, idx, axis=1)
+
+
+_SAMPLE_STRIDE = 8  # ``first_k`` estimates a row's threshold from every 8th key
+
+
+def first_k(keys: np.ndarray, k: int) -> np.ndarray:
+    """Columns of each row's ``k`` smallest keys, smallest first, ties by the lower column: exactly
+    ``np.argsort(keys, axis=1, kind="stable")[:, :k]``.
+
+    Why not that sort, or ``argpartition``: on a 3,700-item row introselect costs about 40 µs, and the
+    six top-50s of a batch of 32 sessions were a third of the served pipeline's CPU. It also picks
+    arbitrarily among keys tied at the k-th place. Here a threshold is taken from every eighth key (a
+    partition of an eighth of the row, at a rank that leaves about 1.5k survivors in the whole row),
+    and the survivors, in column order, get a small stable sort. A row left with fewer than ``k``
+    survivors (an unlucky sample, NaNs) is sorted whole, so the result is exact whatever the sample.
+    """
+    B, V = keys.shape
+    rank = -(-3 * k // (2 * _SAMPLE_STRIDE)) + 2
+    sample = keys[:, ::_SAMPLE_STRIDE]
+    if B == 0 or k == 0 or rank >= sample.shape[1]:
+        return np.argsort(keys, axis=1, kind="stable")[:, :k]
+    threshold = np.partition(sample, rank - 1, axis=1)[:, rank - 1:rank]
+    flat = np.flatnonzero(keys <= threshold)  # row-major: each row's survivors in column order
+    rows = flat // V
+    counts = np.bincount(rows, minlength=B)
+    width = max(int(counts.max()), k)
+    pos = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+    # padding after a row's survivors, +inf: a stable sort keeps it behind any real +inf key
+    padded = np.full((B, width), np.inf, dtype=keys.dtype)
+    padded[rows, pos] = keys.ravel()[flat]
+    cols = np.zeros((B, width), dtype=np.int64)
+    cols[rows, pos] = flat - rows * V
+    idx = np.take_along_axis(cols, np.argsort(padded, axis=1, kind="stable")[:, :k], axis=1)
+    short = np.flatnonzero(counts < k)
+    if len(short):
+        idx[short] = np.argsort(keys[short], axis=1, kind="stable")[:, :k]
+    return idx
