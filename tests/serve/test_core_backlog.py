@@ -11,8 +11,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from streamrec.infra.processes import wait_until
 from streamrec.serve.core_backlog import CoreBacklog
-from tests.serve.helpers import wait_for
 
 
 class HeldHealth(health_pb2_grpc.HealthServicer):
@@ -50,7 +50,7 @@ def test_calls_waiting_in_grpc_core_are_counted_until_taken_in() -> None:
     thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
     thread.start()
     try:
-        assert wait_for(lambda: "port" in ready)
+        assert wait_until(lambda: "port" in ready, 20, 0.01)
         assert ready["attached"] == 1, "the server was not found among channelz's"
         with grpc.insecure_channel(f"127.0.0.1:{ready['port']}") as channel:
             stub = health_pb2_grpc.HealthStub(channel)
@@ -62,12 +62,12 @@ def test_calls_waiting_in_grpc_core_are_counted_until_taken_in() -> None:
             assert servicer.holding.wait(10)
             waiting = [stub.Check.future(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(8)]
             gone = stub.Check.future(health_pb2.HealthCheckRequest(), timeout=0.2)  # gives up while in core
-            assert wait_for(lambda: backlog.backlog() == 9), backlog.backlog()
-            assert wait_for(gone.done) and gone.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+            assert wait_until(lambda: backlog.backlog() == 9, 20, 0.01), backlog.backlog()
+            assert wait_until(gone.done, 20, 0.01) and gone.code() is grpc.StatusCode.DEADLINE_EXCEEDED
             servicer.release.set()
             assert held.result().status == health_pb2.HealthCheckResponse.SERVING
             assert all(call.result().status == health_pb2.HealthCheckResponse.SERVING for call in waiting)
-            assert wait_for(lambda: backlog.taken >= 5 + 1 + 8)
+            assert wait_until(lambda: backlog.taken >= 5 + 1 + 8, 20, 0.01)
             # the call that gave up is taken in only if core matched it before it ended: either way, once
             # the loop is idle, nothing counts as waiting
             backlog.note_idle()

@@ -14,12 +14,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from streamrec.infra.processes import wait_until
 from streamrec.rank.pipeline import Pipeline, Query, Recommendation
 from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.servicer import pb2, pb2_grpc
 from streamrec.serve.state import ServingState
 from streamrec.settings import Settings
-from tests.serve.helpers import settings_for, wait_for
+from tests.serve.helpers import settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +138,7 @@ def test_a_burst_that_piles_up_in_grpc_core_is_refused_with_a_clear_status_not_c
             with loader.changed:  # the first batch now holds the loop at the gate
                 assert loader.changed.wait_for(lambda: loader.entered, 60)
             calls = [stub.RecommendForSequence.future(request, timeout=60) for _ in range(burst)]
-            assert wait_for(lambda: backlog.backlog() == burst, 60), backlog.backlog()  # all in core, none taken in
+            assert wait_until(lambda: backlog.backlog() == burst, 60, 0.01), backlog.backlog()  # all in core, none taken in
             loader.gate.set()
             assert first.result().items
             codes = [call.code() for call in calls]  # each waits for its call's end
