@@ -130,6 +130,9 @@ class Settings:
     # were refused late, by the queue timeout after their Redis read; at 48, about 180 ms and 450
     # (docs/operations.md, "Serving"). 32 in flight at saturation, over two processes, stay under it.
     serve_max_in_flight: int = 48
+    # Requests of one RecommendStream in progress at most; past it the stream is not read (HTTP/2 flow
+    # control holds the client). A full batch: one stream alone keeps the batches full.
+    serve_stream_window: int = 32
     serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)
     # A sequence model published with the session contract (`streamrec train --contract session`) is served
     # through its item index above this many items, by its full scores at or below it (streamrec.retrieval;
@@ -239,6 +242,9 @@ class Settings:
                               f"{ENV_PREFIX}SERVE_QUEUE_TIMEOUT_MS positive (requests beyond them are refused, so "
                               f"none waits forever), got {self.serve_max_queue}, {self.serve_max_in_flight} and "
                               f"{self.serve_queue_timeout_ms}")
+        if self.serve_stream_window < 1:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_STREAM_WINDOW must be >= 1 (requests of one stream in progress), "
+                              f"got {self.serve_stream_window}")
         if self.retrieval_threshold < -1:
             raise ConfigError(f"{ENV_PREFIX}RETRIEVAL_THRESHOLD must be >= 0 (items), or -1 (never through the "
                               f"index), got {self.retrieval_threshold}")

@@ -356,10 +356,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "the gRPC floor (a minimal grpc.aio health server started here), the server's empty RPC "
                          "(Health/Check), Recommend with the pipeline skipped (a server started with "
                          "STREAMREC_SERVE_SKIP_PIPELINE=1: --skip-pipeline-target or --start-server), Recommend at "
-                         "--rate (open loop), Recommend at saturation (--concurrency in flight), and Recommend on the "
-                         "long sessions. Prints per phase qps, p50/p90/p99 ms, errors and the server's CPU ms per "
-                         "request (its process tree's utime+stime from /proc over the phase, divided by the phase's "
-                         "requests), then empty RPC / floor and Recommend - floor. The load comes from ghz "
+                         "--rate (open loop), Recommend at saturation (--concurrency in flight), the same over "
+                         "RecommendStream (8 streams, --concurrency in flight, always from the Python generator, which "
+                         "reads each answer's status), and Recommend on the long sessions. Prints per phase qps, "
+                         "p50/p90/p99 ms, errors and the server's CPU ms per request (its process tree's utime+stime "
+                         "from /proc over the phase, divided by the phase's requests), then empty RPC / floor, "
+                         "Recommend - floor and RecommendStream / Recommend. The load comes from ghz "
                          "(`streamrec bench ghz-install`) when installed, else from a Python generator. The "
                          "protocol is in streamrec/bench/serve.py.")
     add_target(bp)

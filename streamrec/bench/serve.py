@@ -14,7 +14,12 @@ Phases, each ``seconds`` long (a fixed count of calls with ghz), in this order:
   happened before it, latency counted from the due time (no coordinated omission). ghz gets enough
   workers (``rate * timeout_s``) that they never hold the rate back within the deadline;
 - ``saturation``: Recommend, ``concurrency`` in flight at all times; ``qps`` is the capacity;
-- ``long_sessions``: Recommend on the long sessions, saturation.
+- ``long_sessions``: Recommend on the long sessions, saturation;
+- ``recommend_stream``: the same requests over ``RecommendStream``, ``concurrency`` in flight in all over
+  ``STREAMS`` streams (one connection each), from the Python generator whatever ``generator`` says:
+  ghz times a stream as a whole and does not read the answers, and each answer carries its own status.
+  Latency is per request, from its write to its answer. Against ``saturation``, the same load, it
+  tells what a call's overhead costs (``stream_over_unary``).
 
 Each phase reports the server's CPU per request: the CPU time of the server's process tree over the
 phase (``streamrec.bench.cpu``), divided by the requests of the phase (errors included: the server
@@ -33,6 +38,7 @@ counted on a probe of 50 requests before each Recommend phase (ghz does not read
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import math
@@ -66,6 +72,7 @@ FLOOR_RATIO_TARGET = 1.2  # issue 16: the empty RPC within 1.2 times the floor
 RECOMMEND_OVER_FLOOR_TARGET_MS = 1.0  # and a Recommend at most the floor plus 1 ms
 UNEVEN_SHARE = 0.75  # a process's share of a multi-process server's CPU that is worth a warning
 PROBE = 50  # Recommend answers checked for cold start and degradation before a ghz phase
+STREAMS = 8  # RecommendStream streams of the stream phase; with 8 connections, rarely all on one process
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ class _Phase:
     label: str
     target: str
     pid: int
-    rpc: Literal["check", "recommend"]
+    rpc: Literal["check", "recommend", "stream"]
     requests: Sequence[Mapping[str, Any]]  # as JSON, taken in turn
     rate: float | None = None  # None: saturation
 
@@ -257,6 +264,78 @@ async def _python_phase(phase: _Phase, config: ServeBenchConfig) -> dict[str, An
     return result
 
 
+async def _stream_phase(phase: _Phase, config: ServeBenchConfig) -> dict[str, Any]:
+    """``config.concurrency`` requests in flight over ``STREAMS`` RecommendStream streams, for
+    ``config.seconds`` after a warm-up; every answer read, its status counted."""
+    requests = [pb2.RecommendRequest(**r) for r in phase.requests]
+    streams = min(STREAMS, config.concurrency)
+    window = math.ceil(config.concurrency / streams)
+    clock = time.perf_counter
+    latencies: list[float] = []
+    codes: dict[str, int] = {}
+    seen = {"answers_checked": 0, "cold_start": 0, "degraded": 0}
+
+    def count(code: str, n: int = 1) -> None:
+        codes[code] = codes.get(code, 0) + n
+
+    def note(answer: Any, began: float) -> None:
+        count(grpc.StatusCode.OK.name if answer.code == 0 else _code_name(answer.code))
+        if answer.code == 0:
+            latencies.append(clock() - began)
+            seen["answers_checked"] += 1
+            seen["cold_start"] += answer.response.cold_start
+            seen["degraded"] += answer.response.degraded
+
+    async def stream(stub: Any, first: int, until: float, record: bool) -> None:
+        call = stub.RecommendStream()
+        sent: collections.deque[float] = collections.deque()
+        slots = asyncio.Semaphore(window)
+
+        async def write() -> None:
+            i = first
+            while clock() < until:
+                await slots.acquire()
+                sent.append(clock())
+                await call.write(requests[i % len(requests)])
+                i += streams
+            await call.done_writing()
+
+        writer = asyncio.ensure_future(write())
+        try:
+            async for answer in call:
+                began = sent.popleft()
+                slots.release()
+                if record:
+                    note(answer, began)
+        except grpc.aio.AioRpcError as exc:  # the stream ended whole (the server went away): its requests failed
+            writer.cancel()
+            if record:
+                count(exc.code().name, len(sent))
+            return
+        await writer
+
+    channels = [grpc.aio.insecure_channel(phase.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(streams)]
+    try:
+        stubs = [pb2_grpc.RecommenderStub(c) for c in channels]
+        warm = clock() + 1.0
+        await asyncio.gather(*(stream(stub, s, warm, False) for s, stub in enumerate(stubs)))
+        before = process_cpu_s(phase.pid)
+        start = clock()
+        await asyncio.gather(*(stream(stub, s, start + config.seconds, True) for s, stub in enumerate(stubs)))
+        elapsed = clock() - start
+        result = _cpu_since(phase.pid, before)
+    finally:
+        await asyncio.gather(*(c.close() for c in channels))
+    errors = sum(n for code, n in codes.items() if code != grpc.StatusCode.OK.name)
+    return ({"concurrency": config.concurrency, "streams": streams, "generator": "python"}
+            | _summary(latencies, errors, elapsed) | {"status_codes": codes} | result | seen)
+
+
+def _code_name(code: int) -> str:
+    return next((c.name for c in grpc.StatusCode if c.value[0] == code), str(code))
+
+
 async def _probe(phase: _Phase, config: ServeBenchConfig) -> dict[str, int]:
     async with _calls(phase, config) as call:
         for i in range(min(PROBE, len(phase.requests))):
@@ -308,7 +387,10 @@ def _run_loop(coro: Awaitable[Any]) -> Any:
 
 
 def _run_phase(phase: _Phase, config: ServeBenchConfig) -> dict[str, Any]:
-    result = _ghz_phase(phase, config, config.ghz) if config.ghz else _run_loop(_python_phase(phase, config))
+    if phase.rpc == "stream":
+        result = _run_loop(_stream_phase(phase, config))
+    else:
+        result = _ghz_phase(phase, config, config.ghz) if config.ghz else _run_loop(_python_phase(phase, config))
     result["cpu_s"] = round(result["cpu_s"], 3)
     result["cpu_ms_per_request"] = round(1e3 * result["cpu_s"] / result["requests"], 4) if result["requests"] else None
     result["server_pid"] = phase.pid
@@ -405,6 +487,7 @@ def _phases(config: ServeBenchConfig, servers: _Servers, floor: tuple[str, int] 
     phases.append(_Phase("fixed_rate", f"Recommend {config.rate:g}/s", servers.target, servers.pid, "recommend",
                          recommend, rate=config.rate))
     phases.append(_Phase("saturation", "Recommend", servers.target, servers.pid, "recommend", recommend))
+    phases.append(_Phase("recommend_stream", "RecommendStream", servers.target, servers.pid, "stream", recommend))
     if long_ids:
         phases.append(_Phase("long_sessions", f"Recommend {config.long_len} items", servers.target, servers.pid,
                              "recommend", [{"session_id": s, "k": config.k} for s in long_ids]))
@@ -432,6 +515,8 @@ def _ratios(result: dict[str, Any]) -> dict[str, Any]:
         out["check_over_floor"] = round(cpu["check"] / floor, 3) if cpu.get("check") is not None else None
         if cpu.get("saturation") is not None:
             out["recommend_minus_floor_ms"] = round(cpu["saturation"] - floor, 4)
+    if cpu.get("saturation") and cpu.get("recommend_stream") is not None:
+        out["stream_over_unary"] = round(cpu["recommend_stream"] / cpu["saturation"], 3)
     return out
 
 
@@ -496,4 +581,6 @@ def format_result(result: dict[str, Any]) -> str:
         if result["recommend_minus_floor_ms"] is not None:
             lines.append(f"Recommend - floor: {result['recommend_minus_floor_ms']:.3f} ms of CPU (target <= "
                          f"{result['targets']['recommend_minus_floor_ms']:g} ms)")
+    if result.get("stream_over_unary") is not None:
+        lines.append(f"RecommendStream / Recommend, CPU per request at the same load: {result['stream_over_unary']:.2f}")
     return "\n".join(lines)

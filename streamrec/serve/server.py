@@ -117,7 +117,8 @@ class RecommendServer:
         batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe,
                                backlog=backlog)
         servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, clock=self.clock,
-                                       batcher=batcher, skip_pipeline=s.serve_skip_pipeline)
+                                       batcher=batcher, skip_pipeline=s.serve_skip_pipeline,
+                                       stream_window=s.serve_stream_window)
         options = [("grpc.max_receive_message_length", s.serve_max_message_bytes),
                    ("grpc.max_send_message_length", 4 * 1024 * 1024),
                    # a second server on the same port must fail, not share it, unless it is one of a group

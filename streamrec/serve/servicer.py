@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,9 +68,11 @@ def _lenient_deserializer(message: type[Message]) -> Callable[[bytes], Any]:
 
 def add_to_server(servicer: RecommenderServicer, server: grpc.aio.Server) -> None:
     """``add_RecommenderServicer_to_server`` with request deserializers that never raise (``_Undecodable``);
-    the methods are taken from the service's ``DESCRIPTOR``, so a new RPC needs no change here."""
+    the methods are taken from the service's ``DESCRIPTOR``, so a new RPC needs no change here (a
+    client-streaming one is taken to stream both ways, as ``RecommendStream`` does)."""
     service = pb2.DESCRIPTOR.services_by_name["Recommender"]
-    handlers = {method.name: grpc.unary_unary_rpc_method_handler(
+    handlers = {method.name: (grpc.stream_stream_rpc_method_handler if method.client_streaming
+                              else grpc.unary_unary_rpc_method_handler)(
         getattr(servicer, method.name),
         request_deserializer=_lenient_deserializer(getattr(pb2, method.input_type.name)),
         response_serializer=getattr(pb2, method.output_type.name).SerializeToString)
@@ -154,7 +156,8 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
                  limits: Limits = Limits(),
                  clock: Callable[[], float] = time.time,
                  batcher: MicroBatcher[tuple[Pipeline, Query], list[Recommendation]] | None = None,
-                 fresh: FreshConfig | None = FreshConfig(), skip_pipeline: bool = False) -> None:
+                 fresh: FreshConfig | None = FreshConfig(), skip_pipeline: bool = False,
+                 stream_window: int = 32) -> None:
         self.holder = holder
         self.sessions = sessions
         self.metrics = metrics
@@ -163,6 +166,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         self.batcher = batcher
         self.fresh = fresh  # None: never mix in items the models do not know
         self.skip_pipeline = skip_pipeline  # STREAMREC_SERVE_SKIP_PIPELINE, a benchmark switch (settings.py)
+        self.stream_window = stream_window  # requests of one RecommendStream in progress at most
         self._fresh_memo: tuple[object, object, list[str]] = (None, None, [])
 
     # ---------------------------------------------------------------- RPCs
@@ -175,6 +179,50 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
 
     async def SimilarItems(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
         return await self._rpc("SimilarItems", request, context, self._similar)
+
+    async def RecommendStream(self, requests: AsyncIterator[Any],  # noqa: N802
+                              context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """Each request as ``Recommend`` would answer it, in order, with its status in the answer.
+
+        A call's overhead (taken in by grpc.aio one at a time, a task, metadata, a status) is paid once
+        per stream. Requests run concurrently so that one stream fills the batches: up to
+        ``stream_window`` are in progress, and the stream is read no further until the oldest is
+        answered, so HTTP/2 flow control holds the client back. Shedding is per request
+        (``RESOURCE_EXHAUSTED`` in its answer), as for unary calls: a flood never ends a stream."""
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.stream_window)
+        running: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()  # in the requests' order; None: the end
+
+        async def read() -> None:
+            try:
+                pending = aiter(requests)
+                while True:
+                    await slots.acquire()
+                    try:
+                        request = await anext(pending)
+                    except StopAsyncIteration:
+                        return
+                    running.put_nowait(loop.create_task(self._streamed(request, context)))
+            finally:
+                running.put_nowait(None)
+
+        reader = loop.create_task(read())
+        try:
+            while (task := await running.get()) is not None:
+                yield await task
+                slots.release()
+            await reader  # a failed read (the client reset the stream) ends the call with its error
+        finally:
+            reader.cancel()
+            while not running.empty():
+                if (task := running.get_nowait()) is not None:
+                    task.cancel()
+
+    async def _streamed(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        response, code, details = await self._outcome("RecommendStream", request, context, self._recommend)
+        if code is grpc.StatusCode.OK:
+            return pb2.RecommendStreamResponse(response=response)
+        return pb2.RecommendStreamResponse(code=code.value[0], message=details)
 
     # ---------------------------------------------------------------- handlers
 
@@ -334,6 +382,15 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
 
     async def _rpc(self, rpc: str, request: Any, context: grpc.aio.ServicerContext,
                    handler: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Answer]]) -> Any:
+        response, code, details = await self._outcome(rpc, request, context, handler)
+        if code is grpc.StatusCode.OK:
+            return response
+        await context.abort(code, details)
+
+    async def _outcome(self, rpc: str, request: Any, context: grpc.aio.ServicerContext,
+                       handler: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Answer]],
+                       ) -> tuple[Any, grpc.StatusCode, str]:
+        """``(response, OK, "")``, or ``(None, code, details)`` for the client; counted, timed and logged."""
         start = time.perf_counter()
         code, details = grpc.StatusCode.OK, ""
         try:
@@ -347,7 +404,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
             answer = await handler(request, context)
             if answer.degraded:
                 logger.debug("degraded answer event=degraded rpc=%s", rpc)
-            return answer.message()
+            return answer.message(), code, details
         except InvalidRequest as exc:
             code, details = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except TimeoutError:
@@ -373,4 +430,4 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
                 level = logging.DEBUG if code is grpc.StatusCode.RESOURCE_EXHAUSTED else logging.INFO
                 logger.log(level, "request refused event=rpc_status rpc=%s code=%s ms=%.2f details=%r", rpc,
                            code.name, elapsed * 1e3, details)
-        await context.abort(code, details)
+        return None, code, details

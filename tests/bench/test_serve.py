@@ -170,3 +170,6 @@ def test_ratios_against_the_floor() -> None:
     ratios = _ratios(result)
     assert ratios["check_over_floor"] == pytest.approx(1.2) and ratios["recommend_minus_floor_ms"] == pytest.approx(4.0)
     assert _ratios({"phases": ["check"], "check": {"cpu_ms_per_request": 0.6}})["check_over_floor"] is None
+    assert "stream_over_unary" not in ratios
+    streamed = _ratios(result | {"phases": ["saturation", "recommend_stream"], "recommend_stream": {"cpu_ms_per_request": 3.6}})
+    assert streamed["stream_over_unary"] == pytest.approx(0.8)

@@ -13,7 +13,7 @@ from streamrec.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-PHASES = ["floor", "check", "recommend_skip", "fixed_rate", "saturation", "long_sessions"]
+PHASES = ["floor", "check", "recommend_skip", "fixed_rate", "saturation", "recommend_stream", "long_sessions"]
 
 
 def test_bench_serve_reports_cpu_per_request_of_every_phase(isolated: Settings, trained_registry: Path) -> None:
@@ -26,10 +26,13 @@ def test_bench_serve_reports_cpu_per_request_of_every_phase(isolated: Settings, 
         r = result[name]
         assert r["errors"] == 0 and r["requests"] > 0 and r["qps"] > 0, (name, r)
         assert r["cpu_ms_per_request"] > 0, (name, r)
-    for name in ("fixed_rate", "saturation", "long_sessions"):  # the full pipeline ran for every answer
+    for name in ("fixed_rate", "saturation", "recommend_stream", "long_sessions"):  # the full pipeline, every answer
         assert result[name]["cold_start"] == 0 and result[name]["degraded"] == 0, (name, result[name])
     skip = result["recommend_skip"]  # the server skipped the pipeline, visibly
     assert skip["cold_start"] == skip["answers_checked"] > 0 and skip["server_pid"] != result["saturation"]["server_pid"]
     assert result["floor_cpu_ms"] > 0 and result["check_over_floor"] > 0
     assert result["recommend_minus_floor_ms"] is not None
-    assert "empty RPC / floor" in format_result(result)
+    stream = result["recommend_stream"]  # every answer read, with its own status
+    assert stream["status_codes"] == {"OK": stream["requests"]} and stream["answers_checked"] == stream["requests"]
+    assert stream["streams"] == 2 and result["stream_over_unary"] > 0
+    assert "empty RPC / floor" in format_result(result) and "RecommendStream / Recommend" in format_result(result)

@@ -21,4 +21,4 @@ def test_the_service_keeps_its_public_name() -> None:
 
     service = pb2.DESCRIPTOR.services_by_name["Recommender"]
     assert service.full_name == "streamrec.v1.Recommender"
-    assert [m.name for m in service.methods] == ["Recommend", "RecommendForSequence", "SimilarItems"]
+    assert [m.name for m in service.methods] == ["Recommend", "RecommendForSequence", "SimilarItems", "RecommendStream"]

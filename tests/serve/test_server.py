@@ -131,6 +131,33 @@ def test_bytes_that_are_not_the_request_message_get_invalid_argument(isolated: S
             health_pb2.HealthCheckResponse.SERVING
 
 
+def test_a_stream_answers_as_recommend_does_in_order_and_a_bad_message_fails_alone(isolated: Settings,
+                                                                                   running: Any) -> None:
+    for n in range(3):
+        write_session(isolated, f"st-{n}", ["50", "181", str(172 + n)])
+    requests = [pb2.RecommendRequest(session_id=f"st-{n % 3}", k=10, exclude_item_ids=["1"] * (n // 3))
+                for n in range(6)] + [pb2.RecommendRequest(session_id="st-unknown", k=5)]
+    raw = [r.SerializeToString() for r in requests]
+    raw.insert(2, b"\xff\xff not protobuf")
+    with running.channel() as channel:
+        stub = pb2_grpc.RecommenderStub(channel)
+        unary = [stub.Recommend(r, timeout=5) for r in requests]
+        call = channel.stream_stream(f"/{SERVICE}/RecommendStream", request_serializer=None,
+                                     response_deserializer=pb2.RecommendStreamResponse.FromString)
+        answers = list(call(iter(raw), timeout=30))
+        assert [a.code for a in answers] == [0, 0, grpc.StatusCode.INVALID_ARGUMENT.value[0], 0, 0, 0, 0, 0]
+        assert "not a valid streamrec.v1.RecommendRequest message" in answers[2].message
+        streamed = [a.response for a in answers[:2] + answers[3:]]
+        assert [ids(a) for a in streamed] == [ids(u) for u in unary]  # the same answers, in the requests' order
+        assert [a.cold_start for a in streamed] == [False] * 6 + [True]
+
+        cut = stub.RecommendStream(iter(requests * 50), timeout=30)  # a client that leaves mid-stream
+        assert next(cut).code == 0
+        cut.cancel()
+        assert ids(stub.Recommend(requests[0], timeout=5)) == ids(unary[0])  # the server is none the worse
+    assert running.server.metrics.responses.labels("RecommendStream", "OK")._value.get() >= 7
+
+
 def test_reflection_can_be_turned_off(isolated: Settings, tmp_path: Path, server_factory: Any) -> None:
     running = modelless(isolated, tmp_path, server_factory, reflection=False)
     with running.channel() as channel:
@@ -239,6 +266,31 @@ def test_hot_swap_under_load_fails_no_request(running: Any, registry: Path) -> N
     assert running.server.holder.state.ranker_version == "29990101T000000Z"
     assert failures == []
     assert versions[0] == old and versions[-1] == "29990101T000000Z" and len(versions) > 20
+
+
+def test_a_stream_open_across_a_hot_swap_fails_no_request(isolated: Settings, running: Any, registry: Path) -> None:
+    write_session(isolated, "hs-1", ["50", "181", "172"])
+    old = running.server.holder.state.ranker_version
+    swapped = threading.Event()
+
+    def requests() -> Iterator[Any]:  # about 200 a second, until 20 after the swap
+        after = 0
+        while after < 20:
+            after += swapped.is_set()
+            time.sleep(0.005)
+            yield pb2.RecommendRequest(session_id="hs-1", k=10)
+
+    with running.channel() as channel:
+        answers = pb2_grpc.RecommenderStub(channel).RecommendStream(requests(), timeout=120)
+        first = next(answers)
+        publish_copy(registry, "29990101T000000Z")
+        _wait_for_version(running, "29990101T000000Z")
+        swapped.set()
+        rest = list(answers)
+    codes = {a.code for a in [first, *rest]}
+    versions = [a.response.model_versions["deepfm"] for a in [first, *rest]]
+    assert codes == {0} and versions[0] == old and versions[-1] == "29990101T000000Z"
+    assert all(len(a.response.items) == 10 for a in rest)
 
 
 def test_a_hot_swap_from_deepfm_to_dcnv2_under_load_fails_no_request(running: Any, registry: Path,

@@ -162,3 +162,99 @@ def test_when_the_pipeline_queue_is_full_recommend_is_refused_before_reading_red
         asyncio.run(servicer.Recommend(pb2.RecommendRequest(session_id="s1", k=2), Context()))  # type: ignore[arg-type]
     assert metrics.registry.get_sample_value("streamrec_shed_requests_total",
                                              {"rpc": "Recommend", "reason": "queue_full"}) == 1
+
+
+async def _stream(servicer: RecommenderServicer, requests: Sequence[Any]) -> list[Any]:
+    async def each() -> Any:
+        for r in requests:
+            yield r
+
+    return [a async for a in servicer.RecommendStream(each(), Context())]  # type: ignore[arg-type]
+
+
+def test_a_stream_answers_every_request_in_order_each_with_its_own_status() -> None:
+    from streamrec.serve.servicer import _Undecodable
+
+    metrics = ServeMetrics()
+    servicer = RecommenderServicer(StateHolder(state_with([Recommendation(3, 0.5, ("mf",))])),  # type: ignore[arg-type]
+                                   Sessions(items=["a"]), metrics)
+    requests = [pb2.RecommendRequest(session_id="s1", k=2), pb2.RecommendRequest(session_id="s1", k=0),
+                pb2.RecommendRequest(session_id="s2", k=1), _Undecodable("streamrec.v1.RecommendRequest", "truncated"),
+                pb2.RecommendRequest(session_id="", k=3)]
+    answers = asyncio.run(_stream(servicer, requests))
+    assert [a.code for a in answers] == [0, 3, 0, 3, 3]  # OK, INVALID_ARGUMENT...
+    assert answer(answers[0].response) == [("c", 0.5, ("mf",)), ("b", -0.5, ("pop",))]  # popularity below
+    assert answer(answers[2].response) == [("c", 0.5, ("mf",))]
+    assert "k must be between 1 and 1000" in answers[1].message and not answers[1].HasField("response")
+    assert "not a valid streamrec.v1.RecommendRequest message" in answers[3].message
+    assert "session_id is required" in answers[4].message
+    assert metrics.registry.get_sample_value("streamrec_rpc_responses_total",
+                                             {"rpc": "RecommendStream", "code": "INVALID_ARGUMENT"}) == 3
+
+
+def test_a_stream_is_shed_per_request_and_goes_on() -> None:
+    class EveryOtherBatcher:
+        """Admits every other request; runs what it admits at once."""
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def arrive(self) -> Any:
+            self.n += 1
+            if self.n % 2 == 0:
+                raise Overloaded("queue_full", "the server is overloaded: 64 requests already wait for the pipeline")
+            return None
+
+        async def submit(self, job: Any, timeout_s: float | None, arrival: Any) -> list[Recommendation]:
+            pipeline, query = job
+            return pipeline.recommend_many([query])[0]
+
+    servicer = RecommenderServicer(StateHolder(state_with([Recommendation(3, 0.5, ("mf",))])),  # type: ignore[arg-type]
+                                   Sessions(items=["a"]), ServeMetrics(), batcher=EveryOtherBatcher())  # type: ignore[arg-type]
+    answers = asyncio.run(_stream(servicer, [pb2.RecommendRequest(session_id=f"s{i}", k=1) for i in range(6)]))
+    assert [a.code for a in answers] == [0, 8, 0, 8, 0, 8]  # RESOURCE_EXHAUSTED: retry with backoff
+    assert all("overloaded" in a.message for a in answers[1::2])
+    assert all(answer(a.response) == [("c", 0.5, ("mf",))] for a in answers[::2])
+
+
+def test_a_stream_runs_at_most_its_window_of_requests_and_reads_no_further() -> None:
+    """Requests run concurrently (one stream fills a batch), but past the window the stream is not read:
+    HTTP/2 flow control then holds the client back."""
+
+    class Gated(Sessions):
+        def __init__(self) -> None:
+            super().__init__(items=["a"])
+            self.gate = asyncio.Event()
+            self.waiting = 0
+
+        async def session(self, session_id: str, timeout_s: float | None = None) -> SessionTail:
+            self.waiting += 1
+            await self.gate.wait()
+            return self.tail
+
+    async def run() -> tuple[int, int, list[Any]]:
+        sessions = Gated()
+        servicer = RecommenderServicer(StateHolder(state_with()), sessions, ServeMetrics(),  # type: ignore[arg-type]
+                                       stream_window=3)
+        pulled = 0
+
+        async def requests() -> Any:
+            nonlocal pulled
+            for i in range(10):
+                pulled += 1
+                yield pb2.RecommendRequest(session_id=f"s{i}", k=1)
+
+        out = asyncio.ensure_future(_collect(servicer.RecommendStream(requests(), Context())))  # type: ignore[arg-type]
+        for _ in range(50):  # the loop turns it takes: everything that can start has started
+            await asyncio.sleep(0)
+        held = (pulled, sessions.waiting)
+        sessions.gate.set()
+        return *held, await out
+
+    pulled, waiting, answers = asyncio.run(run())
+    assert (pulled, waiting) == (3, 3)
+    assert len(answers) == 10 and all(a.code == 0 for a in answers)
+
+
+async def _collect(answers: Any) -> list[Any]:
+    return [a async for a in answers]
