@@ -82,9 +82,9 @@ def _health(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the gRPC recommendation server (streamrec.v1.Recommender)",
-                       description="Serve Recommend, RecommendForSequence, SimilarItems and RecommendStream over grpc.aio, "
-                       "with the "
-                       "gRPC health and reflection services and Prometheus metrics (STREAMREC_METRICS_PORT). Loads the "
+                       description="Serve Recommend, RecommendForSequence, SimilarItems and RecommendStream over "
+                       "grpc.aio, with the gRPC health and reflection services and Prometheus metrics "
+                       "(STREAMREC_METRICS_PORT). Loads the "
                        "CURRENT deepfm pipeline of the registry and swaps in new versions after checking them; reads "
                        "sessions from Redis. TLS via STREAMREC_TLS_CERT/_KEY (+ _CLIENT_CA for mTLS). "
                        "Stop with Ctrl-C.")
