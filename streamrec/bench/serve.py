@@ -237,14 +237,21 @@ async def _saturation(call: Callable[[int, float], Awaitable[None]], concurrency
 
 
 @contextlib.asynccontextmanager
-async def _calls(phase: _Phase, config: ServeBenchConfig) -> Any:
-    # a local subchannel pool per channel: otherwise channels to one target share one connection
-    channels = [grpc.aio.insecure_channel(phase.target, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(max(config.channels, 1))]
+async def _connections(target: str, n: int) -> Any:
+    """``n`` channels to ``target``, each its own TCP connection (a local subchannel pool per channel:
+    otherwise channels to one target share one connection), closed on exit."""
+    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(n)]
     try:
-        yield _Calls(channels, phase)
+        yield channels
     finally:
         await asyncio.gather(*(c.close() for c in channels))
+
+
+@contextlib.asynccontextmanager
+async def _calls(phase: _Phase, config: ServeBenchConfig) -> Any:
+    async with _connections(phase.target, max(config.channels, 1)) as channels:
+        yield _Calls(channels, phase)
 
 
 async def _python_phase(phase: _Phase, config: ServeBenchConfig) -> dict[str, Any]:
@@ -314,9 +321,7 @@ async def _stream_phase(phase: _Phase, config: ServeBenchConfig) -> dict[str, An
             return
         await writer
 
-    channels = [grpc.aio.insecure_channel(phase.target, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(streams)]
-    try:
+    async with _connections(phase.target, streams) as channels:
         stubs = [pb2_grpc.RecommenderStub(c) for c in channels]
         warm = clock() + 1.0
         await asyncio.gather(*(stream(stub, s, warm, False) for s, stub in enumerate(stubs)))
@@ -325,8 +330,6 @@ async def _stream_phase(phase: _Phase, config: ServeBenchConfig) -> dict[str, An
         await asyncio.gather(*(stream(stub, s, start + config.seconds, True) for s, stub in enumerate(stubs)))
         elapsed = clock() - start
         result = _cpu_since(phase.pid, before)
-    finally:
-        await asyncio.gather(*(c.close() for c in channels))
     errors = sum(n for code, n in codes.items() if code != grpc.StatusCode.OK.name)
     return ({"concurrency": config.concurrency, "streams": streams, "generator": "python"}
             | _summary(latencies, errors, elapsed) | {"status_codes": codes} | result | seen)
