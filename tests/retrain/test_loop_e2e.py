@@ -9,6 +9,7 @@ the server swap releases without one failed request.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pandas as pd
 import pytest
 import redis
 
 from streamrec.data.movielens import load
 from streamrec.data.replay import replay_events
+from streamrec.rank.release import load_release
 from streamrec.retrain.gate import GateConfig
 from streamrec.retrain.job import RetrainConfig, run_retrain
 from streamrec.retrain.releases import release_of
@@ -141,6 +144,12 @@ def test_the_stream_is_archived_retrained_promoted_and_served_with_new_items(
     print(f"\nperiod 2 published -> a release trained on it serving: {serving_after_s:.1f} s "
           f"(retrain {two.seconds['total']:.1f} s); {client.ok} requests during the run, {len(client.failures)} failed")
     assert not learned.cold_start and learned.model_versions["sasrec"] == two.release["sasrec"]
-    assert any("sasrec" in i.sources for i in learned.items)  # the sequence model now reads the new item
-    assert serving_after_s == serving_after_s  # not NaN: the client saw the new release
+    # the sequence model now reads the new item: its scores after it are not those of an empty session. (Whether
+    # its few seconds of training put a SASRec candidate in this top-10 is the ranker's call, not asserted.)
+    release = load_release(registry, two.release["deepfm"])  # members fitted on its vocabulary: checked on load
+    assert set(new_items) <= set(release.vocab)
+    after_new, empty = release.pipeline.generators["sasrec"].score(
+        [np.array([release.vocab.index(new_items[0])]), np.array([], dtype=np.int64)])
+    assert not np.allclose(after_new[1:], empty[1:])
+    assert not math.isnan(serving_after_s)  # the client saw the new release
     assert client.ok > 100 and client.failures == []
