@@ -130,6 +130,14 @@ class Settings:
     # were refused late, by the queue timeout after their Redis read; at 48, about 180 ms and 450
     # (docs/operations.md, "Serving"). 32 in flight at saturation, over two processes, stay under it.
     serve_max_in_flight: int = 48
+    # grpc.aio servers per process on the one port (SO_REUSEPORT), sharing its servicer and batcher. grpc.aio
+    # takes in one call at a time per server, a few loop turns each; under a flood, calls wait for that in
+    # gRPC core, unbounded and unseen. Each listener takes in its own, and holds MAX_IN_FLIGHT / LISTENERS
+    # calls in progress: the kernel spreads connections over listeners as over processes, so one connection
+    # is held to that share. Two lowered a flood's p99 (median 260 against 314 ms here, 3 pairs of runs) but
+    # refused more calls at 500/s on a slow day (60 and 105 of 10,000 against 0 and 18): one by default,
+    # two for servers that must ride out floods (docs/operations.md, "Serving").
+    serve_listeners: int = 1
     # Requests of one RecommendStream in progress at most; past it the stream is not read (HTTP/2 flow
     # control holds the client). A full batch: one stream alone keeps the batches full.
     serve_stream_window: int = 32
@@ -242,6 +250,9 @@ class Settings:
                               f"{ENV_PREFIX}SERVE_QUEUE_TIMEOUT_MS positive (requests beyond them are refused, so "
                               f"none waits forever), got {self.serve_max_queue}, {self.serve_max_in_flight} and "
                               f"{self.serve_queue_timeout_ms}")
+        if not 1 <= self.serve_listeners <= 8 or self.serve_listeners > self.serve_max_in_flight:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_LISTENERS must be 1 to 8 and at most {ENV_PREFIX}SERVE_MAX_IN_FLIGHT "
+                              f"(each listener holds a share of it), got {self.serve_listeners}")
         if self.serve_stream_window < 1:
             raise ConfigError(f"{ENV_PREFIX}SERVE_STREAM_WINDOW must be >= 1 (requests of one stream in progress), "
                               f"got {self.serve_stream_window}")

@@ -32,6 +32,8 @@ def test_to_env_reproduces_the_settings() -> None:
     ("STREAMREC_SERVE_MAX_QUEUE", "0", "none waits forever"),
     ("STREAMREC_SERVE_MAX_IN_FLIGHT", "0", "none waits forever"),
     ("STREAMREC_SERVE_QUEUE_TIMEOUT_MS", "0", "none waits forever"),
+    ("STREAMREC_SERVE_LISTENERS", "0", "must be 1 to 8"),
+    ("STREAMREC_SERVE_LISTENERS", "9", "must be 1 to 8"),
     ("STREAMREC_FETCH_MIN_BYTES", "0", "must be positive"),
     ("STREAMREC_FETCH_MAX_WAIT_MS", "-1", "must be >= 0"),
     ("STREAMREC_RETRIEVAL_THRESHOLD", "-2", "never through the index"),

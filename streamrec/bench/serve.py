@@ -541,6 +541,7 @@ def run_serve_bench(settings: Settings, config: ServeBenchConfig) -> dict[str, A
             "generator": f"ghz {_ghz_version()}" if config.ghz else "python", "target": servers.target,
             "server_pid": servers.pid, "skip_pipeline_target": servers.skip_target,
             "processes": config.processes if config.start_server else None,
+            "listeners": settings.serve_listeners if config.start_server else None,  # STREAMREC_SERVE_LISTENERS
             "sessions": len(ids), "sessions_long": len(long_ids), "long_len": config.long_len, "k": config.k,
             "seconds": config.seconds, "model_versions": dict(first.model_versions), "degraded": first.degraded,
             "blas": blas_kernels(), "phases": [p.name for p in phases]}
@@ -556,7 +557,9 @@ def _ghz_version() -> str:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = [f"{result['generator']} against {result['target']} (server pid {result['server_pid']}), "
+    layout = (f", {result['processes']} processes x {result['listeners']} listeners"
+              if result.get("listeners") is not None else "")
+    lines = [f"{result['generator']} against {result['target']} (server pid {result['server_pid']}{layout}), "
              f"{result['sessions']} sessions, k={result['k']}, models {result['model_versions']}"
              + (" [DEGRADED]" if result["degraded"] else "") + f"; numpy's BLAS here: {result.get('blas', '?')}"]
     head = (f"{'phase':16} {'calls':24} {'load':>10} {'qps':>9} {'p50_ms':>8} {'p90_ms':>8} {'p99_ms':>8} "

@@ -91,7 +91,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--port", type=int, default=None, help="gRPC port (default STREAMREC_GRPC_PORT, 50051)")
     add_registry_option(p)
     p.add_argument("--processes", type=int, default=1, metavar="N",
-                   help="server processes sharing the port (SO_REUSEPORT), to use N cores (default 1)")
+                   help="server processes sharing the port (SO_REUSEPORT), to use N cores (default 1); "
+                   "STREAMREC_SERVE_LISTENERS sets the grpc.aio servers in each (default 1)")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("recommend", help="ask the running server for a session's recommendations",

@@ -15,8 +15,11 @@ The difference is the backlog, plus the calls that ended in core without ever be
 client that gave up first), which only accumulate. ``note_idle`` takes that count as the new floor
 whenever the loop is idle; a reading below the floor lowers it.
 
+A process with several listeners (``STREAMREC_SERVE_LISTENERS``) makes each through the same
+``CoreBacklog``: the started calls are summed over them, and one interceptor counts what they all take in.
+
 channelz is read through grpc's Cython module (``grpc_channelz`` does the same); where it is missing,
-or the server is not found, ``backlog()`` is None and the batcher rests as long as before.
+or a server is not found, ``backlog()`` is None and the batcher rests as long as before.
 """
 
 from __future__ import annotations
@@ -45,15 +48,16 @@ class _Intake(grpc.aio.ServerInterceptor):
 
 
 class CoreBacklog:
-    """``server(...)`` makes the grpc.aio server whose calls it counts; then ``backlog()`` is the count of
-    calls waiting in gRPC core (None: unknown)."""
+    """``server(...)`` makes a grpc.aio server whose calls it counts (call it once per listener); then
+    ``backlog()`` is the count of calls waiting in gRPC core for all of them (None: unknown)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, idle_every_s: float = 1.0) -> None:
         self.taken = 0
         self.interceptor = _Intake(self)
         self.clock = clock
         self.idle_every_s = idle_every_s  # reading channelz costs ~60 us: the floor is refreshed this often at most
-        self._started: Callable[[], int] | None = None
+        self._started: list[Callable[[], int]] = []
+        self._readable = True  # False once a server could not be found in channelz, or has stopped
         self._floor = 0  # started calls that will never be taken in (ended in core)
         self._idle_at = float("-inf")
 
@@ -64,9 +68,10 @@ class CoreBacklog:
         server = grpc.aio.server(interceptors=[self.interceptor, *(kwargs.pop("interceptors", None) or ())], **kwargs)
         after = _server_ids()
         added = after - before if after is not None and before is not None else set()
-        if len(added) == 1:
+        if len(added) == 1 and self._readable:
             self._attach(added.pop())
         else:
+            self._readable = False
             logger.info("gRPC core's backlog is not readable here; batches rest for a fixed share of their time")
         return server
 
@@ -77,8 +82,18 @@ class CoreBacklog:
             data = json.loads(cygrpc.channelz_get_server(server_id))["server"]["data"]
             return int(data.get("callsStarted", 0))
 
-        self._started = started
+        self._started.append(started)
         self._floor = self._excess() or 0
+
+    def started(self) -> list[int] | None:
+        """Calls gRPC core has started, per listener (diagnostics, tests); None where channelz is not read."""
+        if not (self._readable and self._started):
+            return None
+        try:
+            return [started() for started in self._started]
+        except (ValueError, KeyError, TypeError):
+            self._readable = False
+            return None
 
     def backlog(self) -> int | None:
         excess = self._excess()
@@ -91,22 +106,17 @@ class CoreBacklog:
         """The loop has nothing queued nor running: whatever core still counts as not taken in ended
         there (a call waiting in core would have been taken in by now)."""
         now = self.clock()
-        if self._started is not None and now - self._idle_at >= self.idle_every_s:
+        if self._readable and self._started and now - self._idle_at >= self.idle_every_s:
             self._idle_at = now
             excess = self._excess()
             if excess is not None:
                 self._floor = max(self._floor, excess)
 
     def _excess(self) -> int | None:
-        """Calls started in core less calls taken in; None once channelz no longer knows the server (it
+        """Calls started in core less calls taken in; None once channelz no longer knows a server (it
         stopped): the batcher then pauses as it would without a count."""
-        if self._started is None:
-            return None
-        try:
-            return self._started() - self.taken
-        except (ValueError, KeyError, TypeError):
-            self._started = None
-            return None
+        started = self.started()
+        return None if started is None else sum(started) - self.taken
 
 
 def _server_ids() -> set[int] | None:

@@ -4,6 +4,11 @@ The server listens at once and reports ``NOT_SERVING`` for ``streamrec.v1.Recomm
 checked model is loaded (in the background, so a slow or failed load never keeps it from
 starting); ``Recommend`` meanwhile answers from Redis' recent popularity, flagged degraded.
 ``stop`` gives requests in flight ``serve_grace_s`` to finish.
+
+A process runs ``serve_listeners`` grpc.aio servers on one port (SO_REUSEPORT), all with the same
+services, servicer and batcher: grpc.aio takes in one call at a time per server, so under a flood two
+take in two at a time (docs/operations.md, "Serving", has what that buys). A port is checked free
+first (``claim_port``), so that SO_REUSEPORT never shares it with a server already there.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +40,7 @@ from streamrec.serve.state import ServingState, StateHolder
 from streamrec.serve.validation import Limits
 from streamrec.settings import Settings
 
-__all__ = ["SERVICE_NAME", "RecommendServer", "run_server", "serve", "serve_processes"]
+__all__ = ["SERVICE_NAME", "RecommendServer", "claim_port", "run_server", "serve", "serve_processes"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +72,40 @@ def _credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
+def claim_port(host: str, port: int) -> int:
+    """``port`` (a free one for 0) after checking that no server holds it on ``host``: a socket bound
+    without SO_REUSEPORT fails where another listens, so a group of listeners or processes that will
+    share the port with SO_REUSEPORT does not join a server already there. (With SO_REUSEADDR, as gRPC
+    binds: the connections of a server just stopped, in TIME_WAIT, do not count.) Raises ``ConfigError``.
+
+    Between this check and the bind another process could take the port; only one with SO_REUSEPORT
+    of the same user could then share it."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve STREAMREC_GRPC_HOST {host!r}: {exc}") from None
+    for family, kind, proto, _name, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address[0], port, *address[2:]))
+            except OSError as exc:
+                raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); is another server there? "
+                                  "set STREAMREC_GRPC_PORT") from None
+            port = port or int(probe.getsockname()[1])
+    return port
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
+        port = 0
+    if not port:
+        raise ConfigError(f"cannot listen on {address}; is another server there? set STREAMREC_GRPC_PORT")
+    return int(port)
+
+
 class RecommendServer:
     """The whole server as one async resource: ``async with RecommendServer(settings) as s: ...``.
 
@@ -88,7 +128,7 @@ class RecommendServer:
         self.bound_port = 0
         self.bound_metrics_port = 0
         self.problem: str | None = None  # why the latest load failed, if it did
-        self._server: grpc.aio.Server | None = None
+        self._servers: list[grpc.aio.Server] = []  # the listeners
         self._health = health.aio.HealthServicer()
         self._sessions: SessionSource | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -98,7 +138,7 @@ class RecommendServer:
         self.core_backlog: CoreBacklog | None = None  # gRPC core's calls not taken in yet (diagnostics, tests)
 
     async def start(self) -> RecommendServer:
-        if self._server is not None:
+        if self._servers:
             return self
         from streamrec.serve.watcher import ModelWatcher
 
@@ -122,7 +162,7 @@ class RecommendServer:
         options = [("grpc.max_receive_message_length", s.serve_max_message_bytes),
                    ("grpc.max_send_message_length", 4 * 1024 * 1024),
                    # a second server on the same port must fail, not share it, unless it is one of a group
-                   ("grpc.so_reuseport", int(self.reuse_port)),
+                   ("grpc.so_reuseport", int(self.reuse_port or s.serve_listeners > 1)),
                    ("grpc.keepalive_permit_without_calls", 1),
                    # Past 1,000 calls waiting to be taken in, gRPC core drops new ones as CANCELLED, with no
                    # message (its random early detection, up to 3,000). Taken in, they get a clear
@@ -135,34 +175,37 @@ class RecommendServer:
         # code runs, the cheapest refusal there is. Every request let in costs loop turns, and grpc.aio takes
         # in the next call only between them: a flood let in waits in gRPC core's own queue, which the batcher
         # drains between batches (streamrec.serve.core_backlog, docs/operations.md).
+        # Each listener holds its share of the calls in progress; the kernel spreads connections over them.
         in_flight = min(s.serve_max_in_flight, s.serve_max_queue + s.serve_max_batch)
-        server = backlog.server(options=options, maximum_concurrent_rpcs=in_flight)
-        add_to_server(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        if s.reflection:  # off where the schema should not be browsable (the Kubernetes ConfigMap)
-            names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
-            reflection.enable_server_reflection(names, server)
-        address = f"{s.grpc_host}:{self.port}"
+        share = -(-in_flight // s.serve_listeners)
+        port = claim_port(s.grpc_host, self.port) if s.serve_listeners > 1 and not self.reuse_port else self.port
         credentials = _credentials(s)
-        try:
-            self.bound_port = (server.add_secure_port(address, credentials) if credentials
-                               else server.add_insecure_port(address))
-        except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
-            self.bound_port = 0
-        if not self.bound_port:
-            raise ConfigError(f"cannot listen on {address}; is another server there? set STREAMREC_GRPC_PORT")
+        servers = []
+        for _ in range(s.serve_listeners):
+            server = backlog.server(options=options, maximum_concurrent_rpcs=share)
+            add_to_server(servicer, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            if s.reflection:  # off where the schema should not be browsable (the Kubernetes ConfigMap)
+                names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                         reflection.SERVICE_NAME)
+                reflection.enable_server_reflection(names, server)
+            port = _bind(server, f"{s.grpc_host}:{port}", credentials)  # the others bind the port the first got
+            servers.append(server)
+        self.bound_port = port
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self._health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        await server.start()
-        self._server = server
+        for server in servers:
+            await server.start()
+        self._servers = servers
         if self.metrics_port:  # 0 = off
             self.bound_metrics_port = self.metrics.start_http(self.metrics_port, s.metrics_host)
         self._watcher = ModelWatcher(self.loader, self.holder, self.metrics, poll_s=s.registry_poll_s,
                                      on_change=self._on_change)
         self._watcher.start()
         self._pubsub_task = asyncio.get_running_loop().create_task(self._listen_for_publish())
-        logger.info("server listening event=server_started address=%s:%s tls=%s mtls=%s reflection=%s registry=%s",
-                    s.grpc_host, self.bound_port, bool(credentials), bool(s.tls_client_ca), s.reflection, s.registry)
+        logger.info("server listening event=server_started address=%s:%s listeners=%s tls=%s mtls=%s reflection=%s "
+                    "registry=%s", s.grpc_host, self.bound_port, len(servers), bool(credentials), bool(s.tls_client_ca),
+                    s.reflection, s.registry)
         return self
 
     def _on_change(self, state: ServingState | None, problem: str | None) -> None:
@@ -206,13 +249,13 @@ class RecommendServer:
         return dict(self._watcher.refused) if self._watcher is not None else {}
 
     async def stop(self, grace_s: float | None = None) -> None:
-        if self._server is None:
+        if not self._servers:
             return
-        server, self._server = self._server, None
+        servers, self._servers = self._servers, []
         grace = self.settings.serve_grace_s if grace_s is None else grace_s
         try:
             await self._health.enter_graceful_shutdown()
-            await server.stop(grace)
+            await asyncio.gather(*(server.stop(grace) for server in servers))
         finally:
             if self._pubsub_task is not None:
                 self._pubsub_task.cancel()
@@ -284,6 +327,7 @@ def serve_processes(settings: Settings, processes: int) -> None:
         return
     if settings.grpc_port == 0:
         raise ConfigError("several processes need a fixed port to share; set STREAMREC_GRPC_PORT or --port")
+    claim_port(settings.grpc_host, settings.grpc_port)  # before the load: a port in use fails at once
     loader = _loader(settings)
     try:
         loader.load()  # kept by the loader: each process's first load returns it

@@ -1,6 +1,6 @@
 """``CoreBacklog`` against a real grpc.aio server: calls that wait in gRPC core while the event loop is
-held are counted, and the count returns to 0 once they are taken in; a call that ended in core is
-forgotten when the loop is idle."""
+held are counted, summed over the listeners of a process, and the count returns to 0 once they are taken
+in; a call that ended in core is forgotten when the loop is idle."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamrec.infra.processes import wait_until
@@ -30,51 +31,58 @@ class HeldHealth(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
 
 
-def test_calls_waiting_in_grpc_core_are_counted_until_taken_in() -> None:
+@pytest.mark.parametrize("listeners", [1, 2])
+def test_calls_waiting_in_grpc_core_are_counted_until_taken_in(listeners: int) -> None:
     backlog = CoreBacklog(idle_every_s=0.0)
     servicer = HeldHealth()
-    ready: dict[str, int] = {}
+    ready: dict[str, list[int]] = {}
     stop = threading.Event()
 
     async def serve() -> None:
-        server = backlog.server()
-        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        ready["attached"] = int(backlog.backlog() is not None)
-        ready["port"] = port
+        servers = [backlog.server() for _ in range(listeners)]  # one process's listeners, on one loop
+        for server in servers:
+            health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        ports = [server.add_insecure_port("127.0.0.1:0") for server in servers]
+        for server in servers:
+            await server.start()
+        ready["attached"] = [int(backlog.backlog() is not None)]
+        ready["ports"] = ports
         while not stop.is_set():
             await asyncio.sleep(0.01)
-        await server.stop(None)
+        for server in servers:
+            await server.stop(None)
 
     thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
     thread.start()
+    channels: list[grpc.Channel] = []
     try:
-        assert wait_until(lambda: "port" in ready, 20, 0.01)
-        assert ready["attached"] == 1, "the server was not found among channelz's"
-        with grpc.insecure_channel(f"127.0.0.1:{ready['port']}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            for _ in range(5):
-                stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            assert backlog.backlog() == 0 and backlog.taken == 5
+        assert wait_until(lambda: "ports" in ready, 20, 0.01)
+        assert ready["attached"] == [1], "a server was not found among channelz's"
+        channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in ready["ports"]]
+        stubs = [health_pb2_grpc.HealthStub(channel) for channel in channels]
+        for i in range(5):
+            stubs[i % listeners].Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert backlog.backlog() == 0 and backlog.taken == 5
 
-            held = stub.Check.future(health_pb2.HealthCheckRequest(service="hold"), timeout=30)
-            assert servicer.holding.wait(10)
-            waiting = [stub.Check.future(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(8)]
-            gone = stub.Check.future(health_pb2.HealthCheckRequest(), timeout=0.2)  # gives up while in core
-            assert wait_until(lambda: backlog.backlog() == 9, 20, 0.01), backlog.backlog()
-            assert wait_until(gone.done, 20, 0.01) and gone.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-            servicer.release.set()
-            assert held.result().status == health_pb2.HealthCheckResponse.SERVING
-            assert all(call.result().status == health_pb2.HealthCheckResponse.SERVING for call in waiting)
-            assert wait_until(lambda: backlog.taken >= 5 + 1 + 8, 20, 0.01)
-            # the call that gave up is taken in only if core matched it before it ended: either way, once
-            # the loop is idle, nothing counts as waiting
-            backlog.note_idle()
-            assert backlog.backlog() == 0
-            stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
-            assert backlog.backlog() == 0
+        held = stubs[0].Check.future(health_pb2.HealthCheckRequest(service="hold"), timeout=30)
+        assert servicer.holding.wait(10)
+        waiting = [stubs[i % listeners].Check.future(health_pb2.HealthCheckRequest(), timeout=30) for i in range(8)]
+        gone = stubs[-1].Check.future(health_pb2.HealthCheckRequest(), timeout=0.2)  # gives up while in core
+        assert wait_until(lambda: backlog.backlog() == 9, 20, 0.01), backlog.backlog()
+        assert wait_until(gone.done, 20, 0.01) and gone.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        servicer.release.set()
+        assert held.result().status == health_pb2.HealthCheckResponse.SERVING
+        assert all(call.result().status == health_pb2.HealthCheckResponse.SERVING for call in waiting)
+        assert wait_until(lambda: backlog.taken >= 5 + 1 + 8, 20, 0.01)
+        # the call that gave up is taken in only if core matched it before it ended: either way, once
+        # the loop is idle, nothing counts as waiting
+        backlog.note_idle()
+        assert backlog.backlog() == 0
+        stubs[-1].Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert backlog.backlog() == 0
     finally:
+        for channel in channels:
+            channel.close()
         servicer.release.set()
         stop.set()
         thread.join(10)
@@ -90,7 +98,7 @@ def test_calls_that_ended_in_core_are_forgotten_when_the_loop_is_idle_and_never_
     clock = [0.0]
     backlog = CoreBacklog(clock=lambda: clock[0], idle_every_s=1.0)
     started = [10]
-    backlog._started = lambda: started[0]  # channelz's count, as _attach reads it
+    backlog._started = [lambda: started[0] - 4, lambda: 4]  # two listeners' channelz counts, as _attach reads them
     backlog.taken = 10
     assert backlog.backlog() == 0
     started[0] = 13  # three arrive; one of them gives up in core and is never taken in
@@ -114,7 +122,7 @@ def test_once_channelz_no_longer_knows_the_server_the_backlog_is_unknown() -> No
         raise ValueError("Failed to get the server")  # what grpc's channelz_get_server raises
 
     backlog = CoreBacklog()
-    backlog._started = gone
+    backlog._started = [lambda: 0, gone]
     assert backlog.backlog() is None
     backlog.note_idle()
     assert backlog.backlog() is None

@@ -396,12 +396,13 @@ def test_redis_stopped_mid_test_gives_degraded_answers_quickly(isolated: Setting
 
 def test_servers_of_a_group_share_their_port_and_no_other_server_can_take_it(isolated: Settings,
                                                                              registry: Path) -> None:
-    """What ``streamrec serve --processes N`` relies on: SO_REUSEPORT for the group's servers only."""
+    """What ``streamrec serve --processes N`` relies on: SO_REUSEPORT for the group's servers only, and
+    a server of several listeners, which binds with SO_REUSEPORT too, does not join them."""
     import asyncio
 
     from streamrec.errors import ConfigError
     from streamrec.serve.loader import RegistryLoader
-    from streamrec.serve.server import RecommendServer
+    from streamrec.serve.server import RecommendServer, claim_port
 
     settings = settings_for(isolated, registry)
     port = free_port()
@@ -414,8 +415,11 @@ def test_servers_of_a_group_share_their_port_and_no_other_server_can_take_it(iso
                 await server.start()
                 await server.wait_loaded(120)
             assert [s.bound_port for s in group] == [port, port]
+            for listeners in (1, 2):
+                with pytest.raises(ConfigError, match="cannot listen"):
+                    await RecommendServer(settings.replace(serve_listeners=listeners), port=port, loader=loader).start()
             with pytest.raises(ConfigError, match="cannot listen"):
-                await RecommendServer(settings, port=port, loader=loader).start()
+                claim_port("127.0.0.1", port)  # what `serve --processes N` checks before it forks
             request = pb2.RecommendForSequenceRequest(item_ids=["1", "2"], k=3)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 assert len((await pb2_grpc.RecommenderStub(channel).RecommendForSequence(request, timeout=10)).items) == 3
@@ -424,3 +428,54 @@ def test_servers_of_a_group_share_their_port_and_no_other_server_can_take_it(iso
                 await server.stop(0)
 
     asyncio.run(main())
+
+
+def test_the_listeners_of_a_process_share_its_port_and_each_serves_every_service(isolated: Settings, registry: Path,
+                                                                                 server_factory: Any) -> None:
+    from streamrec.serve.server import claim_port
+
+    settings = settings_for(isolated, registry, serve_listeners=2)
+    write_session(settings, "l-1", ["50", "100", "181"])
+    running = server_factory(settings)
+    port = running.server.bound_port
+    # separate connections, which the kernel spreads over the listeners: 16 all on one is a 1 in 32,768 chance
+    channels = [grpc.insecure_channel(running.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(16)]
+    try:
+        for channel in channels:
+            answer = pb2_grpc.RecommenderStub(channel).Recommend(pb2.RecommendRequest(session_id="l-1", k=5), timeout=5)
+            assert len(answer.items) == 5 and not answer.cold_start
+            assert health(channel) == health_pb2.HealthCheckResponse.SERVING
+            listing = reflection_pb2.ServerReflectionRequest(list_services="")
+            reply = next(iter(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([listing]), timeout=5)))
+            assert SERVICE in {s.name for s in reply.list_services_response.service}
+    finally:
+        for channel in channels:
+            channel.close()
+    started = running.server.core_backlog.started()
+    assert started is not None and len(started) == 2 and all(n >= 3 for n in started), started
+    running.call(running.server.stop(1.0))
+    assert claim_port("127.0.0.1", port) == port  # every listener let go of it
+
+
+def test_claiming_a_port_fails_where_a_server_listens_and_not_for_connections_it_left(tmp_path: Path) -> None:
+    from streamrec.errors import ConfigError
+    from streamrec.serve.server import claim_port
+
+    with socket.socket() as held:  # a server of a group, as gRPC binds it: SO_REUSEADDR, SO_REUSEPORT, listening
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}"):
+            claim_port("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = held.accept()
+            accepted.close()  # the server's side closes first: its end waits in TIME_WAIT
+            client.recv(1)
+    assert claim_port("127.0.0.1", port) == port  # a restarted server may have the port at once
+    assert claim_port("127.0.0.1", 0) > 0
+    with pytest.raises(ConfigError, match="cannot resolve"):
+        claim_port("no-such-host.invalid", 1)

@@ -110,3 +110,19 @@ def test_an_mtls_server_requires_a_client_certificate_it_trusts(isolated: Settin
     with pytest.raises(ConfigError, match="cannot read a TLS file"):
         open_channel(running.target, ClientTLS(pki.ca, tmp_path / "no-such.pem", pki.client_key))
 
+
+
+def test_every_listener_of_a_tls_server_speaks_tls_only(isolated: Settings, tmp_path: Path, pki: Pki,
+                                                        server_factory: Any) -> None:
+    settings = tls_settings(isolated, tmp_path, pki, mtls=False).replace(serve_listeners=2)
+    write_session(settings, "t-1", ["50", "100", "181"])
+    running = server_factory(settings, wait_loaded_s=None)
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+    separate = [("grpc.use_local_subchannel_pool", 1)]  # a connection each, spread over the listeners by the kernel
+    for _ in range(12):
+        with grpc.secure_channel(running.target, credentials, options=separate) as channel:
+            assert recommend(channel, "t-1", 5, include_seen=True, timeout_s=5).items
+        with grpc.insecure_channel(running.target, options=separate) as channel:
+            assert refused(channel) == grpc.StatusCode.UNAVAILABLE
+    started = running.server.core_backlog.started()
+    assert started is not None and len(started) == 2 and all(n > 0 for n in started), started
