@@ -106,11 +106,9 @@ class CoreBacklog:
         """The loop has nothing queued nor running: whatever core still counts as not taken in ended
         there (a call waiting in core would have been taken in by now)."""
         now = self.clock()
-        if self._readable and self._started and now - self._idle_at >= self.idle_every_s:
+        if now - self._idle_at >= self.idle_every_s and (excess := self._excess()) is not None:
             self._idle_at = now
-            excess = self._excess()
-            if excess is not None:
-                self._floor = max(self._floor, excess)
+            self._floor = max(self._floor, excess)
 
     def _excess(self) -> int | None:
         """Calls started in core less calls taken in; None once channelz no longer knows a server (it

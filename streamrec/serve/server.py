@@ -90,8 +90,7 @@ def claim_port(host: str, port: int) -> int:
             try:
                 probe.bind((address[0], port, *address[2:]))
             except OSError as exc:
-                raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); is another server there? "
-                                  "set STREAMREC_GRPC_PORT") from None
+                raise _cannot_listen(f"{host}:{port} ({exc.strerror})") from None
             port = port or int(probe.getsockname()[1])
     return port
 
@@ -102,8 +101,12 @@ def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredent
     except RuntimeError:  # grpcio >= 1.60 raises where older versions returned 0
         port = 0
     if not port:
-        raise ConfigError(f"cannot listen on {address}; is another server there? set STREAMREC_GRPC_PORT")
+        raise _cannot_listen(address)
     return int(port)
+
+
+def _cannot_listen(where: str) -> ConfigError:
+    return ConfigError(f"cannot listen on {where}; is another server there? set STREAMREC_GRPC_PORT")
 
 
 class RecommendServer:
