@@ -183,15 +183,16 @@ class RecommendServer:
         share = -(-in_flight // s.serve_listeners)
         port = claim_port(s.grpc_host, self.port) if s.serve_listeners > 1 and not self.reuse_port else self.port
         credentials = _credentials(s)
+        # reflection is off where the schema should not be browsable (the Kubernetes ConfigMap)
+        browsable = ((SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+                     if s.reflection else ())
         servers = []
         for _ in range(s.serve_listeners):
             server = backlog.server(options=options, maximum_concurrent_rpcs=share)
             add_to_server(servicer, server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-            if s.reflection:  # off where the schema should not be browsable (the Kubernetes ConfigMap)
-                names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                         reflection.SERVICE_NAME)
-                reflection.enable_server_reflection(names, server)
+            if browsable:
+                reflection.enable_server_reflection(browsable, server)
             port = _bind(server, f"{s.grpc_host}:{port}", credentials)  # the others bind the port the first got
             servers.append(server)
         self.bound_port = port

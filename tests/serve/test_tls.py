@@ -111,7 +111,6 @@ def test_an_mtls_server_requires_a_client_certificate_it_trusts(isolated: Settin
         open_channel(running.target, ClientTLS(pki.ca, tmp_path / "no-such.pem", pki.client_key))
 
 
-
 def test_every_listener_of_a_tls_server_speaks_tls_only(isolated: Settings, tmp_path: Path, pki: Pki,
                                                         server_factory: Any) -> None:
     settings = tls_settings(isolated, tmp_path, pki, mtls=False).replace(serve_listeners=2)
