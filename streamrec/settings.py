@@ -107,7 +107,7 @@ class Settings:
     # Threads that run the pipeline off the event loop; 0 = on it (streamrec.serve.batcher). On it is
     # the default: with one server process per core a process has one thread to schedule, no hand-off
     # per batch and no lock to pass back and forth: p99 8.3 ms at 500 requests/s here, 20.2 ms with one
-    # thread (docs/operations.md, "Serving" under "Our figures").
+    # thread (docs/serving-log.md).
     serve_workers: int = 0
     serve_max_batch: int = 32  # concurrent requests run as one pipeline pass; 1 = no batching
     serve_batch_wait_ms: float = 0.0  # how long a request may wait for others to batch with; 0 = never
@@ -128,7 +128,7 @@ class Settings:
     # process holds this many, and answers about 580/s: 48 is about 80 ms of waiting (Little's law).
     # At 96, twice the saturation rate was answered with a p99 of 200 to 240 ms, and 8,000 of 40,000 calls
     # were refused late, by the queue timeout after their Redis read; at 48, about 180 ms and 450
-    # (docs/operations.md, "Serving"). 32 in flight at saturation, over two processes, stay under it.
+    # (docs/serving-log.md). 32 in flight at saturation, over two processes, stay under it.
     serve_max_in_flight: int = 48
     # grpc.aio servers per process on the one port (SO_REUSEPORT), sharing its servicer and batcher. grpc.aio
     # takes in one call at a time per server, a few loop turns each; under a flood, calls wait for that in
@@ -136,7 +136,7 @@ class Settings:
     # calls in progress: the kernel spreads connections over listeners as over processes, so one connection
     # is held to that share. Two lowered a flood's p99 (median 260 against 314 ms here, 3 pairs of runs) but
     # refused more calls at 500/s on a slow day (60 and 105 of 10,000 against 0 and 18): one by default,
-    # two for servers that must ride out floods (docs/operations.md, "Serving").
+    # two for servers that must ride out floods (docs/serving-log.md).
     serve_listeners: int = 1
     # Requests of one RecommendStream in progress at most; past it the stream is not read (HTTP/2 flow
     # control holds the client). A full batch: one stream alone keeps the batches full.

@@ -24,7 +24,7 @@ in few calls, and the next batch was small again. A server at saturation stayed 
 whole runs (batches of 2 to 6, against 20 to 30 with the floor on the share, and 20 to 50% more CPU
 per request). At low load nothing waits when a batch ends, and nothing changes. At a moderate load a
 request often arrives while a batch runs that started on an idle loop: it runs right after, unpaused
-(the floor after every such batch cost about 1 ms of p99 at 500 requests/s, docs/operations.md).
+(the floor after every such batch cost about 1 ms of p99 at 500 requests/s, docs/serving-log.md).
 grpc.aio takes a new call from gRPC core one at a time, a few loop turns each; when every turn runs
 a batch, calls pile up in gRPC core, where no queue bound or timeout of ours sees them: at twice the
 saturation rate they waited up to a second there, and were then served, late. The pause takes them in faster, and more per turn, which costs
@@ -35,7 +35,7 @@ A full batch pauses twice as long as it ran, which a flood needs only at times: 
 ``backlog`` (``streamrec.serve.core_backlog``: gRPC core's calls not yet taken in), the pause after a
 full batch ends at ``check_share`` of the batch's duration if that is 0 then. At twice the saturation
 rate the loop otherwise sat idle through the rest of the pause: two processes answered 73 to 82% of
-their saturation rate, and 84 to 109% with the check (docs/operations.md, "Serving").
+their saturation rate, and 84 to 109% with the check (docs/serving-log.md).
 
 Guarantees the servicer relies on:
 

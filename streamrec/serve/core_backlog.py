@@ -4,8 +4,8 @@ grpc.aio takes in one call at a time, a few event-loop turns each. While a batch
 calls arrive and wait in gRPC core, where no bound or timeout of ours sees them; between batches the
 loop must take them all in (and admit or refuse each) before it runs the next one, or under a flood
 they pile up there. The batcher used to rest for twice a full batch's duration to be sure of that,
-and at twice the saturation rate the loop then sat idle for much of the rest (docs/operations.md,
-"Serving"). Counting tells it when the backlog is gone instead:
+and at twice the saturation rate the loop then sat idle for much of the rest (docs/serving-log.md).
+Counting tells it when the backlog is gone instead:
 
 - gRPC core counts every call it starts (channelz ``callsStarted``, counted when the call arrives);
 - an interceptor counts every call grpc.aio takes in, including the ones its concurrency limit
