@@ -125,11 +125,12 @@ class Settings:
     serve_queue_timeout_ms: float = 100.0  # longest wait of a request for the pipeline
     # Calls in progress per process past which grpc.aio refuses the next with RESOURCE_EXHAUSTED before
     # any of our code runs (the cheapest refusal; at most MAX_QUEUE + MAX_BATCH). Under a flood a
-    # process holds this many, and answers about 580/s: 48 is about 80 ms of waiting (Little's law).
-    # At 96, twice the saturation rate was answered with a p99 of 200 to 240 ms, and 8,000 of 40,000 calls
-    # were refused late, by the queue timeout after their Redis read; at 48, about 180 ms and 450
-    # (docs/serving-log.md). 32 in flight at saturation, over two processes, stay under it.
-    serve_max_in_flight: int = 48
+    # process holds this many, so it sets their wait (Little's law). One full batch (MAX_BATCH): every
+    # call let in between two batches goes in the next one, none waits a batch more, and none is
+    # refused late, by the queue timeout after its Redis read. At 48, up to 16 calls let in (beyond a batch)
+    # could wait for a second batch: p99 lower at 32 in each of 6 pairs of flood runs, e.g. 191 against
+    # 249 ms (docs/serving-log.md). 32 in flight at saturation, over two processes, stay under it.
+    serve_max_in_flight: int = 32
     # grpc.aio servers per process on the one port (SO_REUSEPORT), sharing its servicer and batcher. grpc.aio
     # takes in one call at a time per server, a few loop turns each; under a flood, calls wait for that in
     # gRPC core, unbounded and unseen. Each listener takes in its own, and holds MAX_IN_FLIGHT / LISTENERS
