@@ -24,7 +24,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, M
 from typing import Protocol, TypeVar
 
 import faust
-from faust.types import EventT
+from faust.types import ConsumerT, EventT
 
 from streamrec.errors import RedisRolledBack
 from streamrec.settings import Settings
@@ -33,7 +33,7 @@ from streamrec.stream.modes import FaustDryRun
 from streamrec.stream.processor import BatchResult, CountingWriter, DeadLetter, Record, SessionWriter
 from streamrec.stream.topics import Topics
 
-__all__ = ["DeadLetterSender", "Writer", "one_in_flight", "register_session_agent", "settle"]
+__all__ = ["DeadLetterSender", "Writer", "commit_acked", "one_in_flight", "register_session_agent", "settle"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ def register_session_agent(app: faust.App, topics: Topics, settings: Settings,
                     await settle(writer, sender, [_record(e) for e in events])
                 except RedisRolledBack as exc:
                     log.critical("%s", exc)
+                    await commit_acked(app.consumer)
                     await app.crash(exc)
                     return False
                 for event in events:
@@ -70,6 +71,24 @@ def register_session_agent(app: faust.App, topics: Topics, settings: Settings,
                 yield None
 
     _ = sessions
+
+
+async def commit_acked(consumer: ConsumerT) -> None:
+    """Commit what the batches before this one acked, before ``app.crash``.
+
+    A crash marks every service crashed at once, the consumer's thread and its method queue among
+    them, and Faust's commit on the way out goes through that thread: with acked offsets still
+    uncommitted, the worker then waited for it forever instead of exiting (the resume test: 2 runs in
+    53 with commits every second, 1 in 7 with every 30 s; none in 24 since). Committed first,
+    nothing is left to commit on the way out. ``commit`` only waits when a commit is already in flight, so a second call
+    commits what that one did not cover; nothing is acked meanwhile (only this agent acks). A commit
+    that fails is logged: the restart resumes from what Redis kept either way."""
+    for _ in range(2):
+        try:
+            await consumer.commit()
+        except Exception as exc:  # noqa: BLE001 - the worker is stopping; the crash must go on
+            log.warning("committing the acked offsets before stopping failed: %s", escape_text(repr(exc), 500))
+            return
 
 
 async def one_in_flight(batches: AsyncIterable[B], handle: Callable[[B], Awaitable[bool]]) -> AsyncIterator[None]:

@@ -16,7 +16,7 @@ from redis.exceptions import ResponseError
 
 from streamrec.errors import RedisRolledBack
 from streamrec.events.schema import EventLimits
-from streamrec.stream.agents import DeadLetterSender, one_in_flight, settle
+from streamrec.stream.agents import DeadLetterSender, commit_acked, one_in_flight, settle
 from streamrec.stream.processor import BatchResult, DeadLetter, Record, validate
 
 NOW = 1_750_000_000_000
@@ -197,3 +197,33 @@ def test_one_in_flight_cancels_a_running_handling_when_the_agent_stops() -> None
 
     asyncio.run(main())
     assert log == ["take 0", "cancelled 0"]
+
+
+class CommittingConsumer:
+    """Faust's ``Consumer.commit`` as ``commit_acked`` sees it: the first call finds a commit in flight
+    and only waits for it (False); ``fail`` makes every call raise."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.fail = fail
+        self.calls = 0
+
+    async def commit(self) -> bool:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        return self.calls > 1
+
+
+def test_commit_acked_commits_again_after_waiting_for_a_commit_in_flight() -> None:
+    consumer = CommittingConsumer()
+    asyncio.run(commit_acked(consumer))  # type: ignore[arg-type]
+    assert consumer.calls == 2
+
+
+def test_commit_acked_logs_a_failed_commit_and_lets_the_crash_go_on(caplog: pytest.LogCaptureFixture) -> None:
+    consumer = CommittingConsumer(fail=RuntimeError("coordinator not available"))
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(commit_acked(consumer))  # type: ignore[arg-type]
+    assert consumer.calls == 1
+    assert "committing the acked offsets before stopping failed" in caplog.text
+    assert "coordinator not available" in caplog.text

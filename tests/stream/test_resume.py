@@ -85,7 +85,9 @@ def test_a_restarted_worker_reapplies_what_redis_lost(isolated: Settings, tmp_pa
 @pytest.mark.integration
 def test_a_running_worker_stops_when_redis_lost_its_writes_and_its_restart_repairs(
         isolated: Settings, tmp_path: Path) -> None:
-    settings = isolated.replace(session_max_len=50)
+    """Commits every 30 s leave the first two waves acked but uncommitted when the third finds Redis
+    rolled back: the case where the worker used to hang on its way out (``agents.commit_acked``)."""
+    settings = isolated.replace(session_max_len=50, commit_interval_s=30.0)
     waves = [make_events(300, sessions=20, seed=seed) for seed in (21, 22, 23)]
     proc = WorkerProcess(settings, tmp_path / "worker.log").start()
     try:
