@@ -80,9 +80,10 @@ async def commit_acked(consumer: ConsumerT) -> None:
     them, and Faust's commit on the way out goes through that thread: with acked offsets still
     uncommitted, the worker then waited for it forever instead of exiting (the resume test: 2 runs in
     53 with commits every second, 1 in 7 with every 30 s; none in 24 since). Committed first,
-    nothing is left to commit on the way out. ``commit`` only waits when a commit is already in flight, so a second call
-    commits what that one did not cover; nothing is acked meanwhile (only this agent acks). A commit
-    that fails is logged: the restart resumes from what Redis kept either way."""
+    nothing is left to commit on the way out. ``commit`` only waits when a commit is already in
+    flight, so a second call commits what that one did not cover; nothing is acked meanwhile (only
+    this agent acks). A commit that fails is logged: the restart resumes from what Redis kept either
+    way."""
     for _ in range(2):
         try:
             await consumer.commit()
