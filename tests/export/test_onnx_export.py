@@ -33,7 +33,7 @@ from streamrec.registry import current_version, read_history, resolve, sha256_of
 from streamrec.retrieval.source import Retrieved
 from streamrec.train import TorchSequenceRecommender, TrainConfig, seed_everything, sequence_examples, train
 from tests.models.helpers import MakeData, tiny_items
-from tests.rank.helpers import assert_same_ranking
+from tests.rank.helpers import assert_same_ranking, scored
 
 N_ITEMS = 60
 MAX_LEN = 12
@@ -232,7 +232,7 @@ def test_the_pipeline_through_the_index_serves_what_the_full_scores_serve(
     assert isinstance(full.source_scores([queries[0].history])["sasrec"], np.ndarray)
     assert isinstance(through.source_scores([queries[0].history])["sasrec"], Retrieved)
     for want, got in zip(full.recommend_many(queries), through.recommend_many(queries), strict=True):
-        assert_same_ranking([(r.item, r.score) for r in got], [(r.item, r.score) for r in want], tol=1e-4)
+        assert_same_ranking(scored(got), scored(want), tol=1e-4)
 
 
 def test_the_top_k_of_the_session_graph_is_the_top_k_of_the_scores_graph(

@@ -22,7 +22,7 @@ from streamrec.models.sasrec import SASRec, SASRecConfig
 from streamrec.offline.assemble import PipelineSpec, TwoStage, fit_generators, load_pipeline, publish_ranker
 from streamrec.offline.ranker_fit import RankerConfig
 from streamrec.rank.pipeline import Pipeline, Query
-from tests.rank.helpers import assert_same_ranking
+from tests.rank.helpers import assert_same_ranking, scored
 
 SOURCES = ("itemknn", "vsknn", "mf", "content", "pop")
 
@@ -95,7 +95,7 @@ def test_the_published_release_serves_exactly_what_was_fitted(parts: Split, fitt
     alone = [in_process.recommend(history, k=10) for history in histories]
     batched = folded.recommend_many([Query(history, 10) for history in histories])  # rows past one _CHUNK_ROWS
     for want, got in zip(alone, batched, strict=True):
-        assert_same_ranking([(r.item, r.score) for r in got], [(r.item, r.score) for r in want])
+        assert_same_ranking(scored(got), scored(want))
         sources = {r.item: r.sources for r in want}
         assert all(sources.get(r.item, r.sources) == r.sources for r in got)
     # and against the torch ranker it was trained as: the same order, logits within float error

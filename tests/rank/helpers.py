@@ -12,7 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["assert_same_ranking"]
+from streamrec.rank.pipeline import Recommendation
+
+__all__ = ["assert_same_ranking", "scored"]
+
+
+def scored(recs: Sequence[Recommendation]) -> list[tuple[int, float]]:
+    """``(item, score)`` of each recommendation, as ``assert_same_ranking`` compares them."""
+    return [(r.item, r.score) for r in recs]
 
 
 def assert_same_ranking(got: Sequence[tuple[int, float]], want: Sequence[tuple[int, float]], *,
