@@ -332,7 +332,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
                 return []
             latest = list(dict.fromkeys(seen[-self.fresh.window:]))
             counts = await self.sessions.cooc_counts(candidates, latest, context.time_remaining())
-        except RedisUnavailable:
+        except (RedisUnavailable, Overloaded):  # the answer is ready: it goes out without the fresh items
             return []
         return fresh_candidates([[(c, n) for c, n in zip(candidates, col, strict=True)] for col in zip(*counts, strict=True)],
                                 state.index, banned, self.fresh)

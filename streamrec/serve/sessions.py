@@ -9,9 +9,17 @@ A call cut short by its caller's own deadline is not Redis failing: it raises ``
 caller is gone) and leaves Redis trusted. Otherwise one request that arrived with 2 ms to spare, as
 many do when the server is over capacity, would send every request for the next ``backoff_s`` to the
 fallback: an overload answered with popularity, flagged degraded, instead of refused. For the same
-reason a call that runs out its own ``timeout_s`` while other calls got their answers meanwhile is
-the server being slow, not Redis: the event loop is too busy to read answers that have arrived. It
-raises ``Overloaded`` (the client gets RESOURCE_EXHAUSTED) and trips nothing.
+reason a call that runs out its own ``timeout_s`` is the server being slow, not Redis, when other
+calls got their answers meanwhile, or when the event loop's thread was runnable for most of the wait
+(``streamrec.serve.runnable``): the loop was too busy to read an answer that had arrived. It raises
+``Overloaded`` (the client gets RESOURCE_EXHAUSTED) and trips nothing. The first test alone was not
+enough: reads asked for together share one round trip, so after a flood, while the loop took in the
+calls that had piled up in gRPC core, a whole round trip's callers timed out at once with no answer
+between, and Redis was backed off for a second of degraded answers (docs/serving-log.md).
+
+Recent popularity is one list, cached for ``popular_ttl_s``: when it is due, one read refreshes it
+and every request that needs it meanwhile waits for that read, each within its own deadline.
+Otherwise a batch of requests answered together found it due together and sent a read each.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from redis.exceptions import RedisError
 
 from streamrec.errors import Overloaded, RedisUnavailable
 from streamrec.redis_access import async_client
+from streamrec.serve.runnable import RunnableClock
 from streamrec.stream.session_store import SessionTail, cooc_key, pop_keys, read_sessions
 
 __all__ = ["SessionSource"]
@@ -38,14 +47,16 @@ class SessionSource:
     """Reads sessions and the worker's recent popularity. ``clock`` is injectable for tests."""
 
     def __init__(self, url: str, prefix: str, *, timeout_s: float = 0.1, backoff_s: float = 1.0,
-                 popular_ttl_s: float = 1.0, popular_n: int = 1000,
+                 popular_ttl_s: float = 1.0, popular_n: int = 1000, busy_share: float = 0.5,
                  clock: Callable[[], float] = time.monotonic, cluster: bool = False) -> None:
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
         self.popular_ttl_s = popular_ttl_s
         self.popular_n = popular_n
+        self.busy_share = busy_share  # a timeout is the loop's when its thread was runnable this much of the wait
         self._clock = clock
+        self._runnable = RunnableClock()
         # rediss:// URLs (TLS) and credentials in the URL are handled by redis-py; every read is one key,
         # so a Redis Cluster (``cluster``) needs nothing more
         # RESP2: over RESP3, redis-py 8 turns each score it parsed back into text and parses it again, to give
@@ -56,19 +67,23 @@ class SessionSource:
         self._down_until = 0.0
         self._answered_at = float("-inf")  # when a call last got its answer
         self._popular: tuple[float, list[str]] | None = None
+        self._popular_read: asyncio.Future[list[str]] | None = None  # the refresh in flight
         self._reads: list[tuple[str, asyncio.Future[SessionTail]]] = []  # waiting for the read in flight
         self._reading: asyncio.Future[None] | None = None  # the read in flight
         self.round_trips = 0  # session reads sent (``streamrec bench session-reads``)
 
     async def close(self) -> None:
-        if self._reading is not None:
-            self._reading.cancel()
+        for pending in (self._reading, self._popular_read):
+            if pending is not None:
+                pending.cancel()
         await self._client.aclose()
+        self._runnable.close()
 
     async def _call(self, what: str, coro_fn: Callable[[], object], timeout_s: float | None) -> object:
         now = self._clock()
         if now < self._down_until:
             raise RedisUnavailable(f"Redis failed less than {self.backoff_s}s ago; not retried yet")
+        mark = self._runnable.mark()
         by_caller = timeout_s is not None and timeout_s < self.timeout_s
         limit = max(timeout_s, 0.001) if by_caller and timeout_s is not None else self.timeout_s
         try:
@@ -85,6 +100,10 @@ class SessionSource:
             if self._answered_at > now:
                 raise Overloaded("busy", f"the server is overloaded: Redis answered other calls, but this one's "
                                  f"{what} took over {limit * 1e3:.0f} ms; retry with backoff") from None
+            if (busy := self._runnable.share(mark)) >= self.busy_share:
+                raise Overloaded("busy", f"the server is overloaded: its event loop was busy for {busy:.0%} of the "
+                                 f"{limit * 1e3:.0f} ms this {what} waited, too busy to read Redis's answer; "
+                                 "retry with backoff") from None
             failure: Exception = TimeoutError(f"no answer within {limit * 1e3:.0f} ms")
         except (RedisError, OSError) as exc:
             failure = exc
@@ -136,16 +155,31 @@ class SessionSource:
         self._send_reads()  # those that came meanwhile, together
 
     async def recent_popular(self, timeout_s: float | None = None) -> list[str]:
-        """Item ids by the worker's time-decayed popularity, best first (cached for ``popular_ttl_s``)."""
+        """Item ids by the worker's time-decayed popularity, best first (cached for ``popular_ttl_s``).
+        ``timeout_s`` ends this caller's wait only: the read it waits for is shared, and runs to the
+        server's own timeout."""
         now = self._clock()
         if self._popular is not None and now - self._popular[0] < self.popular_ttl_s:
             return self._popular[1]
+        if self._popular_read is None:
+            self._popular_read = asyncio.ensure_future(self._read_popular(now))
+            self._popular_read.add_done_callback(self._popular_read_done)
+        shared = asyncio.shield(self._popular_read)
+        return await (shared if timeout_s is None else asyncio.wait_for(shared, max(timeout_s, 0.0)))
+
+    async def _read_popular(self, asked_at: float) -> list[str]:
         decayed = pop_keys(self.prefix)[0]
         rows = await self._call("recent_popular", lambda: self._client.zrevrange(decayed, 0, self.popular_n - 1),
-                                timeout_s)
+                                None)
         items = [r.decode() if isinstance(r, bytes) else str(r) for r in rows]  # type: ignore[union-attr]
-        self._popular = (now, items)
+        self._popular = (asked_at, items)
         return items
+
+    def _popular_read_done(self, read: asyncio.Future[list[str]]) -> None:
+        """The refresh is over; its failure, if no caller waited for it any more, is not logged as lost."""
+        self._popular_read = None
+        if not read.cancelled():
+            read.exception()
 
     async def cooccurring(self, item_ids: Sequence[str], n: int,
                           timeout_s: float | None = None) -> list[list[tuple[str, float]]]:

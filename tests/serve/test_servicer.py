@@ -131,6 +131,16 @@ def test_redis_down_gives_a_degraded_answer_from_training_popularity() -> None:
     assert answer(reply) == [("b", -1.0, ("pop",)), ("c", -2.0, ("pop",)), ("d", -3.0, ("pop",))]
 
 
+def test_a_model_answer_goes_out_without_fresh_items_when_their_read_is_refused_as_busy() -> None:
+    class Busy(Sessions):
+        async def recent_popular(self, timeout_s: float | None = None) -> list[str]:
+            raise Overloaded("busy", "the server is overloaded: its event loop was busy for 90% of the 100 ms")
+
+    state = state_with([Recommendation(3, 0.5, ("mf",))])
+    reply = recommend(Busy(items=["a"]), state, k=1)  # the answer is paid for: it is not refused
+    assert not reply.degraded and answer(reply) == [("c", 0.5, ("mf",))]
+
+
 def test_no_model_yet_answers_from_recent_popularity_alone() -> None:
     reply = recommend(Sessions(items=["a"], recent=["x", "y", "z"]), None, k=2, exclude=["x"])
     assert reply.degraded and reply.cold_start and dict(reply.model_versions) == {}

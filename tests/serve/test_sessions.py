@@ -78,7 +78,7 @@ def test_a_hanging_redis_costs_the_short_timeout_or_the_request_deadline_if_soon
     async def elapsed(deadline_s: float | None, error: type[Exception]) -> float:
         start = time.perf_counter()
         with pytest.raises(error):
-            await source.recent_popular(deadline_s)
+            await source.session("s1", deadline_s)
         return time.perf_counter() - start
 
     async def scenario() -> tuple[float, float]:
@@ -87,12 +87,34 @@ def test_a_hanging_redis_costs_the_short_timeout_or_the_request_deadline_if_soon
         deadline = await elapsed(0.05, TimeoutError)
         own = await elapsed(None, RedisUnavailable)
         with pytest.raises(RedisUnavailable, match="not retried yet"):
-            await source.recent_popular()
+            await source.session("s1")
         return own, deadline
 
     own, deadline = run(source, scenario())
     assert 0.95 < own < 10.0, own
     assert deadline < 0.5, deadline
+
+
+def test_popularity_due_is_read_once_for_every_caller_each_within_its_own_deadline(silent_port: int) -> None:
+    source = SessionSource(f"redis://127.0.0.1:{silent_port}", "p:", timeout_s=0.5, backoff_s=60.0)
+    reads = 0
+    real = source._client.zrevrange
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return real(*args, **kwargs)
+
+    source._client.zrevrange = counted  # type: ignore[method-assign]
+
+    async def scenario() -> list[type[BaseException]]:
+        waits = [source.recent_popular(None), source.recent_popular(0.05), source.recent_popular(None)]
+        outcomes = await asyncio.gather(*waits, return_exceptions=True)
+        return [type(o) for o in outcomes]  # type: ignore[misc]
+
+    # the one with a deadline leaves at it; the read runs to the server's timeout, which is Redis's
+    assert run(source, scenario()) == [RedisUnavailable, TimeoutError, RedisUnavailable]
+    assert reads == 1
 
 
 def test_a_timeout_while_redis_answers_other_calls_is_the_server_overloaded_and_trips_nothing() -> None:
@@ -111,6 +133,36 @@ def test_a_timeout_while_redis_answers_other_calls_is_the_server_overloaded_and_
         assert caught.value.reason == "busy"
         after = await source._call("read_session", lambda: answer(0.0), None)  # not backed off
         with pytest.raises(RedisUnavailable, match="TimeoutError"):  # alone, a timeout is Redis's
+            await source._call("read_session", lambda: answer(10.0), None)
+        return after, str(source._down_until > 0)
+
+    assert run(source, scenario()) == ("answer", "True")
+
+
+def test_a_timeout_while_the_event_loop_was_busy_is_the_server_overloaded_and_trips_nothing() -> None:
+    source = SessionSource("redis://127.0.0.1:1", "p:", timeout_s=0.1, backoff_s=60.0)
+
+    async def answer(after_s: float) -> str:
+        await asyncio.sleep(after_s)
+        for _ in range(2):  # arrived: read and parsed in later loop turns, as redis-py does
+            await asyncio.sleep(0)
+        return "answer"
+
+    def busy(seconds: float) -> None:  # a batch, or calls taken in from gRPC core, holding the loop
+        until = time.perf_counter() + seconds
+        while time.perf_counter() < until:
+            pass
+
+    async def scenario() -> tuple[str, str]:
+        # the answer comes within the timeout, but the loop runs other work until after it
+        read = asyncio.ensure_future(source._call("read_session", lambda: answer(0.01), None))
+        await asyncio.sleep(0)
+        asyncio.get_running_loop().call_soon(busy, 0.3)
+        with pytest.raises(Overloaded, match="event loop was busy") as caught:
+            await read
+        assert caught.value.reason == "busy"
+        after = await source._call("read_session", lambda: answer(0.0), None)  # not backed off
+        with pytest.raises(RedisUnavailable, match="TimeoutError"):  # on an idle loop, a timeout is Redis's
             await source._call("read_session", lambda: answer(10.0), None)
         return after, str(source._down_until > 0)
 
