@@ -385,6 +385,10 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         response, code, details = await self._outcome(rpc, request, context, handler)
         if code is grpc.StatusCode.OK:
             return response
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED and context.time_remaining() == 0:
+            # gRPC core ends a call at its deadline itself; a status sent after it fails there, and grpc
+            # logs each failure at ERROR with a traceback (dozens a flood). Cancelled, it logs nothing
+            raise asyncio.CancelledError
         await context.abort(code, details)
 
     async def _outcome(self, rpc: str, request: Any, context: grpc.aio.ServicerContext,

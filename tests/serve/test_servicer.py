@@ -147,6 +147,20 @@ def test_no_model_yet_answers_from_recent_popularity_alone() -> None:
     assert answer(reply) == [("y", 1.0, ("recent_pop",)), ("z", 0.5, ("recent_pop",))]
 
 
+def test_a_call_past_its_deadline_is_left_to_grpc_core_and_counted() -> None:
+    class Late(Context):
+        def time_remaining(self) -> float:
+            return 0.0
+
+    metrics = ServeMetrics()
+    servicer = RecommenderServicer(StateHolder(state_with()), Sessions(items=["a"]), metrics)  # type: ignore[arg-type]
+    request = pb2.RecommendRequest(session_id="s1", k=3)
+    with pytest.raises(asyncio.CancelledError):  # Late.abort would fail the test
+        asyncio.run(servicer.Recommend(request, Late()))  # type: ignore[arg-type]
+    assert metrics.registry.get_sample_value("streamrec_rpc_responses_total",
+                                             {"rpc": "Recommend", "code": "DEADLINE_EXCEEDED"}) == 1
+
+
 def test_the_bench_switch_skips_the_pipeline_and_says_so_with_cold_start() -> None:
     state = state_with([Recommendation(3, 0.5, ("mf",))])
     servicer = RecommenderServicer(StateHolder(state), Sessions(items=["a"]), ServeMetrics(),  # type: ignore[arg-type]
