@@ -4,8 +4,9 @@ waiting for a core.
 A Redis read that times out on the event loop has two possible causes: Redis did not answer, or the
 loop was too busy to read an answer that had arrived. The loop's thread tells them apart: while it
 waits for I/O it sleeps, and while it runs batches, takes in calls or waits for a core beside other
-processes it is runnable. Linux counts both in ``/proc/thread-self/schedstat`` (nanoseconds on a
-core, nanoseconds waiting for one). Counting the wait matters on a saturated machine: there the loop
+processes it is runnable. Linux counts both in ``/proc/self/task/<tid>/schedstat`` (nanoseconds on a
+core, nanoseconds waiting for one; brought up to date at each scheduler tick, so a share over a wait of
+many ticks is close enough). Counting the wait matters on a saturated machine: there the loop
 shares the cores with the other server processes and the load generator, and a loop that waits for a
 core is as unable to read an answer as one that runs. Where schedstat cannot be read, the thread's
 CPU time stands in, which leaves out the wait.

@@ -387,7 +387,7 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
             return response
         if code is grpc.StatusCode.DEADLINE_EXCEEDED and context.time_remaining() == 0:
             # gRPC core ends a call at its deadline itself; a status sent after it fails there, and grpc
-            # logs each failure at ERROR with a traceback (dozens a flood). Cancelled, it logs nothing
+            # logs each failure at ERROR with a traceback (dozens a flood). A cancelled handler it logs at DEBUG
             raise asyncio.CancelledError
         await context.abort(code, details)
 

@@ -18,15 +18,16 @@ def test_a_thread_that_computes_is_runnable_and_one_that_sleeps_is_not() -> None
     clock = RunnableClock()
     try:
         mark = clock.mark()
-        spin(0.1)
+        spin(0.3)
         busy = clock.share(mark)
         mark = clock.mark()
-        time.sleep(0.1)
+        time.sleep(0.3)
         idle = clock.share(mark)
     finally:
         clock.close()
-    # runnable counts the time waiting for a core too, so a busy machine does not lower the first
-    assert busy > 0.9, busy
+    # runnable counts the time waiting for a core too, so a busy machine does not lower the first;
+    # the counters move at scheduler ticks (up to 10 ms), hence the margins
+    assert busy > 0.8, busy
     assert idle < 0.3, idle
 
 
@@ -36,14 +37,14 @@ def test_each_thread_reads_its_own_counters() -> None:
 
     def sleeper() -> None:
         mark = clock.mark()
-        time.sleep(0.1)
+        time.sleep(0.3)
         shares.append(clock.share(mark))
 
     try:
         clock.mark()  # opened for this thread first
         worker = threading.Thread(target=sleeper)
         worker.start()
-        spin(0.1)  # this thread's work is not the sleeper's
+        spin(0.3)  # this thread's work is not the sleeper's
         worker.join()
     finally:
         clock.close()
