@@ -1,6 +1,6 @@
 """Helpers of the serving tests (fixtures are in ``tests/conftest.py`` and ``tests/serve/conftest.py``):
-sessions written into Redis the way the worker writes them, registry versions published again, and
-servers run on an event loop of their own, called through real gRPC channels."""
+sessions written into Redis the way the worker writes them, registry versions published again,
+servers run on an event loop of their own, called through real gRPC channels, and a thread kept busy."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ from streamrec.events.schema import encode_event
 from streamrec.registry import RANKER
 from streamrec.settings import Settings
 from streamrec.stream.processor import Record, SessionWriter
+
+
+def spin(seconds: float) -> None:
+    """Keep this thread computing for ``seconds`` (on an event loop: a batch holding the loop)."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
 
 
 def settings_for(isolated: Settings, registry: Path, **changes: Any) -> Settings:

@@ -6,12 +6,7 @@ import threading
 import time
 
 from streamrec.serve.runnable import RunnableClock
-
-
-def spin(seconds: float) -> None:
-    until = time.perf_counter() + seconds
-    while time.perf_counter() < until:
-        pass
+from tests.serve.helpers import spin
 
 
 def test_a_thread_that_computes_is_runnable_and_one_that_sleeps_is_not() -> None:

@@ -16,7 +16,7 @@ from streamrec.errors import Overloaded, RedisUnavailable
 from streamrec.serve.sessions import SessionSource
 from streamrec.settings import Settings
 from streamrec.stream.session_store import SessionTail, cooc_key, pop_keys
-from tests.serve.helpers import write_session
+from tests.serve.helpers import spin, write_session
 
 
 class Clock:
@@ -148,16 +148,11 @@ def test_a_timeout_while_the_event_loop_was_busy_is_the_server_overloaded_and_tr
             await asyncio.sleep(0)
         return "answer"
 
-    def busy(seconds: float) -> None:  # a batch, or calls taken in from gRPC core, holding the loop
-        until = time.perf_counter() + seconds
-        while time.perf_counter() < until:
-            pass
-
     async def scenario() -> tuple[str, str]:
         # the answer comes within the timeout, but the loop runs other work until after it
         read = asyncio.ensure_future(source._call("read_session", lambda: answer(0.01), None))
         await asyncio.sleep(0)
-        asyncio.get_running_loop().call_soon(busy, 0.3)
+        asyncio.get_running_loop().call_soon(spin, 0.3)  # a batch, or calls taken in, holding the loop
         with pytest.raises(Overloaded, match="event loop was busy") as caught:
             await read
         assert caught.value.reason == "busy"
