@@ -362,8 +362,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                          "p50/p90/p99 ms, errors and the server's CPU ms per request (its process tree's utime+stime "
                          "from /proc over the phase, divided by the phase's requests), then empty RPC / floor, "
                          "Recommend - floor and RecommendStream / Recommend. The load comes from ghz "
-                         "(`streamrec bench ghz-install`) when installed, else from a Python generator. The "
-                         "protocol is in streamrec/bench/serve.py.")
+                         "(`streamrec bench ghz-install`) when installed, else from a Python generator. It warns "
+                         "when a --target server shares this shell's CPU scheduling group (start it with setsid): "
+                         "under overload its figures then measure the scheduler too. The protocol is in "
+                         "streamrec/bench/serve.py.")
     add_target(bp)
     add_registry_option(bp, help="with --start-server: the registry the servers serve (default STREAMREC_REGISTRY, "
                         "./models)")

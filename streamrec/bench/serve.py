@@ -29,6 +29,9 @@ the kernel hands each TCP connection to one process, so the load comes over ``ch
 The server is the tree listening on the target's port, or ``server_pid``; the
 bench may also start the servers itself (``start_server``). With the Python generator against a
 server in the bench's own process (the tests' in-process server), the figure includes the generator.
+``sched_group_shared`` says whether the server shares this process's CPU scheduling group, and so the
+load generator's (``streamrec.bench.sched_group``). A server started by hand from the bench's own shell
+does, and under overload its figures then measure the scheduler as much as the server: the bench warns.
 
 The load comes from ghz (``streamrec.bench.ghz``) when it is given, else from an asyncio generator in
 this process; ``generator`` in the JSON says which. With ghz, cold-start and degraded answers are
@@ -55,6 +58,7 @@ import grpc
 import numpy as np
 
 from streamrec.bench.cpu import blas_kernels, find_server, process_cpu_s
+from streamrec.bench.sched_group import shares_group_with
 from streamrec.errors import ConfigError, InfraError
 from streamrec.serve.protos import load_stubs
 from streamrec.settings import Settings
@@ -544,7 +548,8 @@ def run_serve_bench(settings: Settings, config: ServeBenchConfig) -> dict[str, A
             "listeners": settings.serve_listeners if config.start_server else None,  # STREAMREC_SERVE_LISTENERS
             "sessions": len(ids), "sessions_long": len(long_ids), "long_len": config.long_len, "k": config.k,
             "seconds": config.seconds, "model_versions": dict(first.model_versions), "degraded": first.degraded,
-            "blas": blas_kernels(), "phases": [p.name for p in phases]}
+            "blas": blas_kernels(), "sched_group_shared": shares_group_with(servers.pid),
+            "phases": [p.name for p in phases]}
         for phase in phases:
             result[phase.name] = {"label": phase.label} | _run_phase(phase, config)
     return result | _ratios(result)
@@ -564,6 +569,11 @@ def format_result(result: dict[str, Any]) -> str:
              + (" [DEGRADED]" if result["degraded"] else "") + f"; numpy's BLAS here: {result.get('blas', '?')}"]
     head = (f"{'phase':16} {'calls':24} {'load':>10} {'qps':>9} {'p50_ms':>8} {'p90_ms':>8} {'p99_ms':>8} "
             f"{'errors':>7} {'cpu_ms/req':>10} {'ghz_ms/req':>10}")
+    if result.get("sched_group_shared"):
+        lines.append("WARNING: the server shares this process's CPU scheduling group, and so the load generator's: "
+                     "under overload it then answers far fewer calls for the same CPU (streamrec.bench.sched_group "
+                     "has the figures). Start it in a session of its own (setsid), a container, or with "
+                     "--start-server")
     lines += [head, "-" * len(head)]
     for name in result["phases"]:
         r = result[name]

@@ -173,3 +173,12 @@ def test_ratios_against_the_floor() -> None:
     assert "stream_over_unary" not in ratios
     streamed = _ratios(result | {"phases": ["saturation", "recommend_stream"], "recommend_stream": {"cpu_ms_per_request": 3.6}})
     assert streamed["stream_over_unary"] == pytest.approx(0.8)
+
+
+def test_a_server_in_the_generators_scheduling_group_is_flagged() -> None:
+    result = {"generator": "ghz", "target": "t", "server_pid": 1, "sessions": 1, "k": 10, "model_versions": {},
+              "degraded": False, "phases": ["saturation"], "floor_cpu_ms": None, "saturation": _phase_row()}
+    for shared, warned in ((True, 1), (False, 0), (None, 0)):
+        warnings = [line for line in format_result(result | {"sched_group_shared": shared}).splitlines()
+                    if "WARNING" in line]
+        assert len(warnings) == warned and all("scheduling group" in w and "setsid" in w for w in warnings)

@@ -22,6 +22,7 @@ def test_bench_serve_reports_cpu_per_request_of_every_phase(isolated: Settings, 
     result = run_serve_bench(isolated, config)
     assert result["generator"] == "python" and result["phases"] == PHASES
     assert result["sessions_long"] > 0 and not result["degraded"]
+    assert isinstance(result["sched_group_shared"], bool)  # read from /proc; test_sched_group.py has the rules
     for name in PHASES:
         r = result[name]
         assert r["errors"] == 0 and r["requests"] > 0 and r["qps"] > 0, (name, r)
