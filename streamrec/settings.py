@@ -142,6 +142,17 @@ class Settings:
     # Requests of one RecommendStream in progress at most; past it the stream is not read (HTTP/2 flow
     # control holds the client). A full batch: one stream alone keeps the batches full.
     serve_stream_window: int = 32
+    # Calls that hold a place of MAX_IN_FLIGHT without progress are ended (streamrec.serve.call_guard): a
+    # unary call whose request message has not come within READ_TIMEOUT_S (DEADLINE_EXCEEDED); a stream
+    # with no request read nor answer written for STREAM_IDLE_S (UNAVAILABLE). Streams past MAX_STREAMS a
+    # process are refused (RESOURCE_EXHAUSTED), so they never hold every place: below MAX_IN_FLIGHT /
+    # LISTENERS. A connection is closed after MAX_CONNECTION_AGE_S (GOAWAY, then SERVE_GRACE_S for the
+    # calls on it; 0: never): the end of a stream whose client stopped reading, and a spread of long-lived
+    # clients over replicas.
+    serve_read_timeout_s: float = 2.0
+    serve_max_streams: int = 8
+    serve_stream_idle_s: float = 60.0
+    serve_max_connection_age_s: float = 300.0
     serve_fold_ranker: bool = True  # DeepFM's layers folded into per-input tables (same logits, ~3x less CPU)
     # A sequence model published with the session contract (`streamrec train --contract session`) is served
     # through its item index above this many items, by its full scores at or below it (streamrec.retrieval;
@@ -257,10 +268,19 @@ class Settings:
         if self.serve_stream_window < 1:
             raise ConfigError(f"{ENV_PREFIX}SERVE_STREAM_WINDOW must be >= 1 (requests of one stream in progress), "
                               f"got {self.serve_stream_window}")
+        places = -(-min(self.serve_max_in_flight, self.serve_max_queue + self.serve_max_batch) // self.serve_listeners)
+        if not 0 <= self.serve_max_streams < places:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_STREAMS must be >= 0 and below the calls in progress a listener "
+                              f"holds ({places}: {ENV_PREFIX}SERVE_MAX_IN_FLIGHT / _LISTENERS), so streams never "
+                              f"hold them all; got {self.serve_max_streams}")
+        if self.serve_max_connection_age_s < 0:
+            raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_CONNECTION_AGE_S must be >= 0 (0: never), "
+                              f"got {self.serve_max_connection_age_s}")
         if self.retrieval_threshold < -1:
             raise ConfigError(f"{ENV_PREFIX}RETRIEVAL_THRESHOLD must be >= 0 (items), or -1 (never through the "
                               f"index), got {self.retrieval_threshold}")
-        for name in ("registry_poll_s", "serve_grace_s", "redis_timeout_s"):
+        for name in ("registry_poll_s", "serve_grace_s", "redis_timeout_s", "serve_read_timeout_s",
+                     "serve_stream_idle_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{ENV_PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
         if not 0 <= self.grpc_port < 65536 or not 0 <= self.metrics_port < 65536:

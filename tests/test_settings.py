@@ -34,6 +34,11 @@ def test_to_env_reproduces_the_settings() -> None:
     ("STREAMREC_SERVE_QUEUE_TIMEOUT_MS", "0", "none waits forever"),
     ("STREAMREC_SERVE_LISTENERS", "0", "must be 1 to 8"),
     ("STREAMREC_SERVE_LISTENERS", "9", "must be 1 to 8"),
+    ("STREAMREC_SERVE_MAX_STREAMS", "32", "so streams never hold them all"),
+    ("STREAMREC_SERVE_MAX_STREAMS", "-1", "so streams never hold them all"),
+    ("STREAMREC_SERVE_READ_TIMEOUT_S", "0", "must be positive"),
+    ("STREAMREC_SERVE_STREAM_IDLE_S", "-5", "must be positive"),
+    ("STREAMREC_SERVE_MAX_CONNECTION_AGE_S", "-1", "0: never"),
     ("STREAMREC_FETCH_MIN_BYTES", "0", "must be positive"),
     ("STREAMREC_FETCH_MAX_WAIT_MS", "-1", "must be >= 0"),
     ("STREAMREC_RETRIEVAL_THRESHOLD", "-2", "never through the index"),
@@ -42,3 +47,12 @@ def test_bad_values_are_refused_with_the_variable_named(name: str, value: str, m
     with pytest.raises(ConfigError, match=message) as info:
         Settings.from_env({name: value})
     assert name in str(info.value) or "COMPRESSION" in str(info.value)
+
+
+def test_streams_are_capped_below_the_places_of_one_listener() -> None:
+    """Four listeners hold 8 of 32 places each: 8 streams could take all of one listener's."""
+    assert Settings.from_env({"STREAMREC_SERVE_MAX_STREAMS": "31"}).serve_max_streams == 31
+    assert Settings.from_env({"STREAMREC_SERVE_LISTENERS": "2"}).serve_max_streams == 8
+    with pytest.raises(ConfigError, match=r"\(8: "):
+        Settings.from_env({"STREAMREC_SERVE_LISTENERS": "4"})
+    assert Settings.from_env({"STREAMREC_SERVE_LISTENERS": "4", "STREAMREC_SERVE_MAX_STREAMS": "7"}).serve_listeners == 4

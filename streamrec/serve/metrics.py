@@ -30,6 +30,9 @@ class ServeMetrics:
                             "shedding: queue_full (STREAMREC_SERVE_MAX_QUEUE waited already) or queue_timeout "
                             "(waited past STREAMREC_SERVE_QUEUE_TIMEOUT_MS) or busy (the loop read Redis late)",
                             ["rpc", "reason"], registry=r)
+        self.guarded = Counter("streamrec_guarded_calls_total", "Calls ended or refused for holding a place without "
+                               "progress (streamrec.serve.call_guard): read_timeout, stream_idle, too_many_streams",
+                               ["reason"], registry=r)
         self.degraded = Counter("streamrec_degraded_responses_total", "Answers served in degraded mode",
                                 ["rpc", "reason"], registry=r)
         self.cold_start = Counter("streamrec_cold_start_responses_total", "Answers for sessions with no known item",

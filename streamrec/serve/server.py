@@ -9,6 +9,9 @@ A process runs ``serve_listeners`` grpc.aio servers on one port (SO_REUSEPORT), 
 services, servicer and batcher: grpc.aio takes in one call at a time per server, so under a flood two
 take in two at a time (docs/operations.md, "Serving", has what that buys). A port is checked free
 first (``claim_port``), so that SO_REUSEPORT never shares it with a server already there.
+
+Every listener has one interceptor, ``CoreBacklog``'s: it counts the calls taken in, and hands each
+call's handler to the ``CallGuard``, which ends calls that hold a place without progress.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from streamrec.errors import ConfigError, LoadError
 from streamrec.serve.batcher import BatcherConfig, MicroBatcher
+from streamrec.serve.call_guard import CallGuard, GuardConfig
 from streamrec.serve.core_backlog import CoreBacklog
 from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.metrics import ServeMetrics
@@ -138,7 +142,9 @@ class RecommendServer:
         self._watcher = None
         self._loaded = asyncio.Event()
         self._pubsub_task: asyncio.Task[None] | None = None
+        self._guard_task: asyncio.Task[None] | None = None
         self.core_backlog: CoreBacklog | None = None  # gRPC core's calls not taken in yet (diagnostics, tests)
+        self.call_guard: CallGuard | None = None  # ends calls that hold a place without progress
 
     async def start(self) -> RecommendServer:
         if self._servers:
@@ -156,7 +162,10 @@ class RecommendServer:
         config = BatcherConfig(s.serve_max_batch, s.serve_batch_wait_ms / 1e3, workers=max(s.serve_workers, 1),
                                gather_s=s.serve_batch_gather_ms / 1e3,
                                max_queue=s.serve_max_queue, queue_timeout_s=s.serve_queue_timeout_ms / 1e3)
-        self.core_backlog = backlog = CoreBacklog()
+        self.call_guard = guard = CallGuard(GuardConfig(s.serve_read_timeout_s, s.serve_max_streams,
+                                                        s.serve_stream_idle_s),
+                                            on_end=lambda reason: self.metrics.guarded.labels(reason).inc())
+        self.core_backlog = backlog = CoreBacklog(handlers=guard.guarded)  # one interceptor for both
         batcher = MicroBatcher(recommend_batch, self._pool, config, on_batch=self.metrics.batch_size.observe,
                                backlog=backlog)
         servicer = RecommenderServicer(self.holder, self._sessions, self.metrics, limits, clock=self.clock,
@@ -167,12 +176,18 @@ class RecommendServer:
                    # a second server on the same port must fail, not share it, unless it is one of a group
                    ("grpc.so_reuseport", int(self.reuse_port or s.serve_listeners > 1)),
                    ("grpc.keepalive_permit_without_calls", 1),
+                   # a peer gone without a word (no FIN: a host or a NAT lost) is found within 80 s, not 2 h
+                   ("grpc.keepalive_time_ms", 60_000),
+                   ("grpc.keepalive_timeout_ms", 20_000),
                    # Past 1,000 calls waiting to be taken in, gRPC core drops new ones as CANCELLED, with no
                    # message (its random early detection, up to 3,000). Taken in, they get a clear
                    # RESOURCE_EXHAUSTED at ~0.085 ms each, so a burst waits in core a while longer instead.
                    # The bound stays, for memory: at most 10,000 calls of at most SERVE_MAX_MESSAGE_BYTES.
                    ("grpc.server.max_pending_requests", 5_000),
                    ("grpc.server.max_pending_requests_hard_limit", 10_000)]
+        if s.serve_max_connection_age_s:  # GOAWAY, then the grace for calls in flight (streamrec.serve.call_guard)
+            options += [("grpc.max_connection_age_ms", int(s.serve_max_connection_age_s * 1e3)),
+                        ("grpc.max_connection_age_grace_ms", int(s.serve_grace_s * 1e3))]
         # Requests past this many in progress (a running batch, plus the queue and those reading Redis, which the
         # batcher bounds by MAX_QUEUE) are refused by grpc.aio itself with RESOURCE_EXHAUSTED before any of our
         # code runs, the cheapest refusal there is. Every request let in costs loop turns, and grpc.aio takes
@@ -207,6 +222,7 @@ class RecommendServer:
                                      on_change=self._on_change)
         self._watcher.start()
         self._pubsub_task = asyncio.get_running_loop().create_task(self._listen_for_publish())
+        self._guard_task = asyncio.get_running_loop().create_task(guard.run())
         logger.info("server listening event=server_started address=%s:%s listeners=%s tls=%s mtls=%s reflection=%s "
                     "registry=%s", s.grpc_host, self.bound_port, len(servers), bool(credentials), bool(s.tls_client_ca),
                     s.reflection, s.registry)
@@ -261,9 +277,10 @@ class RecommendServer:
             await self._health.enter_graceful_shutdown()
             await asyncio.gather(*(server.stop(grace) for server in servers))
         finally:
-            if self._pubsub_task is not None:
-                self._pubsub_task.cancel()
-                await asyncio.gather(self._pubsub_task, return_exceptions=True)
+            tasks = [task for task in (self._pubsub_task, self._guard_task) if task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             if self._watcher is not None:
                 await self._watcher.stop()
             if self._sessions is not None:

@@ -188,7 +188,8 @@ class RecommenderServicer(pb2_grpc.RecommenderServicer):  # type: ignore[misc,na
         per stream. Requests run concurrently so that one stream fills the batches: up to
         ``stream_window`` are in progress, and the stream is read no further until the oldest is
         answered, so HTTP/2 flow control holds the client back. Shedding is per request
-        (``RESOURCE_EXHAUSTED`` in its answer), as for unary calls: a flood never ends a stream."""
+        (``RESOURCE_EXHAUSTED`` in its answer), as for unary calls: a flood never ends a stream. Streams
+        past ``STREAMREC_SERVE_MAX_STREAMS`` are refused, and idle ones ended (``streamrec.serve.call_guard``)."""
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(self.stream_window)
         running: asyncio.Queue[asyncio.Task[Any] | None] = asyncio.Queue()  # in the requests' order; None: the end

@@ -479,3 +479,57 @@ def test_claiming_a_port_fails_where_a_server_listens_and_not_for_connections_it
     assert claim_port("127.0.0.1", 0) > 0
     with pytest.raises(ConfigError, match="cannot resolve"):
         claim_port("no-such-host.invalid", 1)
+
+
+def test_calls_that_hold_places_without_progress_lock_no_one_out(isolated: Settings, registry: Path,
+                                                                 server_factory: Any) -> None:
+    """Idle streams and unary calls whose request never comes, against 8 places (streamrec.serve.call_guard):
+    streams past the cap are refused, the rest are ended with a clear status, and Recommend is served."""
+    settings = settings_for(isolated, registry, serve_max_in_flight=8, serve_max_streams=4,
+                            serve_read_timeout_s=1.0, serve_stream_idle_s=5.0)
+    write_session(settings, "g-1", ["50", "100", "181"])
+    running = server_factory(settings)
+    quiet = threading.Event()
+
+    def silent() -> Iterator[bytes]:  # a client that opens a call and sends nothing
+        quiet.wait(120)
+        return
+        yield b""
+
+    channels = [grpc.insecure_channel(running.target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(11)]
+    request = pb2.RecommendRequest(session_id="g-1", k=5)
+    try:
+        def recommend_all() -> None:
+            stub = pb2_grpc.RecommenderStub(channels[-1])
+            assert all(len(stub.Recommend(request, timeout=10).items) == 5 for _ in range(20))
+
+        streams = [channel.stream_stream(f"/{SERVICE}/RecommendStream")(silent()) for channel in channels[:6]]
+        open_ = _wait_for_statuses(streams, 2, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        recommend_all()  # 4 of 8 places are the streams'
+        held = [channel.stream_stream(f"/{SERVICE}/Recommend")(silent()) for channel in channels[6:10]]
+        for call in held:
+            assert call.code() == grpc.StatusCode.DEADLINE_EXCEEDED, call.details()
+            assert "STREAMREC_SERVE_READ_TIMEOUT_S" in call.details()
+        for call in open_:
+            assert call.code() == grpc.StatusCode.UNAVAILABLE, call.details()
+            assert "idle for 5 s" in call.details()
+        recommend_all()
+    finally:
+        quiet.set()
+        for channel in channels:
+            channel.close()
+    guarded = running.server.metrics.guarded
+    assert [guarded.labels(r)._value.get() for r in ("too_many_streams", "read_timeout", "stream_idle")] == [2, 4, 4]
+
+
+def _wait_for_statuses(calls: list[Any], count: int, code: grpc.StatusCode, timeout_s: float = 30.0) -> list[Any]:
+    """Wait until ``count`` of ``calls`` have ended with ``code``; the others, still open."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ended = [c for c in calls if c.done()]
+        if len(ended) >= count:
+            assert [c.code() for c in ended] == [code] * count, [(c.code(), c.details()) for c in ended]
+            return [c for c in calls if not c.done()]
+        time.sleep(0.01)
+    raise AssertionError(f"only {sum(c.done() for c in calls)} of {len(calls)} calls ended in {timeout_s} s")
