@@ -200,6 +200,13 @@ class Settings:
         return strip_cluster_mark(self.redis_url) or f"redis://{self.redis_host}:{self.redis_port}/0"
 
     @property
+    def serve_listener_places(self) -> int:
+        """Calls in progress one grpc.aio listener holds: its share of MAX_IN_FLIGHT, at most MAX_QUEUE +
+        MAX_BATCH in all (the server's ``maximum_concurrent_rpcs``)."""
+        in_flight = min(self.serve_max_in_flight, self.serve_max_queue + self.serve_max_batch)
+        return -(-in_flight // self.serve_listeners)
+
+    @property
     def redis_is_cluster(self) -> bool:
         return self.redis_cluster or is_cluster_url(self.redis_url)
 
@@ -268,7 +275,7 @@ class Settings:
         if self.serve_stream_window < 1:
             raise ConfigError(f"{ENV_PREFIX}SERVE_STREAM_WINDOW must be >= 1 (requests of one stream in progress), "
                               f"got {self.serve_stream_window}")
-        places = -(-min(self.serve_max_in_flight, self.serve_max_queue + self.serve_max_batch) // self.serve_listeners)
+        places = self.serve_listener_places
         if not 0 <= self.serve_max_streams < places:
             raise ConfigError(f"{ENV_PREFIX}SERVE_MAX_STREAMS must be >= 0 and below the calls in progress a listener "
                               f"holds ({places}: {ENV_PREFIX}SERVE_MAX_IN_FLIGHT / _LISTENERS), so streams never "

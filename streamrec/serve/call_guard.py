@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -39,14 +38,12 @@ import grpc
 
 __all__ = ["CallGuard", "GuardConfig"]
 
-logger = logging.getLogger(__name__)
-
 Behavior = Callable[..., Any]
 
 
 @dataclass(frozen=True)
 class GuardConfig:
-    """The defaults are the settings' (``STREAMREC_SERVE_READ_TIMEOUT_S``, ``_MAX_STREAMS``, ``_STREAM_IDLE_S``)."""
+    """The server builds it from ``STREAMREC_SERVE_READ_TIMEOUT_S``, ``_MAX_STREAMS`` and ``_STREAM_IDLE_S``."""
 
     read_timeout_s: float  # a unary call's request message must come within this
     max_streams: int  # streaming calls in progress at once, per process

@@ -188,14 +188,13 @@ class RecommendServer:
         if s.serve_max_connection_age_s:  # GOAWAY, then the grace for calls in flight (streamrec.serve.call_guard)
             options += [("grpc.max_connection_age_ms", int(s.serve_max_connection_age_s * 1e3)),
                         ("grpc.max_connection_age_grace_ms", int(s.serve_grace_s * 1e3))]
-        # Requests past this many in progress (a running batch, plus the queue and those reading Redis, which the
-        # batcher bounds by MAX_QUEUE) are refused by grpc.aio itself with RESOURCE_EXHAUSTED before any of our
-        # code runs, the cheapest refusal there is. Every request let in costs loop turns, and grpc.aio takes
-        # in the next call only between them: a flood let in waits in gRPC core's own queue, which the batcher
-        # drains between batches (streamrec.serve.core_backlog, docs/operations.md).
+        # maximum_concurrent_rpcs below (Settings.serve_listener_places): requests past this many in progress (a
+        # running batch, plus the queue and those reading Redis, which the batcher bounds by MAX_QUEUE) are refused
+        # by grpc.aio itself with RESOURCE_EXHAUSTED before any of our code runs, the cheapest refusal there is.
+        # Every request let in costs loop turns, and grpc.aio takes in the next call only between them: a flood
+        # let in waits in gRPC core's own queue, which the batcher drains between batches
+        # (streamrec.serve.core_backlog, docs/operations.md).
         # Each listener holds its share of the calls in progress; the kernel spreads connections over them.
-        in_flight = min(s.serve_max_in_flight, s.serve_max_queue + s.serve_max_batch)
-        share = -(-in_flight // s.serve_listeners)
         port = claim_port(s.grpc_host, self.port) if s.serve_listeners > 1 and not self.reuse_port else self.port
         credentials = _credentials(s)
         # reflection is off where the schema should not be browsable (the Kubernetes ConfigMap)
@@ -203,7 +202,7 @@ class RecommendServer:
                      if s.reflection else ())
         servers = []
         for _ in range(s.serve_listeners):
-            server = backlog.server(options=options, maximum_concurrent_rpcs=share)
+            server = backlog.server(options=options, maximum_concurrent_rpcs=s.serve_listener_places)
             add_to_server(servicer, server)
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
             if browsable:
