@@ -121,3 +121,14 @@ def test_bench_ingest_takes_lists_of_rates_and_fsync_modes_and_refuses_bad_ones(
         with pytest.raises(SystemExit):
             build_parser().parse_args(["bench", "ingest", *bad])
         assert "bench ingest: error" in capsys.readouterr().err
+
+
+def test_bench_serve_takes_a_flood_as_a_positive_multiple_of_saturation(capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args(["bench", "serve", "--flood", "2"]).flood == 2.0
+    assert build_parser().parse_args(["bench", "serve"]).flood is None
+    for bad in ("0", "-1", "nan", "inf", "twice"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["bench", "serve", "--flood", bad])
+        err = capsys.readouterr().err
+        assert "bench serve: error" in err and "multiple of saturation" in err, err
+

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,7 +132,7 @@ def _bench_serve(args: argparse.Namespace, settings: Settings) -> int:
                               ghz=ghz if use_ghz else None, server_pid=args.server_pid,
                               skip_pipeline_target=args.skip_pipeline_target, floor=not args.no_floor,
                               start_server=settings.registry if args.start_server else None,
-                              processes=args.processes)
+                              processes=args.processes, flood=args.flood)
     if args.generator == "auto" and not use_ghz:
         print(f"no ghz at {ghz} (`streamrec bench ghz-install`): the Python generator drives the load")
     result = run_serve_bench(settings, config)
@@ -171,6 +172,17 @@ def _shape(text: str) -> Shape:
         return Shape.parse(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _factor(text: str) -> float:
+    """argparse's ``type`` for ``--flood``: a positive, finite multiple."""
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"a multiple of saturation is a number: {text!r}") from exc
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"a multiple of saturation is positive: {text!r}")
+    return value
 
 
 def _rates(text: str) -> list[float]:
@@ -383,6 +395,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bp.add_argument("--generator", choices=("auto", "ghz", "python"), default="auto",
                     help="the load generator (default auto: ghz when `bench ghz-install` installed it)")
     bp.add_argument("--rate", type=float, default=500.0, help="fixed-rate phase, requests/s (default 500)")
+    bp.add_argument("--flood", type=_factor, default=None, metavar="X",
+                    help="a last phase at X times the saturation phase's qps (open loop), with its load-shedding "
+                    "checks: the share of saturation answered, the answered calls' p99, and whether every other "
+                    "call was refused with RESOURCE_EXHAUSTED (issue 16's flood: --flood 2); default: none")
     bp.add_argument("--seconds", type=float, default=20.0,
                     help="length of each phase; with ghz, the count of calls that takes (default 20)")
     bp.add_argument("--concurrency", type=int, default=32, help="requests in flight at saturation (default 32)")

@@ -89,7 +89,7 @@ class GhzRun:
     concurrency: int
     connections: int
     timeout_s: float
-    rate: float | None = None  # None: as fast as the workers go (saturation)
+    rate: float | None = None  # None: as fast as the workers go (saturation); ghz takes whole calls a second
     duration_s: float | None = None  # instead of ``count`` (a warm-up)
 
     def argv(self, ghz: Path, protoset: Path, data: Path, out: Path) -> list[str]:
@@ -98,7 +98,7 @@ class GhzRun:
                 "-c", str(self.concurrency), "--connections", str(self.connections),
                 "--timeout", f"{self.timeout_s * 1000:.0f}ms", "-O", "json", "-o", str(out)]
         if self.rate is not None:
-            argv += ["--rps", f"{self.rate:g}"]
+            argv += ["--rps", str(max(1, round(self.rate)))]
         return [*argv, self.target]
 
 

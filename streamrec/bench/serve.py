@@ -19,7 +19,11 @@ Phases, each ``seconds`` long (a fixed count of calls with ghz), in this order:
   ``STREAMS`` streams (one connection each), from the Python generator whatever ``generator`` says:
   ghz times a stream as a whole and does not read the answers, and each answer carries its own status.
   Latency is per request, from its write to its answer. Against ``saturation``, the same load, it
-  tells what a call's overhead costs (``stream_over_unary``).
+  tells what a call's overhead costs (``stream_over_unary``);
+- ``flood`` (with ``flood``, last): Recommend at ``flood`` times the saturation phase's qps, open loop as
+  ``fixed_rate``, so that "twice saturation" means the same on any machine. ``flood_served_over_saturation``,
+  ``flood_p99_ms`` (of the answered calls), ``flood_refused`` (``RESOURCE_EXHAUSTED``) and
+  ``flood_other_errors`` (anything else, a deadline passed included) are issue 16's load-shedding checks.
 
 Each phase reports the server's CPU per request: the CPU time of the server's process tree over the
 phase (``streamrec.bench.cpu``), divided by the requests of the phase (errors included: the server
@@ -74,6 +78,8 @@ RECOMMEND_CALL = "streamrec.v1.Recommender/Recommend"
 CHECK_CALL = "grpc.health.v1.Health/Check"
 FLOOR_RATIO_TARGET = 1.2  # issue 16: the empty RPC within 1.2 times the floor
 RECOMMEND_OVER_FLOOR_TARGET_MS = 1.0  # and a Recommend at most the floor plus 1 ms
+FLOOD_SERVED_TARGET = 0.9  # at twice saturation, at least 90% of saturation answered
+FLOOD_P99_TARGET_MS = 100.0  # within 100 ms at the p99, every other call refused with RESOURCE_EXHAUSTED
 UNEVEN_SHARE = 0.75  # a process's share of a multi-process server's CPU that is worth a warning
 PROBE = 50  # Recommend answers checked for cold start and degradation before a ghz phase
 STREAMS = 8  # RecommendStream streams of the stream phase; with 8 connections, rarely all on one process
@@ -102,6 +108,11 @@ class ServeBenchConfig:
     floor: bool = True  # also start and measure the gRPC floor
     start_server: Path | None = None  # a registry: start both servers on it (target and pids ignored)
     processes: int = 1  # of the servers the bench starts
+    flood: float | None = None  # a last phase at this many times the saturation phase's qps; None: none
+
+    def __post_init__(self) -> None:
+        if self.flood is not None and not (math.isfinite(self.flood) and self.flood > 0):
+            raise ConfigError(f"the flood's rate is a positive multiple of saturation, got {self.flood}")
 
 
 def store_sessions(settings: Settings, config: ServeBenchConfig, prefix: str = SESSION_PREFIX,
@@ -193,17 +204,16 @@ class _Calls:
 async def _fixed_rate(call: Callable[[int, float], Awaitable[None]], rate: float, n: int,
                       timeout_s: float) -> dict[str, Any]:
     latencies: list[float] = []
-    errors = 0
+    codes: collections.Counter[str] = collections.Counter()
     clock = time.perf_counter  # uvloop's loop.time() ticks in whole milliseconds
     start = clock() + 0.05
 
     async def one(i: int, due: float) -> None:
-        nonlocal errors
         try:
             await call(i, timeout_s)
             latencies.append(clock() - due)
-        except grpc.aio.AioRpcError:
-            errors += 1
+        except grpc.aio.AioRpcError as exc:
+            codes[exc.code().name] += 1
 
     tasks = []
     for i in range(n):
@@ -213,31 +223,36 @@ async def _fixed_rate(call: Callable[[int, float], Awaitable[None]], rate: float
             await asyncio.sleep(delay)
         tasks.append(asyncio.ensure_future(one(i, due)))
     await asyncio.gather(*tasks)
-    return {"offered_rate": rate} | _summary(latencies, errors, max(clock() - start, 1e-9))
+    return {"offered_rate": rate} | _coded(latencies, codes, max(clock() - start, 1e-9))
 
 
 async def _saturation(call: Callable[[int, float], Awaitable[None]], concurrency: int, seconds: float,
                       timeout_s: float) -> dict[str, Any]:
     latencies: list[float] = []
-    errors = 0
+    codes: collections.Counter[str] = collections.Counter()
     clock = time.perf_counter
     end = clock() + seconds
 
     async def worker(w: int) -> None:
-        nonlocal errors
         i = w
         while clock() < end:
             t = clock()
             try:
                 await call(i, timeout_s)
                 latencies.append(clock() - t)
-            except grpc.aio.AioRpcError:
-                errors += 1
+            except grpc.aio.AioRpcError as exc:
+                codes[exc.code().name] += 1
             i += concurrency
 
     start = clock()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return {"concurrency": concurrency} | _summary(latencies, errors, clock() - start)
+    return {"concurrency": concurrency} | _coded(latencies, codes, clock() - start)
+
+
+def _coded(latencies_s: Sequence[float], failed: Mapping[str, int], elapsed_s: float) -> dict[str, Any]:
+    """``_summary`` with ``status_codes``: the answered calls as ``OK``, the rest by their status, as ghz reports."""
+    codes = ({grpc.StatusCode.OK.name: len(latencies_s)} if latencies_s else {}) | dict(failed)
+    return _summary(latencies_s, sum(failed.values()), elapsed_s) | {"status_codes": codes}
 
 
 @contextlib.asynccontextmanager
@@ -527,6 +542,30 @@ def _ratios(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _code_key(name: str) -> str:
+    """ghz names a status ``ResourceExhausted``, grpc ``RESOURCE_EXHAUSTED``: one key for both."""
+    return name.replace("_", "").lower()
+
+
+def _flood_verdict(result: Mapping[str, Any]) -> dict[str, Any]:
+    """Issue 16's checks of the ``flood`` phase, against the saturation phase of the same run: the share of
+    saturation answered, the p99 of the answered calls, and how every other call ended: refused
+    with ``RESOURCE_EXHAUSTED`` (``flood_refused``), or anything else, a deadline passed included
+    (``flood_other_errors``, which should be 0)."""
+    if "flood" not in result:
+        return {}
+    flood, saturation = result["flood"], result["saturation"]["qps"]
+    codes: collections.Counter[str] = collections.Counter()
+    for name, n in flood["status_codes"].items():
+        codes[_code_key(name)] += n
+    refused = codes[_code_key(grpc.StatusCode.RESOURCE_EXHAUSTED.name)]
+    answered = codes[_code_key(grpc.StatusCode.OK.name)]
+    return {"flood_served_over_saturation": round(flood["qps"] / saturation, 3), "flood_p99_ms": flood["p99_ms"],
+            "flood_refused": refused, "flood_other_errors": flood["requests"] - answered - refused,
+            "flood_targets": {"served_over_saturation": FLOOD_SERVED_TARGET, "p99_ms": FLOOD_P99_TARGET_MS,
+                              "other_errors": 0}}
+
+
 def run_serve_bench(settings: Settings, config: ServeBenchConfig) -> dict[str, Any]:
     if config.load_sessions:
         ids = store_sessions(settings, config)
@@ -552,7 +591,15 @@ def run_serve_bench(settings: Settings, config: ServeBenchConfig) -> dict[str, A
             "phases": [p.name for p in phases]}
         for phase in phases:
             result[phase.name] = {"label": phase.label} | _run_phase(phase, config)
-    return result | _ratios(result)
+        saturation = result.get("saturation", {}).get("qps")
+        if config.flood is not None and saturation:
+            # last, so that what a flood leaves behind (a backlog, Redis's state) touches no other phase
+            flood = _Phase("flood", f"Recommend {config.flood:g} x sat.", servers.target, servers.pid, "recommend",
+                           next(p.requests for p in phases if p.name == "saturation"),
+                           rate=float(max(1, round(config.flood * saturation))))  # whole, as ghz takes them
+            result["phases"].append(flood.name)
+            result[flood.name] = {"label": flood.label, "saturation_factor": config.flood} | _run_phase(flood, config)
+    return result | _ratios(result) | _flood_verdict(result)
 
 
 def _ghz_version() -> str:
@@ -599,4 +646,11 @@ def format_result(result: dict[str, Any]) -> str:
                          f"{result['targets']['recommend_minus_floor_ms']:g} ms)")
     if result.get("stream_over_unary") is not None:
         lines.append(f"RecommendStream / Recommend, CPU per request at the same load: {result['stream_over_unary']:.2f}")
+    if "flood_served_over_saturation" in result:
+        flood, targets = result["flood"], result["flood_targets"]
+        lines.append(f"flood at {flood['saturation_factor']:g} x saturation ({flood['offered_rate']:g}/s offered): "
+                     f"{result['flood_served_over_saturation']:.2f} of saturation answered (target >= "
+                     f"{targets['served_over_saturation']:g}), their p99 {result['flood_p99_ms']:.1f} ms (target <= "
+                     f"{targets['p99_ms']:g}); {result['flood_refused']} refused with RESOURCE_EXHAUSTED, "
+                     f"{result['flood_other_errors']} other errors (target 0)")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ through a phase of the Python generator. The run against servers is in test_serv
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from streamrec.bench.serve import (
     CHECK_CALL,
     ServeBenchConfig,
     _cpu_since,
+    _flood_verdict,
     _floor,
     _Phase,
     _ratios,
@@ -135,6 +137,8 @@ def test_ghz_argv_fixed_count_rate_and_warm_up() -> None:
                  timeout_s=1.0, rate=500.0)
     argv = run.argv(Path("/g/ghz"), Path("p.protoset"), Path("d.json"), Path("o.json"))
     assert argv[-1] == "127.0.0.1:1" and argv[argv.index("-n") + 1] == "1000" and argv[argv.index("--rps") + 1] == "500"
+    fractional = dataclasses.replace(run, rate=987.6).argv(Path("ghz"), Path("p"), Path("d"), Path("o"))
+    assert fractional[fractional.index("--rps") + 1] == "988"  # ghz refuses a fraction
     assert argv[argv.index("--timeout") + 1] == "1000ms" and argv[argv.index("-O") + 1] == "json"
     warm = GhzRun("t:1", CHECK_CALL, [], count=0, concurrency=8, connections=2, timeout_s=1.0, duration_s=1.0)
     argv = warm.argv(Path("ghz"), Path("p"), Path("d"), Path("o"))
@@ -182,3 +186,27 @@ def test_a_server_in_the_generators_scheduling_group_is_flagged() -> None:
         warnings = [line for line in format_result(result | {"sched_group_shared": shared}).splitlines()
                     if "WARNING" in line]
         assert len(warnings) == warned and all("scheduling group" in w and "setsid" in w for w in warnings)
+
+
+def test_the_floods_verdict_counts_refusals_by_either_generators_names_and_flags_the_rest() -> None:
+    saturation = _phase_row(qps=500.0)
+    ghz = {"saturation": saturation, "flood": _phase_row(qps=480.0, p99_ms=250.0, requests=1000, status_codes={
+        "OK": 600, "ResourceExhausted": 380, "DeadlineExceeded": 20}, saturation_factor=2.0, offered_rate=1000.0)}
+    verdict = _flood_verdict(ghz)
+    assert verdict["flood_served_over_saturation"] == pytest.approx(0.96) and verdict["flood_p99_ms"] == 250.0
+    assert (verdict["flood_refused"], verdict["flood_other_errors"]) == (380, 20)
+    python = ghz | {"flood": ghz["flood"] | {"status_codes": {"OK": 600, "RESOURCE_EXHAUSTED": 400}}}
+    assert (_flood_verdict(python)["flood_refused"], _flood_verdict(python)["flood_other_errors"]) == (400, 0)
+    assert _flood_verdict({"saturation": saturation}) == {}
+    head = {"generator": "ghz", "target": "t", "server_pid": 1, "sessions": 1, "k": 10, "model_versions": {},
+            "degraded": False, "phases": ["saturation", "flood"], "floor_cpu_ms": None}
+    line = format_result(head | ghz | verdict).splitlines()[-1]
+    assert line == ("flood at 2 x saturation (1000/s offered): 0.96 of saturation answered (target >= 0.9), their "
+                    "p99 250.0 ms (target <= 100); 380 refused with RESOURCE_EXHAUSTED, 20 other errors (target 0)")
+
+
+@pytest.mark.parametrize("flood", [0.0, -2.0, float("nan"), float("inf")])
+def test_a_flood_is_a_positive_multiple_of_saturation(flood: float) -> None:
+    with pytest.raises(ConfigError, match="positive multiple"):
+        ServeBenchConfig(flood=flood)
+

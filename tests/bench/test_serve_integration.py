@@ -13,12 +13,12 @@ from streamrec.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-PHASES = ["floor", "check", "recommend_skip", "fixed_rate", "saturation", "recommend_stream", "long_sessions"]
+PHASES = ["floor", "check", "recommend_skip", "fixed_rate", "saturation", "recommend_stream", "long_sessions", "flood"]
 
 
 def test_bench_serve_reports_cpu_per_request_of_every_phase(isolated: Settings, trained_registry: Path) -> None:
     config = ServeBenchConfig(start_server=trained_registry, seconds=1.0, rate=20, concurrency=2, channels=2,
-                              sessions=30, dataset="ml-100k", long_len=200, timeout_s=5.0)
+                              sessions=30, dataset="ml-100k", long_len=200, timeout_s=5.0, flood=0.5)
     result = run_serve_bench(isolated, config)
     assert result["generator"] == "python" and result["phases"] == PHASES
     assert result["sessions_long"] > 0 and not result["degraded"]
@@ -37,3 +37,9 @@ def test_bench_serve_reports_cpu_per_request_of_every_phase(isolated: Settings, 
     assert stream["status_codes"] == {"OK": stream["requests"]} and stream["answers_checked"] == stream["requests"]
     assert stream["streams"] == 2 and result["stream_over_unary"] > 0
     assert "empty RPC / floor" in format_result(result) and "RecommendStream / Recommend" in format_result(result)
+    flood = result["flood"]  # half the saturation phase's rate, open loop: all answered, none refused
+    assert flood["offered_rate"] == max(1, round(0.5 * result["saturation"]["qps"]))
+    assert flood["status_codes"] == {"OK": flood["requests"]} and result["flood_other_errors"] == 0
+    assert result["flood_refused"] == 0 and result["flood_served_over_saturation"] == pytest.approx(
+        flood["qps"] / result["saturation"]["qps"], abs=1e-3) and result["flood_served_over_saturation"] < 0.6
+    assert "flood at 0.5 x saturation" in format_result(result)
