@@ -1,5 +1,7 @@
 """Load shedding over real gRPC: a flood against a server whose pipeline is held at a gate ends, every
-request of it, in an answer or a clear RESOURCE_EXHAUSTED, and the health check answers throughout.
+request of it, in an answer or a clear RESOURCE_EXHAUSTED; the liveness probe passes throughout, and
+the readiness check is SERVING once the queue is refused. While the flood holds every place, grpc.aio's
+concurrency bound refuses a health check too, before any handler runs: the probe counts that as alive.
 (The queue bound and the queue timeout themselves: tests/serve/test_batcher.py.)"""
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from streamrec.infra.processes import wait_until
 from streamrec.rank.pipeline import Pipeline, Query, Recommendation
+from streamrec.serve.health_probe import check, healthy
 from streamrec.serve.loader import RegistryLoader
 from streamrec.serve.servicer import pb2, pb2_grpc
 from streamrec.serve.state import ServingState
@@ -89,7 +92,7 @@ def test_a_flood_is_answered_or_refused_at_once_never_left_waiting_and_health_st
             calls = [stub.RecommendForSequence.future(request) for _ in range(N)]
             for call in calls:
                 call.add_done_callback(ended)
-            assert health(channel) == health_pb2.HealthCheckResponse.SERVING
+            assert healthy("", status := check(channel, "", timeout_s=2)), status  # at once, whether or not a place is free
             with loader.changed:  # the pipeline is still shut: all but the running batch end, refused
                 assert loader.changed.wait_for(lambda: loader.entered and len(outcomes) == N - loader.entered, 60), \
                     f"requests left waiting: {N - len(outcomes)} of {N} unanswered, {loader.entered} in the pipeline"
