@@ -92,7 +92,7 @@ def test_a_flood_is_answered_or_refused_at_once_never_left_waiting_and_health_st
             calls = [stub.RecommendForSequence.future(request) for _ in range(N)]
             for call in calls:
                 call.add_done_callback(ended)
-            assert healthy("", status := check(channel, "", timeout_s=2)), status  # at once, whether or not a place is free
+            assert healthy("", status := check(channel, "", timeout_s=2)), status  # a place free or not
             with loader.changed:  # the pipeline is still shut: all but the running batch end, refused
                 assert loader.changed.wait_for(lambda: loader.entered and len(outcomes) == N - loader.entered, 60), \
                     f"requests left waiting: {N - len(outcomes)} of {N} unanswered, {loader.entered} in the pipeline"
